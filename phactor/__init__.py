@@ -1,0 +1,66 @@
+"""phactor: a PostHog client for Python, built as a supervised actor runtime on pykka.
+
+Start a named instance at boot, then capture through it::
+
+    import phactor
+    phactor.start(api_key="phc_...")
+    phactor.capture("signed_up", distinct_id="user-1", properties={"plan": "pro"})
+"""
+
+from phactor._version import __version__
+from phactor.api import (
+    alias,
+    bare_capture,
+    capture,
+    config,
+    context,
+    flush,
+    get_context,
+    get_event_context,
+    group_identify,
+    identify,
+    instance,
+    instances,
+    queue_length,
+    set,
+    set_context,
+    set_event_context,
+    set_once,
+    start,
+    stats,
+    stop,
+)
+from phactor.config import Config
+from phactor.errors import AlreadyStarted, ConfigError, DeliveryError, NotStarted, PhactorError
+from phactor.instance import Instance
+
+__all__ = [
+    "AlreadyStarted",
+    "Config",
+    "ConfigError",
+    "DeliveryError",
+    "Instance",
+    "NotStarted",
+    "PhactorError",
+    "__version__",
+    "alias",
+    "bare_capture",
+    "capture",
+    "config",
+    "context",
+    "flush",
+    "get_context",
+    "get_event_context",
+    "group_identify",
+    "identify",
+    "instance",
+    "instances",
+    "queue_length",
+    "set",
+    "set_context",
+    "set_event_context",
+    "set_once",
+    "start",
+    "stats",
+    "stop",
+]

@@ -1,0 +1,275 @@
+"""The module-level API: named instances and functions that act on one (`instance=`).
+
+Instances live in a plain dict replaced copy-on-write, so the lookup on every module-level
+call is one dict read with no lock. atexit and fork hooks are registered here, once.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+import time
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from typing import Any
+
+from phactor.config import Config
+from phactor.errors import AlreadyStarted, NotStarted
+from phactor.instance import Instance
+
+__all__ = [
+    "alias",
+    "bare_capture",
+    "capture",
+    "config",
+    "context",
+    "flush",
+    "get_context",
+    "get_event_context",
+    "group_identify",
+    "identify",
+    "instance",
+    "instances",
+    "queue_length",
+    "set",
+    "set_context",
+    "set_event_context",
+    "set_once",
+    "start",
+    "stats",
+    "stop",
+]
+
+_instances: dict[str, Instance] = {}
+_lock = threading.Lock()
+
+
+def start(name: str = "default", **options: Any) -> Instance:
+    """Start the named instance's supervision tree and return it.
+
+    Raises ConfigError (naming the option) for bad config, AlreadyStarted if `name` runs.
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"instance name must be a non-empty str, got {name!r}")
+    config = Config.build(**options)
+    with _lock:
+        existing = _instances.get(name)
+        if existing is not None:
+            if existing._forked:
+                existing._restart_after_fork()
+            raise AlreadyStarted(name)
+        inst = Instance(name, config)
+        inst._start_tree()
+        _replace({**_instances, name: inst})
+    return inst
+
+
+def _replace(new: dict[str, Instance]) -> None:
+    global _instances
+    _instances = new
+
+
+def _forget(inst: Instance) -> None:
+    with _lock:
+        if _instances.get(inst.name) is inst:
+            _replace({k: v for k, v in _instances.items() if k != inst.name})
+
+
+def instance(name: str = "default") -> Instance:
+    """The running instance called `name`; NotStarted when there is none."""
+    inst = _instances.get(name)
+    if inst is None:
+        raise NotStarted(name)
+    return inst
+
+
+def instances() -> list[str]:
+    """Names of the running instances."""
+    return list(_instances)
+
+
+def stop(name: str = "default", timeout: float = 10.0) -> bool:
+    """Flush (within `timeout`) and stop the named instance; other instances are untouched."""
+    return instance(name).stop(timeout)
+
+
+def capture(
+    event: str,
+    distinct_id: Any = None,
+    properties: Mapping[str, Any] | None = None,
+    *,
+    timestamp: Any = None,
+    uuid: Any = None,
+    groups: Mapping[str, Any] | None = None,
+    send_feature_flags: bool = False,
+    instance: str = "default",
+) -> str | None:
+    """Capture an event through the named instance (see `Instance.capture`)."""
+    inst = _instances.get(instance) or _missing(instance)
+    return inst.capture(
+        event,
+        distinct_id,
+        properties,
+        timestamp=timestamp,
+        uuid=uuid,
+        groups=groups,
+        send_feature_flags=send_feature_flags,
+    )
+
+
+def bare_capture(
+    event: str,
+    distinct_id: Any,
+    properties: Mapping[str, Any] | None = None,
+    *,
+    timestamp: Any = None,
+    uuid: Any = None,
+    groups: Mapping[str, Any] | None = None,
+    send_feature_flags: bool = False,
+    instance: str = "default",
+) -> str | None:
+    """Capture ignoring context (see `Instance.bare_capture`)."""
+    return _get(instance).bare_capture(
+        event,
+        distinct_id,
+        properties,
+        timestamp=timestamp,
+        uuid=uuid,
+        groups=groups,
+        send_feature_flags=send_feature_flags,
+    )
+
+
+def identify(
+    distinct_id: Any,
+    properties: Mapping[str, Any] | None = None,
+    *,
+    instance: str = "default",
+    **opts: Any,
+) -> str | None:
+    """Send `$identify` (see `Instance.identify`)."""
+    return _get(instance).identify(distinct_id, properties, **opts)
+
+
+def set(
+    distinct_id: Any, properties: Mapping[str, Any], *, instance: str = "default", **opts: Any
+) -> str | None:
+    """Send a `$set` event (see `Instance.set`)."""
+    return _get(instance).set(distinct_id, properties, **opts)
+
+
+def set_once(
+    distinct_id: Any, properties: Mapping[str, Any], *, instance: str = "default", **opts: Any
+) -> str | None:
+    """Send a `$set_once` event (see `Instance.set_once`)."""
+    return _get(instance).set_once(distinct_id, properties, **opts)
+
+
+def alias(distinct_id: Any, alias: Any, *, instance: str = "default", **opts: Any) -> str | None:
+    """Send `$create_alias` (see `Instance.alias`)."""
+    return _get(instance).alias(distinct_id, alias, **opts)
+
+
+def group_identify(
+    group_type: str,
+    group_key: Any,
+    properties: Mapping[str, Any] | None = None,
+    distinct_id: Any = None,
+    *,
+    instance: str = "default",
+    **opts: Any,
+) -> str | None:
+    """Send `$groupidentify` (see `Instance.group_identify`)."""
+    return _get(instance).group_identify(group_type, group_key, properties, distinct_id, **opts)
+
+
+def set_context(props: Any, *, instance: str = "default") -> None:
+    """Merge into this thread's/task's context of the named instance."""
+    _get(instance).set_context(props)
+
+
+def get_context(*, instance: str = "default") -> dict[str, Any]:
+    """This thread's/task's context of the named instance."""
+    return _get(instance).get_context()
+
+
+def set_event_context(event: str, props: Mapping[str, Any], *, instance: str = "default") -> None:
+    """Merge into the context applied only to events named `event`."""
+    _get(instance).set_event_context(event, props)
+
+
+def get_event_context(event: str, *, instance: str = "default") -> dict[str, Any]:
+    """The context applied only to events named `event`."""
+    return _get(instance).get_event_context(event)
+
+
+def context(
+    props: Any, event: str | None = None, *, instance: str = "default"
+) -> AbstractContextManager[None]:
+    """`with phactor.context({...}):` — context for the block, restored on exit."""
+    return _get(instance).context(props, event)
+
+
+def flush(timeout: float | None = None, *, instance: str = "default") -> bool:
+    """Block until what was queued is delivered or dropped; False on timeout."""
+    return _get(instance).flush(timeout)
+
+
+def queue_length(*, instance: str = "default") -> int:
+    """Events accepted but not yet handed to a Sender."""
+    return _get(instance).queue_length()
+
+
+def config(*, instance: str = "default") -> Config:
+    """The frozen Config of the named instance."""
+    return _get(instance).config
+
+
+def stats(*, instance: str = "default") -> dict[str, Any]:
+    """Delivery counters of the named instance."""
+    return _get(instance).stats()
+
+
+def _get(name: str) -> Instance:
+    inst = _instances.get(name)
+    if inst is None:
+        raise NotStarted(name)
+    return inst
+
+
+def _missing(name: str) -> Instance:
+    raise NotStarted(name)
+
+
+def _stop_all_at_exit() -> None:
+    """Drain every instance within its shutdown_timeout at interpreter exit (in parallel)."""
+    running = list(_instances.values())
+    if not running:
+        return
+    deadline = max(i.config.shutdown_timeout for i in running)
+    start_time = time.monotonic()
+    threads = []
+    for inst in running:
+        remaining = max(
+            0.0, min(inst.config.shutdown_timeout, deadline - (time.monotonic() - start_time))
+        )
+        t = threading.Thread(
+            target=inst.stop, args=(remaining,), daemon=True, name=f"phactor-exit-{inst.name}"
+        )
+        t.start()
+        threads.append(t)
+    for t in threads:
+        t.join(deadline + 2.0)
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()
+    for inst in _instances.values():
+        inst._after_fork_in_child()
+
+
+atexit.register(_stop_all_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

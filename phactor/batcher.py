@@ -1,0 +1,146 @@
+"""The Batcher actor: decides when queued events become batches and which Sender takes each.
+
+It flushes when the queue reaches `flush_at` (woken by the buffer), every `flush_interval`
+(the shared scheduler), or on request (`flush()`), and only ever `tell`s Senders — it never
+waits on one. Its only state is "draining or not": the queue and the in-flight ledger live in
+the `EventBuffer`, so a restarted Batcher carries on where the last one stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pykka
+
+from phactor.buffer import EventBuffer
+from phactor.sender import Send, SenderIdle
+from phactor.supervisor import Registry, SupervisedActor
+from phactor.timer import scheduler
+
+__all__ = ["Batcher", "FlushNow", "Reclaim", "Tick", "Wake", "holder_name"]
+
+
+@dataclass(frozen=True)
+class Wake:
+    """The buffer reached `flush_at`."""
+
+
+@dataclass(frozen=True)
+class Tick:
+    """The flush interval passed."""
+
+
+@dataclass(frozen=True)
+class Reclaim:
+    """A Sender was restarted: give back batches its dead incarnation held, then dispatch."""
+
+
+@dataclass(frozen=True)
+class FlushNow:
+    """Send everything queued now, partial batches included."""
+
+
+class Batcher(SupervisedActor):
+    """Turns the instance's queue into batches for free Senders."""
+
+    def __init__(
+        self,
+        child_name: str,
+        generation: int,
+        supervisor: Any,
+        *,
+        buffer: EventBuffer,
+        registry: Registry,
+        sender_names: Sequence[str],
+        flush_at: int,
+        flush_interval: float,
+        max_batch_bytes: int,
+    ):
+        super().__init__(child_name, generation, supervisor)
+        self.buffer = buffer
+        self.registry = registry
+        self.sender_names = list(sender_names)
+        self.flush_at = flush_at
+        self.flush_interval = flush_interval
+        self.max_batch_bytes = max_batch_bytes
+        self.draining = False
+        self._timer: int | None = None
+
+    def started(self) -> None:
+        self._schedule_tick()
+        # Whatever a previous incarnation left queued gets going now.
+        self.dispatch()
+
+    def stopped(self) -> None:
+        if self._timer is not None:
+            scheduler.cancel(self._timer)
+
+    def _schedule_tick(self) -> None:
+        ref = self.actor_ref
+
+        def tick() -> None:
+            try:
+                ref.tell(Tick())
+            except pykka.ActorDeadError:
+                pass  # this incarnation is gone; its successor runs its own timer
+
+        self._timer = scheduler.call_later(self.flush_interval, tick)
+
+    def handle(self, message: Any) -> Any:
+        if isinstance(message, Tick):
+            self.draining = True
+            self._schedule_tick()
+            self.reclaim()
+        elif isinstance(message, FlushNow):
+            self.draining = True
+        elif isinstance(message, Reclaim):
+            self.reclaim()
+        elif not isinstance(message, Wake | SenderIdle):
+            return None
+        self.dispatch()
+        return None
+
+    def reclaim(self) -> None:
+        """Requeue batches filed under Sender incarnations that are no longer running.
+
+        A dead Sender's batch (or a Send that landed in its inbox as it died) is filed under
+        `name#generation`; once the registry holds a newer generation, that holder is stale.
+        """
+        live = set()
+        for name in self.sender_names:
+            entry = self.registry.entry(name)
+            if entry is not None and entry[0].is_alive():
+                live.add(holder_name(name, entry[1]))
+        self.buffer.reclaim(live)
+
+    def dispatch(self) -> None:
+        """Hand a batch to every idle Sender while there is enough to send."""
+        buffer = self.buffer
+        for name in self.sender_names:
+            queued = buffer.queue_length()
+            if queued == 0:
+                self.draining = False
+                return
+            if queued < self.flush_at and not self.draining:
+                return
+            entry = self.registry.entry(name)
+            if entry is None:
+                continue  # restarting; the Supervisor sends Reclaim when it is back
+            ref, generation = entry
+            holder = holder_name(name, generation)
+            batch = buffer.take(holder, self.flush_at, self.max_batch_bytes)
+            if batch is None:
+                continue  # this Sender is busy
+            try:
+                ref.tell(Send(batch))
+            except pykka.ActorDeadError:
+                buffer.give_back(holder)
+        if buffer.queue_length() == 0:
+            self.draining = False
+
+
+def holder_name(sender: str, generation: int) -> str:
+    """The ledger key of a batch held by one incarnation of a Sender."""
+    return f"{sender}#{generation}"

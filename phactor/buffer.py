@@ -1,0 +1,261 @@
+"""`EventBuffer`: the queue and in-flight ledger of one instance, plus its delivery counters.
+
+It is the state that must survive a restart (OTP keeps such state outside the child it
+protects): the Supervisor creates it once and hands it to every incarnation of the Batcher
+and the Senders. Callers append serialised events to it directly — a lock and a deque append,
+far cheaper than an actor message — and the Batcher is woken when a batch is ready.
+
+Every counter changes under one lock together with the queue, so at every moment
+`captured == sent + sum(dropped) + queued + in_flight`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+__all__ = ["Batch", "EventBuffer", "Item"]
+
+Item = tuple[int, bytes]
+"""One queued event: (sequence number, serialised JSON)."""
+
+
+class Batch:
+    """Events handed to one Sender; `holder` names it so a crash can give them back."""
+
+    __slots__ = ("holder", "items", "nbytes")
+
+    def __init__(self, holder: str, items: list[Item], nbytes: int):
+        self.holder = holder
+        self.items = items
+        self.nbytes = nbytes
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def first_seq(self) -> int:
+        return self.items[0][0] if self.items else 0
+
+
+class EventBuffer:
+    """Bounded FIFO of serialised events with an exact ledger of where each one is."""
+
+    def __init__(self, max_queue_size: int, flush_at: int, wake: Callable[[], None] | None = None):
+        self.max_queue_size = max_queue_size
+        self.flush_at = flush_at
+        self.wake = wake
+        self._lock = threading.Lock()
+        self._done = threading.Condition(self._lock)
+        self._queue: deque[Item] = deque()
+        self._queued_bytes = 0
+        self._in_flight: dict[str, Batch] = {}
+        self._seq = 0
+        self._wake_pending = False
+        self._closed = False
+        self.sent = 0
+        self.dropped: Counter[str] = Counter()
+        self.retries = 0
+        self.restarts = 0
+        self.requeued = 0
+
+    # --- callers ---------------------------------------------------------------------------
+
+    def offer(self, data: bytes) -> bool:
+        """Queue one event; False (counted `queue_full` or `stopped`) when it cannot be."""
+        with self._lock:
+            self._seq += 1
+            if self._closed:
+                self.dropped["stopped"] += 1
+                return False
+            if len(self._queue) >= self.max_queue_size:
+                self.dropped["queue_full"] += 1
+                return False
+            self._queue.append((self._seq, data))
+            self._queued_bytes += len(data)
+            wake = len(self._queue) >= self.flush_at and not self._wake_pending
+            if wake:
+                self._wake_pending = True
+        if wake and self.wake is not None:
+            self.wake()
+        return True
+
+    def drop_at_capture(self, reason: str) -> None:
+        """Count an event that was refused before it was queued."""
+        with self._lock:
+            self._seq += 1
+            self.dropped[reason] += 1
+
+    # --- the Batcher -----------------------------------------------------------------------
+
+    def take(self, holder: str, max_events: int, max_bytes: int) -> Batch | None:
+        """Move up to `max_events` queued events (within `max_bytes`) in flight under `holder`."""
+        with self._lock:
+            if not self._queue or holder in self._in_flight:
+                return None
+            items: list[Item] = []
+            nbytes = 0
+            queue = self._queue
+            while queue and len(items) < max_events:
+                size = len(queue[0][1]) + 1
+                if items and nbytes + size > max_bytes:
+                    break
+                item = queue.popleft()
+                items.append(item)
+                nbytes += size
+            self._queued_bytes -= nbytes - len(items)
+            if len(queue) < self.flush_at:
+                self._wake_pending = False
+            batch = Batch(holder, items, nbytes)
+            self._in_flight[holder] = batch
+            return batch
+
+    def queue_length(self) -> int:
+        return len(self._queue)
+
+    # --- the Senders and the Supervisor ----------------------------------------------------
+
+    def settle(
+        self,
+        holder: str,
+        *,
+        sent: int = 0,
+        dropped: dict[str, int] | None = None,
+        requeue: Iterable[Item] = (),
+    ) -> None:
+        """Close `holder`'s batch: `sent` delivered, `dropped` by reason, `requeue` put back.
+
+        The three must account for the whole batch; a shortfall is counted `internal_error`.
+        """
+        with self._lock:
+            batch = self._in_flight.pop(holder, None)
+            if batch is None:
+                return
+            back = list(requeue)
+            unaccounted = len(batch.items) - sent - sum((dropped or {}).values()) - len(back)
+            if unaccounted > 0:
+                # A Sender bug must still show up in the ledger, never vanish.
+                self.dropped["internal_error"] += unaccounted
+            self.sent += sent
+            if dropped:
+                self.dropped.update(dropped)
+            self._requeue_locked(back)
+            self._done.notify_all()
+
+    def give_back(self, holder: str) -> int:
+        """Put `holder`'s batch back at the front of the queue; returns how many."""
+        with self._lock:
+            batch = self._in_flight.pop(holder, None)
+            if batch is None:
+                return 0
+            self._requeue_locked(batch.items)
+            self._done.notify_all()
+            return len(batch.items)
+
+    def reclaim(self, live_holders: set[str]) -> int:
+        """Give back every batch whose holder is not a live Sender incarnation (it died)."""
+        with self._lock:
+            stale = [h for h in self._in_flight if h not in live_holders]
+            n = 0
+            for holder in stale:
+                items = self._in_flight.pop(holder).items
+                n += len(items)
+                self._requeue_locked(items)
+            if n:
+                self._done.notify_all()
+            return n
+
+    def _requeue_locked(self, items: list[Item]) -> None:
+        if not items:
+            return
+        room = self.max_queue_size - len(self._queue)
+        if room < len(items):
+            # Keep the oldest; the newest that do not fit are counted, never lost silently.
+            overflow = len(items) - max(room, 0)
+            self.dropped["queue_full"] += overflow
+            items = items[: max(room, 0)]
+        self.requeued += len(items)
+        self._queue.extendleft(reversed(items))
+        self._queued_bytes += sum(len(d) for _, d in items)
+
+    def count_retry(self) -> None:
+        with self._lock:
+            self.retries += 1
+
+    def count_restart(self) -> None:
+        with self._lock:
+            self.restarts += 1
+
+    def close(self, reason: str) -> int:
+        """Refuse further events and drop what is still queued under `reason`; returns count."""
+        with self._lock:
+            self._closed = True
+            n = len(self._queue)
+            if n:
+                self.dropped[reason] += n
+                self._queue.clear()
+                self._queued_bytes = 0
+            self._done.notify_all()
+            return n
+
+    def abandon_in_flight(self, reason: str) -> int:
+        """Count every batch still in flight as dropped (shutdown deadline passed)."""
+        with self._lock:
+            n = sum(len(b.items) for b in self._in_flight.values())
+            if n:
+                self.dropped[reason] += n
+            self._in_flight.clear()
+            self._done.notify_all()
+            return n
+
+    # --- flush and stats -------------------------------------------------------------------
+
+    def high_water(self) -> int:
+        """The sequence number of the newest event accepted so far."""
+        with self._lock:
+            return self._seq
+
+    def wait_through(self, seq: int, timeout: float | None) -> bool:
+        """Block until no event with sequence <= `seq` is queued or in flight."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while self._oldest_pending_locked() <= seq:
+                if deadline is None:
+                    self._done.wait(1.0)
+                    continue
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._done.wait(min(remaining, 1.0))
+            return True
+
+    def _oldest_pending_locked(self) -> int:
+        oldest = self._queue[0][0] if self._queue else 1 << 62
+        for batch in self._in_flight.values():
+            if batch.items:
+                oldest = min(oldest, batch.first_seq)
+        return oldest
+
+    def notify(self) -> None:
+        """Wake flush() waiters (after a state change they should re-check)."""
+        with self._lock:
+            self._done.notify_all()
+
+    def stats(self) -> dict[str, Any]:
+        """A consistent snapshot of the counters."""
+        with self._lock:
+            in_flight = sum(len(b.items) for b in self._in_flight.values())
+            return {
+                "captured": self._seq,
+                "sent": self.sent,
+                "dropped": dict(self.dropped),
+                "queued": len(self._queue),
+                "queued_bytes": self._queued_bytes,
+                "in_flight": in_flight,
+                "retries": self.retries,
+                "requeued": self.requeued,
+                "restarts": self.restarts,
+            }

@@ -1,0 +1,998 @@
+"""A small local PostHog-compatible endpoint: the embedded default for demos, and a real
+(optionally misbehaving) server for integration tests.
+
+Standard library plus orjson only. Start it in-process::
+
+    with DevServer() as server:                      # port 0: a free port is picked
+        phactor.start(api_key="phc_test", host=server.url)
+        ...
+        assert server.wait_for(3, timeout=5)         # blocks on a Condition, no sleeps
+        server.events(event="signed_up")             # list of dicts, oldest first
+
+or from a shell: ``python -m phactor.devserver --port 8010 --db events.sqlite``.
+
+Endpoints
+---------
+- ``POST /batch/``, ``/capture/``, ``/e/``, ``/i/v0/e/`` (the *capture* endpoints). Bodies:
+  ``{"api_key", "batch": [...]}``, a single event ``{"api_key", "event", ...}``, or a bare list of
+  events carrying their own ``api_key``/``token``. JSON, gzip (``Content-Encoding: gzip``,
+  ``?compression=gzip``/``gzip-js``, or gzip magic bytes) and form-encoded ``data=<base64>`` are
+  accepted. 200 ``{"status": 1}``; 400 with a ``detail`` message for malformed JSON or events (no
+  ``event`` name, no ``distinct_id``, bad ``uuid``, non-object ``properties``); 401 when no api key
+  is found (as PostHog does). A rejected request stores nothing.
+- ``POST /flags/`` (the *flags* endpoint): answers from ``DevServer(flags=...)`` in the v4 shape.
+  A value ``False`` is a disabled flag, ``True`` an enabled boolean flag, a string an enabled
+  variant. ``flag_payloads`` maps a key to any JSON value, sent as a JSON string like PostHog does.
+- ``GET /flags/definitions`` and ``GET /api/feature_flag/local_evaluation/`` (the *definitions*
+  endpoint): returns ``flag_definitions`` (a list of flags, or a full ``{"flags", ...}`` document)
+  with an ``ETag``; 304 on a matching ``If-None-Match``; 401 without ``Authorization`` or, when
+  ``personal_api_key`` is set, with a different bearer key.
+- ``GET /api/events?limit=&offset=&event=&distinct_id=&api_key=``: ``{"results": [...],
+  "count": n}``, results **oldest first** (arrival order), ``count`` the number of matching events
+  before ``limit``/``offset``. ``DELETE /api/events`` clears them. ``GET /`` reports the counts.
+
+Stored events (SQLite, one table ``events``; ``db=":memory:"`` or a file path) come back from
+:meth:`DevServer.events` and the listing as dicts with ``id``, ``api_key``, ``uuid``, ``event``,
+``distinct_id``, ``timestamp``, ``properties`` (dict), ``received_at`` and ``raw`` (the event object
+exactly as it arrived, e.g. with a top-level ``$set``).
+
+Request log
+-----------
+Every request to a capture, flags or definitions endpoint is recorded as a :class:`ReceivedRequest`
+*before* the response is written, including those answered with an injected fault and those dropped
+without an answer. :attr:`DevServer.requests`, :meth:`DevServer.request_count`,
+:meth:`DevServer.uuid_counts` (how often each event uuid arrived) and
+:meth:`DevServer.wait_for_requests` let a test count exactly what reached the wire.
+
+Fault injection
+---------------
+``endpoint`` selects what a fault applies to: ``"capture"``, ``"flags"``, ``"definitions"`` or
+``"any"``. Precedence per request: :meth:`~DevServer.set_mode` > queued one-shot faults (FIFO) >
+:meth:`~DevServer.reject_larger_than` > normal handling.
+
+- ``fail_next(n=1, status=500, *, headers=None, body=b"", endpoint="capture", store=False)``: the
+  next ``n`` matching requests get ``status`` with ``headers`` (e.g. ``{"Retry-After": "2"}``).
+- ``drop_next(n=1, *, reset=False, endpoint="capture", store=False)``: the next ``n`` matching
+  requests are read, then the connection is closed without a response (``reset=True``: TCP RST).
+- ``store=True`` on either stores the events first: the server accepted them but the answer was
+  lost, so a retrying client will deliver the same uuids twice.
+- ``set_mode("up" | "down" | "reset" | "error", *, status=503)``: persistent, for every endpoint;
+  ``down`` closes each connection without a response, ``reset`` resets it, ``error`` answers
+  ``status``.
+- ``delay(seconds, *, endpoint="any")``: every matching response waits ``seconds`` (0 clears);
+  :meth:`~DevServer.stop` cuts the wait short.
+- ``reject_larger_than(limit)``: capture bodies over ``limit`` wire bytes get 413 (None clears).
+- ``reset_faults()``: back to a well-behaved server. ``clear()`` forgets events and the request log.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import collections
+import contextlib
+import datetime as dt
+import gzip
+import hashlib
+import http.server
+import logging
+import os
+import socket
+import sqlite3
+import struct
+import threading
+import uuid as uuid_module
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+import structlog
+
+__all__ = ["CAPTURE_PATHS", "DevServer", "Endpoint", "ReceivedRequest"]
+
+_log = structlog.wrap_logger(logging.getLogger("phactor.devserver"))
+
+CAPTURE_PATHS: tuple[str, ...] = ("/batch/", "/capture/", "/e/", "/i/v0/e/")
+"""Paths accepting events; each also answers without its trailing slash."""
+
+_FLAGS_PATHS = ("/flags/", "/flags")
+_DEFINITIONS_PATHS = (
+    "/flags/definitions",
+    "/flags/definitions/",
+    "/api/feature_flag/local_evaluation",
+    "/api/feature_flag/local_evaluation/",
+)
+_CAPTURE_LOOKUP = frozenset(CAPTURE_PATHS) | {p.rstrip("/") for p in CAPTURE_PATHS}
+
+# Far above PostHog's 20 MiB cap; only protects the dev box from a runaway client.
+_MAX_BODY_BYTES = 64 * 1024 * 1024
+
+Endpoint = Literal["capture", "flags", "definitions", "any"]
+"""Which requests a fault, a count or a wait applies to."""
+
+_ENDPOINTS = ("capture", "flags", "definitions", "any")
+_MODES = ("up", "down", "reset", "error")
+
+
+@dataclass(frozen=True)
+class ReceivedRequest:
+    """One request that reached a capture, flags or definitions endpoint.
+
+    ``status`` is None when the connection was dropped without a response; ``fault`` names the
+    injected behaviour that answered it (``"fail"``, ``"drop"``, ``"reset"``, ``"mode:<mode>"``,
+    ``"too_large"``) or is None for normal handling. ``uuids`` are the event uuids found in the
+    body (capture only, also for rejected requests when the body could be parsed). ``body`` is the
+    parsed JSON body of flags requests (None for capture, whose events are in the table).
+    ``peer`` is the client's ``host:port``: one peer across requests means one kept-alive
+    connection.
+    """
+
+    method: str
+    path: str
+    endpoint: str
+    query: Mapping[str, str]
+    headers: Mapping[str, str]
+    body_bytes: int
+    status: int | None
+    fault: str | None = None
+    api_key: str | None = None
+    uuids: tuple[str, ...] = ()
+    event_count: int = 0
+    error: str | None = None
+    body: Any = None
+    received_at: str = ""
+    peer: str = ""
+
+
+@dataclass
+class _Fault:
+    kind: Literal["fail", "drop", "reset"]
+    remaining: int
+    endpoint: str
+    status: int = 500
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    store: bool = False
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+
+
+@dataclass
+class _Parsed:
+    api_key: str | None = None
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    uuids: tuple[str, ...] = ()
+    body: Any = None
+    error: _BadRequest | None = None
+
+
+def _now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _error_body(code: str, detail: str) -> dict[str, Any]:
+    kind = "authentication_error" if code == "invalid_api_key" else "validation_error"
+    return {"type": kind, "code": code, "detail": detail, "attr": None}
+
+
+def _decode_body(raw: bytes, headers: Mapping[str, str], query: Mapping[str, str]) -> Any:
+    """Undo the encodings PostHog SDKs use, then parse JSON; raise _BadRequest on failure."""
+    data = raw
+    if headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        fields = parse_qs(raw.decode("latin-1"))
+        if "data" not in fields:
+            raise _BadRequest(400, "invalid_payload", "form body without a data= field")
+        text = fields["data"][0].strip()
+        data = text.encode()
+        # posthog-js sends base64 of JSON (or of gzip); anything else is taken as JSON text.
+        if data[:1] not in (b"{", b"["):
+            with contextlib.suppress(binascii.Error, ValueError):
+                data = base64.b64decode(data + b"=" * (-len(data) % 4))
+    compression = query.get("compression", "")
+    gzipped = (
+        headers.get("content-encoding", "").lower() == "gzip"
+        or compression in ("gzip", "gzip-js")
+        or data[:2] == b"\x1f\x8b"
+    )
+    if gzipped:
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise _BadRequest(400, "invalid_payload", f"invalid gzip body: {exc}") from None
+    if not data.strip():
+        raise _BadRequest(400, "invalid_payload", "empty body")
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise _BadRequest(400, "invalid_payload", f"malformed JSON: {exc}") from None
+
+
+def _key_of(obj: Mapping[str, Any]) -> str | None:
+    key = obj.get("api_key") or obj.get("token")
+    return key if isinstance(key, str) and key else None
+
+
+def _capture_rows(body: Any, received_at: str) -> _Parsed:
+    """Turn a capture body into table rows; the uuids are collected even when it is rejected."""
+    if isinstance(body, list):
+        default_key, events = None, body
+    elif isinstance(body, dict) and "batch" in body:
+        default_key, events = _key_of(body), body["batch"]
+        if not isinstance(events, list):
+            raise _BadRequest(400, "invalid_payload", "batch must be a list")
+    elif isinstance(body, dict) and "event" in body:
+        default_key, events = _key_of(body), [body]
+    else:
+        raise _BadRequest(400, "invalid_payload", "expected {batch: [...]}, an event or a list")
+
+    parsed = _Parsed(api_key=default_key)
+    uuids = [e["uuid"] for e in events if isinstance(e, dict) and isinstance(e.get("uuid"), str)]
+    parsed.uuids = tuple(uuids)
+    try:
+        for index, event in enumerate(events):
+            parsed.rows.append(_capture_row(index, event, default_key, received_at))
+    except _BadRequest as exc:
+        parsed.rows = []
+        parsed.error = exc
+    if parsed.rows and parsed.api_key is None:
+        parsed.api_key = parsed.rows[0][0]
+    return parsed
+
+
+def _capture_row(
+    index: int, event: Any, default_key: str | None, received_at: str
+) -> tuple[Any, ...]:
+    where = f"event {index}"
+    if not isinstance(event, dict):
+        raise _BadRequest(400, "invalid_payload", f"{where} is not an object")
+    name = event.get("event")
+    if not isinstance(name, str) or not name:
+        raise _BadRequest(400, "invalid_payload", f"{where} has no event name")
+    properties = event.get("properties", {})
+    if properties is None:
+        properties = {}
+    if not isinstance(properties, dict):
+        raise _BadRequest(400, "invalid_payload", f"{where} properties is not an object")
+    api_key = _key_of(event) or default_key or _key_of(properties)
+    if api_key is None:
+        raise _BadRequest(401, "invalid_api_key", "API key not provided")
+    distinct_id = event.get("distinct_id")
+    if distinct_id is None:
+        distinct_id = properties.get("distinct_id", properties.get("$distinct_id"))
+    if distinct_id is None or distinct_id == "" or isinstance(distinct_id, dict | list | bool):
+        raise _BadRequest(400, "invalid_payload", f"{where} has no usable distinct_id")
+    event_uuid = event.get("uuid")
+    if event_uuid is not None:
+        try:
+            uuid_module.UUID(str(event_uuid))
+        except ValueError:
+            raise _BadRequest(400, "invalid_payload", f"{where} has an invalid uuid") from None
+    timestamp = event.get("timestamp")
+    return (
+        api_key,
+        None if event_uuid is None else str(event_uuid),
+        name,
+        str(distinct_id),
+        None if timestamp is None else str(timestamp),
+        orjson.dumps(properties, option=orjson.OPT_NON_STR_KEYS),
+        received_at,
+        orjson.dumps(event, option=orjson.OPT_NON_STR_KEYS),
+    )
+
+
+def _flag_entry(index: int, key: str, value: Any, payload: Any) -> dict[str, Any]:
+    enabled = value is not False and value is not None
+    variant = value if isinstance(value, str) else None
+    return {
+        "key": key,
+        "enabled": enabled,
+        "variant": variant,
+        "reason": {
+            "code": "condition_match" if enabled else "no_condition_match",
+            "condition_index": 0 if enabled else None,
+            "description": "Matched condition set 1" if enabled else "No matching condition set",
+        },
+        "metadata": {
+            "id": index + 1,
+            "version": 1,
+            "payload": None if payload is None else orjson.dumps(payload).decode(),
+        },
+    }
+
+
+def _definitions_document(definitions: Any) -> dict[str, Any]:
+    if definitions is None:
+        definitions = []
+    if isinstance(definitions, list | tuple):
+        return {"flags": list(definitions), "group_type_mapping": {}, "cohorts": {}}
+    if isinstance(definitions, Mapping):
+        document = dict(definitions)
+        document.setdefault("flags", [])
+        document.setdefault("group_type_mapping", {})
+        document.setdefault("cohorts", {})
+        return document
+    raise TypeError("flag_definitions must be a list of flags or a mapping with 'flags'")
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "phactor-devserver"
+    # Two small writes per response (headers, body) would otherwise stall on delayed ACKs.
+    disable_nagle_algorithm = True
+    server: _HTTPServer
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.track(self.connection, add=True)
+
+    def finish(self) -> None:
+        with contextlib.suppress(OSError):
+            super().finish()
+        self.server.track(self.connection, add=False)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        _log.debug("devserver_http", message=format % args)
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    def _dispatch(self, method: str) -> None:
+        try:
+            self.server.devserver._handle(self, method)
+        except (ConnectionError, TimeoutError):
+            self.close_connection = True
+        except Exception:
+            _log.exception("devserver_handler_failed", path=self.path)
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.send_json(500, _error_body("server_error", "internal dev server error"))
+
+    def read_body(self) -> bytes | None:
+        """The request body, or None when it is too large to read (the connection then closes)."""
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks: list[bytes] = []
+            total = 0
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(chunks)
+                total += size
+                if total > _MAX_BODY_BYTES:
+                    return None
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > _MAX_BODY_BYTES:
+            return None
+        return self.rfile.read(length) if length > 0 else b""
+
+    def send_json(
+        self, status: int, payload: Any, headers: Mapping[str, str] | None = None
+    ) -> None:
+        self.send_bytes(status, orjson.dumps(payload), headers, "application/json")
+
+    def send_bytes(
+        self,
+        status: int,
+        body: bytes,
+        headers: Mapping[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> None:
+        self.send_response(status)
+        if status != 304:
+            self.send_header("Content-Type", content_type)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        if status != 304:
+            self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if status != 304 and body:
+            self.wfile.write(body)
+
+    def drop(self, reset: bool) -> None:
+        """Close the connection without a response; with ``reset``, make the close a TCP RST."""
+        self.close_connection = True
+        if reset:
+            with contextlib.suppress(OSError):
+                self.connection.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
+        with contextlib.suppress(OSError):
+            self.connection.close()
+
+
+class _HTTPServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], devserver: DevServer) -> None:
+        self.devserver = devserver
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def track(self, connection: socket.socket, *, add: bool) -> None:
+        with self._connections_lock:
+            if add:
+                self._connections.add(connection)
+            else:
+                self._connections.discard(connection)
+
+    def close_connections(self) -> None:
+        # Handler threads blocked on a keep-alive read would otherwise keep serving after stop().
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    api_key TEXT NOT NULL,
+    uuid TEXT,
+    event TEXT NOT NULL,
+    distinct_id TEXT NOT NULL,
+    timestamp TEXT,
+    properties TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    raw TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_event ON events (event);
+CREATE INDEX IF NOT EXISTS events_distinct_id ON events (distinct_id);
+"""
+
+_COLUMNS = "id, api_key, uuid, event, distinct_id, timestamp, properties, received_at, raw"
+
+
+class DevServer:
+    """A local PostHog-compatible endpoint serving from a background thread.
+
+    ``port=0`` picks a free port (read it from :attr:`port` / :attr:`url` after :meth:`start`).
+    ``db`` is ``":memory:"`` (shared safely across the server's threads) or a file path; a file
+    keeps events across runs. ``flags``, ``flag_payloads``, ``flag_definitions`` and
+    ``personal_api_key`` configure the flag endpoints (see the module docstring).
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        db: str | os.PathLike[str] = ":memory:",
+        *,
+        flags: Mapping[str, bool | str] | None = None,
+        flag_payloads: Mapping[str, Any] | None = None,
+        flag_definitions: Sequence[Mapping[str, Any]] | Mapping[str, Any] | None = None,
+        personal_api_key: str | None = None,
+    ) -> None:
+        if not isinstance(host, str):
+            raise TypeError("host must be a str")
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+            raise TypeError("port must be an int in 0..65535")
+        self._host = host
+        self._requested_port = port
+        self._db_path = os.fspath(db)
+        self._db = sqlite3.connect(self._db_path, check_same_thread=False, isolation_level=None)
+        if self._db_path != ":memory:":
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        # One lock serialises every use of the single connection; waiters sleep on its Condition.
+        self._db_lock = threading.Lock()
+        self._stored = threading.Condition(self._db_lock)
+        self._stored_count = self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+
+        self._log_cond = threading.Condition()
+        self._requests: list[ReceivedRequest] = []
+
+        self._fault_lock = threading.Lock()
+        self._faults: list[_Fault] = []
+        self._mode = "up"
+        self._mode_status = 503
+        self._delay: tuple[float, str] = (0.0, "any")
+        self._size_limit: int | None = None
+
+        self._flags_lock = threading.Lock()
+        self._flags: dict[str, bool | str] = {}
+        self._flag_payloads: dict[str, Any] = {}
+        self._definitions_body = b""
+        self._definitions_etag = ""
+        self._personal_api_key = personal_api_key
+        self.set_flags(flags or {}, flag_payloads)
+        self.set_flag_definitions(flag_definitions)
+
+        self._server: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> DevServer:
+        """Bind and serve from a daemon thread; returns self. Raises RuntimeError if started."""
+        if self._server is not None:
+            raise RuntimeError("DevServer already started")
+        self._stopping.clear()
+        self._server = _HTTPServer((self._host, self._requested_port), self)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name=f"phactor-devserver-{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+        _log.debug("devserver_started", url=self.url, db=self._db_path)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close open connections; stored events stay readable."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self._stopping.set()
+        server.shutdown()
+        server.close_connections()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join()
+        with self._log_cond:
+            self._log_cond.notify_all()
+        _log.debug("devserver_stopped")
+
+    def __del__(self) -> None:
+        # An explicit close keeps newer Pythons from warning about a connection left to the GC.
+        with contextlib.suppress(Exception):
+            self._db.close()
+
+    def __enter__(self) -> DevServer:
+        if self._server is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        """The bound port; RuntimeError before :meth:`start`."""
+        if self._server is None:
+            raise RuntimeError("DevServer not started")
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """The base URL to use as a client's ``host``, e.g. ``http://127.0.0.1:54321``."""
+        host = self._host if ":" not in self._host else f"[{self._host}]"
+        return f"http://{host}:{self.port}"
+
+    # -- stored events ---------------------------------------------------------------------
+
+    def events(
+        self,
+        limit: int | None = None,
+        event: str | None = None,
+        distinct_id: str | None = None,
+        api_key: str | None = None,
+        *,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        """Stored events matching every given filter, oldest first, as plain dicts."""
+        where, params = self._filters(event, distinct_id, api_key)
+        sql = f"SELECT {_COLUMNS} FROM events{where} ORDER BY id LIMIT ? OFFSET ?"
+        params += [-1 if limit is None else int(limit), int(offset)]
+        with self._db_lock:
+            rows = self._db.execute(sql, params).fetchall()
+        return [
+            {
+                "id": row[0],
+                "api_key": row[1],
+                "uuid": row[2],
+                "event": row[3],
+                "distinct_id": row[4],
+                "timestamp": row[5],
+                "properties": orjson.loads(row[6]),
+                "received_at": row[7],
+                "raw": orjson.loads(row[8]),
+            }
+            for row in rows
+        ]
+
+    def count(
+        self, event: str | None = None, distinct_id: str | None = None, api_key: str | None = None
+    ) -> int:
+        """How many stored events match every given filter."""
+        where, params = self._filters(event, distinct_id, api_key)
+        with self._db_lock:
+            if not params:
+                return self._stored_count
+            row = self._db.execute(f"SELECT COUNT(*) FROM events{where}", params).fetchone()
+            return int(row[0])
+
+    def wait_for(self, count: int, timeout: float | None = 5.0) -> bool:
+        """Block until at least ``count`` events are stored; False if ``timeout`` passes first."""
+        with self._stored:
+            return self._stored.wait_for(lambda: self._stored_count >= count, timeout)
+
+    def clear(self) -> None:
+        """Forget every stored event and the request log (faults stay; see reset_faults)."""
+        with self._stored:
+            self._db.execute("DELETE FROM events")
+            self._stored_count = 0
+        with self._log_cond:
+            self._requests.clear()
+
+    @staticmethod
+    def _filters(
+        event: str | None, distinct_id: str | None, api_key: str | None
+    ) -> tuple[str, list[Any]]:
+        clauses, params = [], []
+        for column, value in (("event", event), ("distinct_id", distinct_id), ("api_key", api_key)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+    def _store(self, rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        with self._stored:
+            # One transaction per request: per-event commits would cap throughput far too low.
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(
+                    "INSERT INTO events (api_key, uuid, event, distinct_id, timestamp, "
+                    "properties, received_at, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            self._stored_count += len(rows)
+            self._stored.notify_all()
+
+    # -- request log -----------------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[ReceivedRequest]:
+        """A snapshot of every recorded request, in arrival order."""
+        with self._log_cond:
+            return list(self._requests)
+
+    def request_count(self, endpoint: Endpoint = "capture") -> int:
+        """How many requests reached ``endpoint``, whatever they were answered with."""
+        _check_endpoint(endpoint)
+        with self._log_cond:
+            return sum(1 for r in self._requests if _matches(endpoint, r.endpoint))
+
+    def uuid_counts(self) -> collections.Counter[str]:
+        """How many times each event uuid arrived in a capture request (failed ones included)."""
+        with self._log_cond:
+            return collections.Counter(u for r in self._requests for u in r.uuids)
+
+    def wait_for_requests(
+        self, count: int, timeout: float | None = 5.0, endpoint: Endpoint = "capture"
+    ) -> bool:
+        """Block until ``count`` requests reached ``endpoint``; False if ``timeout`` passes."""
+        _check_endpoint(endpoint)
+
+        def reached() -> bool:
+            return sum(1 for r in self._requests if _matches(endpoint, r.endpoint)) >= count
+
+        with self._log_cond:
+            return self._log_cond.wait_for(reached, timeout)
+
+    def _record(self, request: ReceivedRequest) -> None:
+        with self._log_cond:
+            self._requests.append(request)
+            self._log_cond.notify_all()
+
+    # -- fault injection -------------------------------------------------------------------
+
+    def fail_next(
+        self,
+        n: int = 1,
+        status: int = 500,
+        *,
+        headers: Mapping[str, str] | None = None,
+        body: bytes | str = b"",
+        endpoint: Endpoint = "capture",
+        store: bool = False,
+    ) -> None:
+        """Answer the next ``n`` requests to ``endpoint`` with ``status``, ``headers``, ``body``."""
+        _check_endpoint(endpoint)
+        if not isinstance(status, int) or not 100 <= status <= 599:
+            raise TypeError("status must be an HTTP status code")
+        payload = body.encode() if isinstance(body, str) else bytes(body)
+        self._queue(_Fault("fail", n, endpoint, status, dict(headers or {}), payload, store))
+
+    def drop_next(
+        self,
+        n: int = 1,
+        *,
+        reset: bool = False,
+        endpoint: Endpoint = "capture",
+        store: bool = False,
+    ) -> None:
+        """Close the connection of the next ``n`` requests to ``endpoint`` without answering."""
+        _check_endpoint(endpoint)
+        self._queue(_Fault("reset" if reset else "drop", n, endpoint, store=store))
+
+    def set_mode(self, mode: Literal["up", "down", "reset", "error"], *, status: int = 503) -> None:
+        """Switch persistent behaviour for every endpoint: up, down, reset or error(status)."""
+        if mode not in _MODES:
+            raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+        with self._fault_lock:
+            self._mode, self._mode_status = mode, status
+
+    def delay(self, seconds: float, *, endpoint: Endpoint = "any") -> None:
+        """Hold every response to ``endpoint`` for ``seconds`` (0 turns it off)."""
+        _check_endpoint(endpoint)
+        if seconds < 0:
+            raise ValueError("seconds must be >= 0")
+        with self._fault_lock:
+            self._delay = (float(seconds), endpoint)
+
+    def reject_larger_than(self, limit: int | None) -> None:
+        """Answer 413 to capture bodies larger than ``limit`` bytes on the wire (None: no limit)."""
+        if limit is not None and (not isinstance(limit, int) or limit < 0):
+            raise TypeError("limit must be a non-negative int or None")
+        with self._fault_lock:
+            self._size_limit = limit
+
+    def reset_faults(self) -> None:
+        """Drop queued faults, mode back to up, no delay, no size limit."""
+        with self._fault_lock:
+            self._faults.clear()
+            self._mode, self._mode_status = "up", 503
+            self._delay = (0.0, "any")
+            self._size_limit = None
+
+    def _queue(self, fault: _Fault) -> None:
+        if not isinstance(fault.remaining, int) or fault.remaining < 1:
+            raise ValueError("n must be a positive int")
+        with self._fault_lock:
+            self._faults.append(fault)
+
+    def _take_fault(self, endpoint: str) -> tuple[str, int, _Fault | None, float]:
+        with self._fault_lock:
+            seconds, delayed = self._delay
+            delay = seconds if _matches(delayed, endpoint) else 0.0
+            for fault in self._faults:
+                if _matches(fault.endpoint, endpoint):
+                    fault.remaining -= 1
+                    if fault.remaining == 0:
+                        self._faults.remove(fault)
+                    return self._mode, self._mode_status, fault, delay
+            return self._mode, self._mode_status, None, delay
+
+    # -- flags -----------------------------------------------------------------------------
+
+    def set_flags(
+        self, flags: Mapping[str, bool | str], payloads: Mapping[str, Any] | None = None
+    ) -> None:
+        """Replace what ``POST /flags/`` answers: key -> True/False/variant, key -> payload."""
+        for key, value in flags.items():
+            if not isinstance(key, str) or not isinstance(value, bool | str):
+                raise TypeError("flags must map str keys to bool or variant str values")
+        with self._flags_lock:
+            self._flags = dict(flags)
+            self._flag_payloads = dict(payloads or {})
+
+    def set_flag_definitions(
+        self, definitions: Sequence[Mapping[str, Any]] | Mapping[str, Any] | None
+    ) -> None:
+        """Replace what ``GET /flags/definitions`` answers; the ETag changes with the content."""
+        body = orjson.dumps(_definitions_document(definitions), option=orjson.OPT_NON_STR_KEYS)
+        etag = '"' + hashlib.sha1(body).hexdigest()[:20] + '"'
+        with self._flags_lock:
+            self._definitions_body, self._definitions_etag = body, etag
+
+    # -- request handling ------------------------------------------------------------------
+
+    def _handle(self, handler: _Handler, method: str) -> None:
+        split = urlsplit(handler.path)
+        path = split.path
+        query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
+        if method == "POST" and path in _CAPTURE_LOOKUP:
+            self._serve_recorded(handler, method, path, query, "capture")
+        elif method == "POST" and path in _FLAGS_PATHS:
+            self._serve_recorded(handler, method, path, query, "flags")
+        elif method == "GET" and path in _DEFINITIONS_PATHS:
+            self._serve_recorded(handler, method, path, query, "definitions")
+        elif method == "GET" and path in ("/api/events", "/api/events/"):
+            self._serve_listing(handler, query)
+        elif method == "DELETE" and path in ("/api/events", "/api/events/"):
+            handler.read_body()
+            self.clear()
+            handler.send_json(200, {"status": 1})
+        elif method == "GET" and path == "/":
+            handler.send_json(
+                200,
+                {"status": "ok", "events": self.count(), "requests": len(self.requests)},
+            )
+        else:
+            body = handler.read_body()
+            if body is None:
+                handler.close_connection = True
+            handler.send_json(404, _error_body("not_found", f"no {method} {path} here"))
+
+    def _serve_listing(self, handler: _Handler, query: Mapping[str, str]) -> None:
+        try:
+            limit = int(query["limit"]) if query.get("limit") else None
+            offset = int(query.get("offset") or 0)
+        except ValueError:
+            handler.send_json(400, _error_body("invalid_input", "limit and offset must be ints"))
+            return
+        filters = {k: query.get(k) or None for k in ("event", "distinct_id", "api_key")}
+        results = self.events(limit, offset=offset, **filters)
+        handler.send_json(200, {"results": results, "count": self.count(**filters)})
+
+    def _serve_recorded(
+        self, handler: _Handler, method: str, path: str, query: dict[str, str], endpoint: str
+    ) -> None:
+        received_at = _now_iso()
+        headers = {k.lower(): v for k, v in handler.headers.items()}
+        raw = handler.read_body()
+        mode, mode_status, fault, delay = self._take_fault(endpoint)
+        record = {
+            "method": method,
+            "path": path,
+            "endpoint": endpoint,
+            "query": query,
+            "headers": headers,
+            "body_bytes": len(raw or b""),
+            "received_at": received_at,
+            "peer": "{}:{}".format(*handler.client_address[:2]),
+        }
+        parsed = self._parse(endpoint, raw, headers, query, received_at)
+        record.update(api_key=parsed.api_key, uuids=parsed.uuids, event_count=len(parsed.rows))
+        if endpoint == "flags":
+            record["body"] = parsed.body
+
+        def finish(status: int | None, fault_name: str | None, error: str | None = None) -> None:
+            self._record(
+                ReceivedRequest(status=status, fault=fault_name, error=error, **record)  # type: ignore[arg-type]
+            )
+
+        if delay and self._stopping.wait(delay):
+            finish(None, "stopped")
+            handler.drop(reset=False)
+            return
+
+        if raw is None:
+            finish(413, "too_large", "body over the dev server's hard cap")
+            handler.close_connection = True
+            handler.send_json(413, _error_body("payload_too_large", "request body too large"))
+            return
+        if mode in ("down", "reset"):
+            finish(None, f"mode:{mode}")
+            handler.drop(reset=mode == "reset")
+            return
+        if mode == "error":
+            finish(mode_status, "mode:error")
+            handler.send_json(mode_status, _error_body("server_error", "dev server in error mode"))
+            return
+        if fault is not None:
+            if fault.store and parsed.error is None and endpoint == "capture":
+                self._store(parsed.rows)
+            if fault.kind == "fail":
+                finish(fault.status, "fail")
+                handler.send_bytes(fault.status, fault.body, fault.headers)
+            else:
+                finish(None, fault.kind)
+                handler.drop(reset=fault.kind == "reset")
+            return
+        with self._fault_lock:
+            limit = self._size_limit
+        if endpoint == "capture" and limit is not None and len(raw) > limit:
+            finish(413, "too_large")
+            handler.send_json(413, _error_body("payload_too_large", f"body over {limit} bytes"))
+            return
+        if parsed.error is not None:
+            err = parsed.error
+            finish(err.status, None, err.detail)
+            handler.send_json(err.status, _error_body(err.code, err.detail))
+            return
+
+        if endpoint == "capture":
+            self._store(parsed.rows)
+            finish(200, None)
+            handler.send_json(200, {"status": 1})
+        elif endpoint == "flags":
+            finish(200, None)
+            handler.send_json(200, self._flags_response(parsed.body))
+        else:
+            self._serve_definitions(handler, headers, finish)
+
+    def _parse(
+        self,
+        endpoint: str,
+        raw: bytes | None,
+        headers: Mapping[str, str],
+        query: Mapping[str, str],
+        received_at: str,
+    ) -> _Parsed:
+        if raw is None or endpoint == "definitions":
+            return _Parsed()
+        try:
+            body = _decode_body(raw, headers, query)
+            if endpoint == "capture":
+                return _capture_rows(body, received_at)
+            if not isinstance(body, dict):
+                raise _BadRequest(400, "invalid_payload", "flags body must be an object")
+            parsed = _Parsed(api_key=_key_of(body), body=body)
+            if parsed.api_key is None:
+                parsed.error = _BadRequest(401, "invalid_api_key", "API key not provided")
+            return parsed
+        except _BadRequest as exc:
+            return _Parsed(error=exc)
+
+    def _flags_response(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        with self._flags_lock:
+            flags, payloads = dict(self._flags), dict(self._flag_payloads)
+        wanted = body.get("flag_keys_to_evaluate")
+        wanted_keys = set(wanted) if isinstance(wanted, list) else None
+        return {
+            "flags": {
+                key: _flag_entry(index, key, value, payloads.get(key))
+                for index, (key, value) in enumerate(flags.items())
+                if wanted_keys is None or key in wanted_keys
+            },
+            "errorsWhileComputingFlags": False,
+            "requestId": str(uuid_module.uuid4()),
+            "evaluatedAt": int(dt.datetime.now(dt.UTC).timestamp() * 1000),
+        }
+
+    def _serve_definitions(
+        self, handler: _Handler, headers: Mapping[str, str], finish: Any
+    ) -> None:
+        auth = headers.get("authorization", "")
+        bearer = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        if not bearer or (self._personal_api_key and bearer != self._personal_api_key):
+            finish(401, None, "invalid personal api key")
+            handler.send_json(
+                401, _error_body("invalid_api_key", "personal API key missing or invalid")
+            )
+            return
+        with self._flags_lock:
+            body, etag = self._definitions_body, self._definitions_etag
+        if etag in _etags(headers.get("if-none-match", "")):
+            finish(304, None)
+            handler.send_bytes(304, b"", {"ETag": etag})
+            return
+        finish(200, None)
+        handler.send_bytes(200, body, {"ETag": etag})
+
+
+def _etags(header: str) -> Iterable[str]:
+    return [tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip()]
+
+
+def _matches(selector: str, endpoint: str) -> bool:
+    return selector == "any" or selector == endpoint
+
+
+def _check_endpoint(endpoint: str) -> None:
+    if endpoint not in _ENDPOINTS:
+        raise ValueError(f"endpoint must be one of {_ENDPOINTS}, got {endpoint!r}")

@@ -1,0 +1,83 @@
+"""Run the dev server from a shell: ``python -m phactor.devserver [--port 8010] [--db FILE]``.
+
+The first line on stdout is the server's URL (with the real port when ``--port 0``), so a script or
+test can read it; the server then runs until Ctrl-C or SIGTERM and exits with status 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+
+import orjson
+
+from phactor.devserver import DevServer
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m phactor.devserver",
+        description="A local PostHog-compatible endpoint that stores events in SQLite.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8010, help="port, 0 for a free one (8010)")
+    parser.add_argument(
+        "--db", default=":memory:", help="SQLite file to keep events in (default: in memory)"
+    )
+    parser.add_argument(
+        "--flags",
+        default=None,
+        help='JSON object served by POST /flags/, e.g. \'{"beta": true, "exp": "variant-a"}\'',
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve until SIGINT or SIGTERM; returns the process exit status."""
+    args = _parse_args(argv)
+    flags = None
+    if args.flags is not None:
+        try:
+            flags = orjson.loads(args.flags)
+        except orjson.JSONDecodeError as exc:
+            print(f"--flags is not JSON: {exc}", file=sys.stderr)
+            return 2
+        if not isinstance(flags, dict):
+            print("--flags must be a JSON object", file=sys.stderr)
+            return 2
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        server = DevServer(host=args.host, port=args.port, db=args.db, flags=flags).start()
+    except OSError as exc:
+        print(f"cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    print(server.url, flush=True)
+    print(
+        f"phactor devserver: POST {server.url}/batch/ ; list at {server.url}/api/events ;"
+        " Ctrl-C to stop",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        # A timed wait keeps the main thread responsive to signals on every platform.
+        while not stop.wait(0.5):
+            pass
+    finally:
+        server.stop()
+    print(f"phactor devserver: stopped, {server.count()} events stored", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

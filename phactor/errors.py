@@ -1,0 +1,54 @@
+"""The exceptions phactor raises into application code, all under `PhactorError`.
+
+phactor raises only at the call site and only for programmer errors (bad config, wrong
+instance name); delivery problems never raise, they are counted in `stats()["dropped"]`.
+"""
+
+from __future__ import annotations
+
+__all__ = ["AlreadyStarted", "ConfigError", "DeliveryError", "NotStarted", "PhactorError"]
+
+
+class PhactorError(Exception):
+    """Base class of every exception phactor raises."""
+
+
+class ConfigError(PhactorError, ValueError):
+    """A config option has a bad value; names the option and the expected form."""
+
+    def __init__(self, option: str, expected: str, got: object = None, *, missing: bool = False):
+        self.option = option
+        self.expected = expected
+        if missing:
+            message = f"config option {option!r} is required: expected {expected}"
+        else:
+            message = f"config option {option!r}: expected {expected}, got {got!r}"
+        super().__init__(message)
+
+
+class NotStarted(PhactorError, LookupError):
+    """No running instance has the requested name."""
+
+    def __init__(self, name: str):
+        self.name = name
+        super().__init__(f"no phactor instance named {name!r} is running; call phactor.start()")
+
+
+class AlreadyStarted(PhactorError):
+    """An instance with this name is already running."""
+
+    def __init__(self, name: str):
+        self.name = name
+        super().__init__(
+            f"a phactor instance named {name!r} is already running; stop it first or pick another name"
+        )
+
+
+class DeliveryError(PhactorError):
+    """Passed to the `on_error` callback when a batch is dropped; never raised into the app."""
+
+    def __init__(self, reason: str, status: int | None, message: str):
+        self.reason = reason
+        self.status = status
+        self.message = message
+        super().__init__(f"batch dropped ({reason}, status {status}): {message}")

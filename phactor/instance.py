@@ -1,0 +1,604 @@
+"""`Instance`: one named phactor runtime — its supervision tree, buffer, context and API.
+
+The public methods run on the caller's thread. They build the event (pure `events` module),
+append its bytes to the `EventBuffer` and return; the actors do the rest. Nothing here raises
+into the app except TypeError/ValueError for wrong arguments at the call.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from typing import Any
+
+import pykka
+
+from phactor import events as ev
+from phactor._log import enable_debug_output, get_logger
+from phactor.batcher import Batcher, FlushNow, Reclaim, Wake
+from phactor.buffer import EventBuffer
+from phactor.config import Config
+from phactor.context import EMPTY, ContextState, ContextStore
+from phactor.errortracking.methods import ErrorTrackingMethods
+from phactor.flags.methods import FlagMethods
+from phactor.sender import Delivery, Sender, SenderIdle
+from phactor.supervisor import (
+    ChildSpec,
+    Crash,
+    Registry,
+    StartChild,
+    Supervisor,
+    WhichChildren,
+    shutdown_message,
+)
+from phactor.transport import HttpTransport, MemoryTransport, Transport
+
+__all__ = ["Instance"]
+
+_ID_TYPES = (str, int)
+
+
+class Instance(FlagMethods, ErrorTrackingMethods):
+    """A running (or stopped) named phactor instance. Get one from `phactor.start()`."""
+
+    def __init__(self, name: str, config: Config):
+        self.name = name
+        self._config = config
+        self._disabled = config.disabled
+        self._global = dict(config.global_properties)
+        self._context = ContextStore(name)
+        self._log = get_logger("instance", instance=name)
+        self._debug_handler = enable_debug_output(f"instance.{name}") if config.debug else None
+        self._forked = False
+        self._state = "stopped"
+        self._final_stats: dict[str, Any] | None = None
+        self._test_events: list[dict[str, Any]] = []
+        self._test_lock = threading.Lock()
+        self._sync_lock = threading.Lock()
+        self._sync_delivery: Delivery | None = None
+        self._drop_log_at: dict[str, int] = {}
+        self._sender_names = [f"sender-{i}" for i in range(config.senders)]
+        self._reset_runtime()
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def _reset_runtime(self) -> None:
+        self._pid = os.getpid()
+        self._registry = Registry()
+        self._abort = threading.Event()
+        self._buffer = EventBuffer(
+            self._config.max_queue_size, self._config.flush_at, wake=self._wake_batcher
+        )
+        self._supervisor: pykka.ActorRef[Any] | None = None
+
+    def _start_tree(self) -> None:
+        if self._disabled:
+            self._state = "running"
+            return
+        config = self._config
+        self._supervisor = Supervisor.start(
+            self.name,
+            self._registry,
+            max_restarts=config.max_restarts,
+            max_seconds=config.max_seconds,
+            on_restart=self._child_restarted,
+            on_give_up=self._give_up,
+        )
+        specs = [self._sender_spec(n) for n in self._sender_names]
+        specs.append(self._batcher_spec())
+        specs.extend(self._flag_children())
+        specs.extend(self._error_tracking_children())
+        proxy = self._supervisor
+        for spec in specs:
+            proxy.ask(StartChild(spec), timeout=10.0)
+        self._state = "running"
+        self._log.info(
+            "started",
+            host=config.host,
+            api_key=config.masked_api_key(),
+            senders=config.senders,
+            test_mode=config.test_mode,
+        )
+
+    def _transport(self) -> Transport:
+        config = self._config
+        if config.test_mode:
+            return MemoryTransport(self._test_events, self._test_lock)
+        return HttpTransport(
+            config.host, timeout=config.request_timeout, gzip=config.gzip, verify=config.verify
+        )
+
+    def _delivery(self) -> Delivery:
+        return Delivery(
+            self._config,
+            self._transport(),
+            self._buffer,
+            self._abort,
+            get_logger("sender", instance=self.name),
+        )
+
+    def _sender_spec(self, name: str) -> ChildSpec:
+        def start(generation: int) -> pykka.ActorRef[Any]:
+            assert self._supervisor is not None
+            return Sender.start(
+                name,
+                generation,
+                self._supervisor,
+                delivery_factory=self._delivery,
+                buffer=self._buffer,
+                notify_idle=self._sender_idle,
+            )
+
+        return ChildSpec(name, start)
+
+    def _batcher_spec(self) -> ChildSpec:
+        config = self._config
+
+        def start(generation: int) -> pykka.ActorRef[Any]:
+            assert self._supervisor is not None
+            return Batcher.start(
+                "batcher",
+                generation,
+                self._supervisor,
+                buffer=self._buffer,
+                registry=self._registry,
+                sender_names=self._sender_names,
+                flush_at=config.flush_at,
+                flush_interval=config.flush_interval,
+                max_batch_bytes=config.max_batch_bytes,
+            )
+
+        return ChildSpec("batcher", start)
+
+    def _wake_batcher(self) -> None:
+        self._registry.tell("batcher", Wake())
+
+    def _sender_idle(self, name: str) -> None:
+        self._registry.tell("batcher", SenderIdle(name))
+
+    def _child_restarted(self, name: str) -> None:
+        self._buffer.count_restart()
+        if name in self._sender_names or name == "batcher":
+            self._registry.tell("batcher", Reclaim())
+
+    def _give_up(self, reason: str) -> None:
+        # Called from the Supervisor's thread once restart intensity is exceeded.
+        self._state = "failed"
+        dropped = self._buffer.close("stopped")
+        self._abort.set()
+        self._log.error("instance_stopped", reason=reason, dropped_queued=dropped)
+
+    def _after_fork_in_child(self) -> None:
+        # Runs inside os.fork(): keep it cheap. The tree is rebuilt on first use.
+        self._forked = True
+
+    def _restart_after_fork(self) -> None:
+        self._forked = False
+        if self._pid == os.getpid():
+            return
+        # The parent still owns (and will send) what was queued before the fork.
+        self._sync_lock = threading.Lock()
+        self._test_lock = threading.Lock()
+        self._test_events = []
+        self._reset_runtime()
+        if self._state == "running":
+            self._start_tree()
+            self._log.info("restarted_after_fork", pid=self._pid)
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Flush (within `timeout`, default `shutdown_timeout`), then stop the tree.
+
+        Returns True when everything queued was delivered or dropped with a reason before the
+        deadline; what was left is counted `shutdown` and logged with the number.
+        """
+        from phactor import api  # the module registry of instances
+
+        api._forget(self)
+        if self._state != "running" or self._disabled:
+            if self._state == "failed":
+                self._run_stop_hooks()
+            self._state = "stopped"
+            self._final_stats = self.stats()
+            return True
+        if self._forked:
+            self._restart_after_fork()
+        timeout = self._config.shutdown_timeout if timeout is None else timeout
+        deadline = time.monotonic() + max(timeout, 0.0)
+        self._state = "stopping"
+        self._run_stop_hooks()
+        ok = self.flush(timeout)
+        # From here on: no new events, no more waiting in backoff.
+        left_queued = self._buffer.close("shutdown")
+        self._abort.set()
+        if self._supervisor is not None:
+            try:
+                self._supervisor.tell(shutdown_message(max(deadline - time.monotonic(), 0.2)))
+                self._supervisor.stop(block=True, timeout=max(deadline - time.monotonic(), 0.2) + 1)
+            except (pykka.ActorDeadError, pykka.Timeout):
+                pass
+        left_in_flight = self._buffer.abandon_in_flight("shutdown")
+        if left_queued or left_in_flight:
+            self._log.warning("shutdown_dropped", queued=left_queued, in_flight=left_in_flight)
+        self._state = "stopped"
+        self._final_stats = self.stats()
+        self._log.info("stopped", stats=self._final_stats)
+        if self._debug_handler is not None:
+            import logging
+
+            logging.getLogger(f"phactor.instance.{self.name}").removeHandler(self._debug_handler)
+        return ok and not left_queued and not left_in_flight
+
+    def _run_stop_hooks(self) -> None:
+        for hook in (self._error_tracking_stopped, self._flags_stopped):
+            try:
+                hook()
+            except Exception as error:
+                self._log.error("stop_hook_failed", hook=hook.__name__, error=repr(error))
+
+    @property
+    def config(self) -> Config:
+        """The frozen configuration."""
+        return self._config
+
+    def children(self) -> dict[str, bool]:
+        """Each child of the supervision tree and whether it is alive (OTP `which_children`)."""
+        if self._supervisor is None or not self._supervisor.is_alive():
+            return {}
+        try:
+            answer = self._supervisor.ask(WhichChildren(), timeout=5.0)
+        except (pykka.ActorDeadError, pykka.Timeout):
+            return {}
+        return dict(answer)
+
+    @property
+    def running(self) -> bool:
+        """True while the tree is up and accepting events."""
+        return self._state == "running"
+
+    def _crash_child(self, name: str) -> None:
+        """Test hook: make child `name` raise in its own thread (the real failure path)."""
+        self._registry.tell(name, Crash())
+
+    # --- events ----------------------------------------------------------------------------
+
+    def capture(
+        self,
+        event: str,
+        distinct_id: Any = None,
+        properties: Mapping[str, Any] | None = None,
+        *,
+        timestamp: Any = None,
+        uuid: Any = None,
+        groups: Mapping[str, Any] | None = None,
+        send_feature_flags: bool = False,
+    ) -> str | None:
+        """Queue an event; returns its uuid, or None when it was dropped (reason counted)."""
+        if self._disabled:
+            return None
+        if type(event) is not str or not event:
+            raise TypeError(f"event must be a non-empty str, got {event!r}")
+        if properties is not None and not isinstance(properties, Mapping):
+            raise TypeError(f"properties must be a Mapping, got {type(properties).__name__}")
+        return self._capture(
+            event,
+            distinct_id,
+            properties,
+            self._context.current(),
+            timestamp,
+            uuid,
+            groups,
+            send_feature_flags,
+            None,
+        )
+
+    def bare_capture(
+        self,
+        event: str,
+        distinct_id: Any,
+        properties: Mapping[str, Any] | None = None,
+        *,
+        timestamp: Any = None,
+        uuid: Any = None,
+        groups: Mapping[str, Any] | None = None,
+        send_feature_flags: bool = False,
+    ) -> str | None:
+        """Like `capture`, ignoring context (and `global_properties` still applies)."""
+        if self._disabled:
+            return None
+        if type(event) is not str or not event:
+            raise TypeError(f"event must be a non-empty str, got {event!r}")
+        if properties is not None and not isinstance(properties, Mapping):
+            raise TypeError(f"properties must be a Mapping, got {type(properties).__name__}")
+        return self._capture(
+            event,
+            distinct_id,
+            properties,
+            EMPTY,
+            timestamp,
+            uuid,
+            groups,
+            send_feature_flags,
+            None,
+        )
+
+    def identify(
+        self, distinct_id: Any, properties: Mapping[str, Any] | None = None, **opts: Any
+    ) -> str | None:
+        """Send `$identify` with `properties` as the person's `$set`."""
+        if self._disabled:
+            return None
+        props = _check_mapping(properties, "properties")
+        return self._capture(
+            "$identify",
+            distinct_id,
+            {"$set": props},
+            EMPTY,
+            opts.get("timestamp"),
+            opts.get("uuid"),
+            None,
+            False,
+            None,
+        )
+
+    def set(self, distinct_id: Any, properties: Mapping[str, Any], **opts: Any) -> str | None:
+        """Send a `$set` event setting person properties."""
+        if self._disabled:
+            return None
+        props = _check_mapping(properties, "properties")
+        return self._capture(
+            "$set",
+            distinct_id,
+            None,
+            EMPTY,
+            opts.get("timestamp"),
+            opts.get("uuid"),
+            None,
+            False,
+            {"$set": props},
+        )
+
+    def set_once(self, distinct_id: Any, properties: Mapping[str, Any], **opts: Any) -> str | None:
+        """Send a `$set_once` event setting person properties only where unset."""
+        if self._disabled:
+            return None
+        props = _check_mapping(properties, "properties")
+        return self._capture(
+            "$set_once",
+            distinct_id,
+            None,
+            EMPTY,
+            opts.get("timestamp"),
+            opts.get("uuid"),
+            None,
+            False,
+            {"$set_once": props},
+        )
+
+    def alias(self, distinct_id: Any, alias: Any, **opts: Any) -> str | None:
+        """Send `$create_alias`: `alias` becomes another id of the person `distinct_id`."""
+        if self._disabled:
+            return None
+        if not isinstance(alias, _ID_TYPES) or alias == "":
+            raise TypeError(f"alias must be a non-empty str, got {alias!r}")
+        if not isinstance(distinct_id, _ID_TYPES) or distinct_id == "":
+            raise TypeError(f"distinct_id must be a non-empty str, got {distinct_id!r}")
+        props = {"distinct_id": str(distinct_id), "alias": str(alias)}
+        return self._capture(
+            "$create_alias",
+            distinct_id,
+            props,
+            EMPTY,
+            opts.get("timestamp"),
+            opts.get("uuid"),
+            None,
+            False,
+            None,
+            keep_distinct_id_prop=True,
+        )
+
+    def group_identify(
+        self,
+        group_type: str,
+        group_key: Any,
+        properties: Mapping[str, Any] | None = None,
+        distinct_id: Any = None,
+        **opts: Any,
+    ) -> str | None:
+        """Send `$groupidentify` setting the properties of group (`group_type`, `group_key`)."""
+        if self._disabled:
+            return None
+        if not isinstance(group_type, str) or not group_type:
+            raise TypeError(f"group_type must be a non-empty str, got {group_type!r}")
+        if not isinstance(group_key, _ID_TYPES) or group_key == "":
+            raise TypeError(f"group_key must be a non-empty str, got {group_key!r}")
+        props = {
+            "$group_type": group_type,
+            "$group_key": str(group_key),
+            "$group_set": _check_mapping(properties, "properties"),
+        }
+        if distinct_id is None:
+            # As the posthog package does: group updates are not a person's action.
+            distinct_id = f"${group_type}_{group_key}"
+        return self._capture(
+            "$groupidentify",
+            distinct_id,
+            props,
+            EMPTY,
+            opts.get("timestamp"),
+            opts.get("uuid"),
+            None,
+            False,
+            None,
+        )
+
+    def _capture(
+        self,
+        event: str,
+        distinct_id: Any,
+        properties: Mapping[str, Any] | None,
+        state: ContextState,
+        timestamp: Any,
+        uuid: Any,
+        groups: Any,
+        send_feature_flags: bool,
+        top_level: Mapping[str, Any] | None,
+        *,
+        keep_distinct_id_prop: bool = False,
+    ) -> str | None:
+        if self._forked:
+            self._restart_after_fork()
+        # Argument checks first: a TypeError must not leave a counted event behind.
+        ts = ev.now_iso() if timestamp is None else ev.format_timestamp(timestamp)
+        event_uuid = ev.new_uuid() if uuid is None else ev.normalize_uuid(uuid)
+        if groups is not None and not isinstance(groups, Mapping):
+            raise TypeError(f"groups must be a Mapping, got {type(groups).__name__}")
+
+        props: dict[str, Any] = dict(self._global) if self._global else {}
+        if state is not EMPTY:
+            if state.flags is not None:
+                props.update(state.flags.event_properties())
+            props.update(state.properties)
+            scoped = state.event_properties.get(event)
+            if scoped:
+                props.update(scoped)
+        if properties:
+            props.update(properties)
+        if distinct_id is None or distinct_id == "":
+            distinct_id = props.get("distinct_id")
+        if not keep_distinct_id_prop:
+            props.pop("distinct_id", None)
+        if distinct_id is None or distinct_id == "":
+            self._drop("missing_distinct_id", event)
+            return None
+        if type(distinct_id) is not str:
+            distinct_id = str(distinct_id)
+        if send_feature_flags:
+            props.update(self._feature_flag_properties(distinct_id, groups))
+
+        message = ev.build_event(
+            event,
+            distinct_id,
+            props,
+            timestamp=ts,
+            uuid=event_uuid,
+            groups=groups,
+            top_level=top_level,
+        )
+        if self._config.before_send is not None:
+            message = self._run_before_send(message)
+            if message is None:
+                self._drop("before_send", event)
+                return None
+        data = ev.encode(message)
+        if len(data) > self._config.max_event_bytes:
+            self._drop("event_too_large", event, size=len(data))
+            return None
+        if not self._buffer.offer(data):
+            self._drop_logged("queue_full" if self._state == "running" else "stopped", event)
+            return None
+        if self._config.sync_mode:
+            self._send_now()
+        return str(message.get("uuid", event_uuid))
+
+    def _run_before_send(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        hook = self._config.before_send
+        assert hook is not None
+        try:
+            result = hook(message)
+        except Exception as error:
+            self._log.error("before_send_failed", error=repr(error), event=message.get("event"))
+            return message
+        if result is None:
+            return None
+        if not isinstance(result, Mapping) or not result.get("event"):
+            self._log.error("before_send_bad_result", result_type=type(result).__name__)
+            return message
+        return dict(result)
+
+    def _drop(self, reason: str, event: str, **details: Any) -> None:
+        self._buffer.drop_at_capture(reason)
+        self._drop_logged(reason, event, **details)
+
+    def _drop_logged(self, reason: str, event: str, **details: Any) -> None:
+        # Log the 1st, 10th, 100th, ... drop of each reason: visible, never a flood.
+        n = self._drop_log_at.get(reason, 0) + 1
+        self._drop_log_at[reason] = n
+        if n & (n - 1) == 0 or n % 1000 == 0:
+            self._log.warning("event_dropped", reason=reason, event=event, count=n, **details)
+
+    def _send_now(self) -> None:
+        # sync_mode: deliver on the caller's thread, one request per capture.
+        with self._sync_lock:
+            if self._sync_delivery is None:
+                self._sync_delivery = self._delivery()
+            holder = f"sync-{threading.get_ident()}"
+            batch = self._buffer.take(holder, self._config.flush_at, self._config.max_batch_bytes)
+            if batch is None:
+                return
+            outcome = self._sync_delivery.deliver(batch)
+            self._buffer.settle(
+                holder, sent=outcome.sent, dropped=outcome.dropped, requeue=outcome.requeue or ()
+            )
+
+    # --- context ---------------------------------------------------------------------------
+
+    def set_context(self, props: Any) -> None:
+        """Merge `props` into this thread's (or task's) context for this instance."""
+        self._context.set(props)
+
+    def get_context(self) -> dict[str, Any]:
+        """This thread's (or task's) context for this instance."""
+        return self._context.get()
+
+    def set_event_context(self, event: str, props: Mapping[str, Any]) -> None:
+        """Merge `props` into the context applied only to events named `event`."""
+        self._context.set_event(event, props)
+
+    def get_event_context(self, event: str) -> dict[str, Any]:
+        """The context applied only to events named `event`."""
+        return self._context.get_event(event)
+
+    def context(self, props: Any, event: str | None = None) -> AbstractContextManager[None]:
+        """`with inst.context({...}):` — context for the block, restored on exit."""
+        return self._context.scoped(props, event)
+
+    # --- delivery --------------------------------------------------------------------------
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Block until what was queued before this call is delivered or dropped (counted).
+
+        Returns False when `timeout` seconds pass first; never blocks past it.
+        """
+        if self._disabled or self._state not in ("running", "stopping"):
+            return True
+        if self._forked:
+            self._restart_after_fork()
+        target = self._buffer.high_water()
+        if self._config.sync_mode:
+            self._send_now()
+        self._registry.tell("batcher", FlushNow())
+        return self._buffer.wait_through(target, timeout)
+
+    def queue_length(self) -> int:
+        """Events accepted but not yet handed to a Sender."""
+        return self._buffer.queue_length()
+
+    def stats(self) -> dict[str, Any]:
+        """Delivery counters; `captured == sent + sum(dropped) + queued + in_flight` always."""
+        if self._final_stats is not None and self._state == "stopped":
+            return dict(self._final_stats)
+        return self._buffer.stats()
+
+    def __repr__(self) -> str:
+        return f"<phactor.Instance {self.name!r} {self._state}>"
+
+
+def _check_mapping(value: Any, name: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{name} must be a Mapping, got {type(value).__name__}")
+    return dict(value)

@@ -1,0 +1,201 @@
+"""The Sender actor: POSTs one batch at a time, with retries, and settles it in the ledger.
+
+`Delivery` holds the per-batch logic (attempt, classify, back off, split on 413) so the same
+code serves the Sender actors and `sync_mode` captures on the caller's thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from phactor.buffer import Batch, EventBuffer, Item
+from phactor.config import Config
+from phactor.errors import DeliveryError
+from phactor.retry import Verdict, backoff_delay, classify, parse_retry_after
+from phactor.supervisor import SupervisedActor
+from phactor.transport import Response, Transport
+
+__all__ = ["Delivery", "Outcome", "Send", "Sender", "SenderIdle"]
+
+
+@dataclass(frozen=True)
+class Send:
+    """Batcher -> Sender: deliver this batch."""
+
+    batch: Batch
+
+
+@dataclass(frozen=True)
+class SenderIdle:
+    """Sender -> Batcher: done with the last batch, ready for another."""
+
+    name: str
+
+
+@dataclass
+class Outcome:
+    """How one batch ended: counts per final state, and what goes back to the queue."""
+
+    sent: int = 0
+    dropped: dict[str, int] | None = None
+    requeue: list[Item] | None = None
+
+    def drop(self, reason: str, n: int) -> None:
+        self.dropped = self.dropped or {}
+        self.dropped[reason] = self.dropped.get(reason, 0) + n
+
+
+class Delivery:
+    """Sends batches through a Transport following the retry policy of the config."""
+
+    def __init__(
+        self,
+        config: Config,
+        transport: Transport,
+        buffer: EventBuffer,
+        abort: threading.Event,
+        log: Any,
+    ):
+        self.config = config
+        self.transport = transport
+        self.buffer = buffer
+        self.abort = abort
+        self.log = log
+        self._logged_kinds: set[str] = set()
+
+    def deliver(self, batch: Batch) -> Outcome:
+        """Deliver every event of `batch` (splitting on 413); never raises."""
+        outcome = Outcome()
+        self._deliver(batch.items, outcome)
+        return outcome
+
+    def _deliver(self, items: list[Item], outcome: Outcome) -> None:
+        attempt = 0
+        while True:
+            response = self.transport.post_batch(self.config.api_key or "", [d for _, d in items])
+            verdict = classify(response.status)
+            if verdict is Verdict.SENT:
+                outcome.sent += len(items)
+                return
+            if verdict is Verdict.SPLIT:
+                if len(items) == 1:
+                    self._give_up("too_large", response, items, outcome)
+                    return
+                middle = len(items) // 2
+                self._deliver(items[:middle], outcome)
+                self._deliver(items[middle:], outcome)
+                return
+            if verdict is Verdict.REJECTED:
+                self._give_up("rejected", response, items, outcome)
+                return
+            if verdict is Verdict.UNAUTHORIZED:
+                self._give_up("unauthorized", response, items, outcome)
+                return
+            # RETRY
+            if attempt >= self.config.max_retries or self.abort.is_set():
+                self.log.warning(
+                    "batch_requeued",
+                    events=len(items),
+                    attempts=attempt + 1,
+                    status=response.status,
+                    error=_describe(response),
+                )
+                outcome.requeue = (outcome.requeue or []) + items
+                return
+            delay = backoff_delay(
+                attempt, self.config.retry_base_delay, self.config.retry_max_delay
+            )
+            retry_after = parse_retry_after(response.headers.get("Retry-After"), time.time())
+            if retry_after is not None:
+                delay = max(delay, min(retry_after, self.config.retry_max_delay))
+            attempt += 1
+            self.buffer.count_retry()
+            self.log.info(
+                "batch_retry",
+                attempt=attempt,
+                delay=round(delay, 3),
+                status=response.status,
+                error=_describe(response),
+            )
+            if self.abort.wait(delay):
+                outcome.requeue = (outcome.requeue or []) + items
+                return
+
+    def _give_up(
+        self, reason: str, response: Response, items: list[Item], outcome: Outcome
+    ) -> None:
+        outcome.drop(reason, len(items))
+        message = _describe(response)
+        if reason not in self._logged_kinds:
+            self._logged_kinds.add(reason)
+            self.log.error(
+                "batch_dropped",
+                reason=reason,
+                status=response.status,
+                server_message=message,
+                events=len(items),
+            )
+        else:
+            self.log.debug(
+                "batch_dropped", reason=reason, status=response.status, events=len(items)
+            )
+        on_error = self.config.on_error
+        if on_error is not None:
+            try:
+                events = [orjson.loads(d) for _, d in items]
+                on_error(DeliveryError(reason, response.status, message), events)
+            except BaseException as error:  # a user callback must never kill the Sender
+                self.log.error("on_error_callback_failed", error=repr(error))
+
+
+def _describe(response: Response) -> str:
+    if response.error is not None:
+        return f"{type(response.error).__name__}: {response.error}"[:300]
+    return response.text[:300]
+
+
+class Sender(SupervisedActor):
+    """One HTTP worker of the instance's pool: takes a batch, delivers it, reports idle."""
+
+    def __init__(
+        self,
+        child_name: str,
+        generation: int,
+        supervisor: Any,
+        *,
+        delivery_factory: Callable[[], Delivery],
+        buffer: EventBuffer,
+        notify_idle: Callable[[str], None],
+    ):
+        super().__init__(child_name, generation, supervisor)
+        self.delivery_factory = delivery_factory
+        self.buffer = buffer
+        self.notify_idle = notify_idle
+        self.delivery: Delivery | None = None
+
+    def started(self) -> None:
+        # Built in the actor's own thread: one requests.Session per Sender, never shared.
+        self.delivery = self.delivery_factory()
+
+    def stopped(self) -> None:
+        if self.delivery is not None:
+            self.delivery.transport.close()
+
+    def handle(self, message: Any) -> Any:
+        if isinstance(message, Send):
+            assert self.delivery is not None
+            outcome = self.delivery.deliver(message.batch)
+            self.buffer.settle(
+                message.batch.holder,
+                sent=outcome.sent,
+                dropped=outcome.dropped,
+                requeue=outcome.requeue or (),
+            )
+            self.notify_idle(self.child_name)
+        return None

@@ -1,0 +1,101 @@
+"""HTTP transport: turns a list of serialised events into one POST and reports what happened.
+
+It knows bytes, headers and status codes — not batching, retries or stats (those are the
+Sender's). `MemoryTransport` is the test-mode stand-in: it accepts everything and keeps the
+decoded events for `phactor.testing`.
+"""
+
+from __future__ import annotations
+
+import gzip as gzip_module
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple, Protocol
+
+import orjson
+import requests
+
+from phactor._version import __version__
+from phactor.events import now_iso
+
+__all__ = ["USER_AGENT", "HttpTransport", "MemoryTransport", "Response", "Transport", "batch_body"]
+
+USER_AGENT = f"phactor/{__version__}"
+
+
+class Response(NamedTuple):
+    """The outcome of one request: a status (None on a network error) and what came with it."""
+
+    status: int | None
+    headers: Mapping[str, str]
+    text: str
+    error: BaseException | None = None
+
+
+class Transport(Protocol):
+    def post_batch(self, api_key: str, events: Sequence[bytes]) -> Response: ...
+
+    def close(self) -> None: ...
+
+
+def batch_body(api_key: str, events: Sequence[bytes], sent_at: str | None = None) -> bytes:
+    """The `/batch/` request body, assembled from already-serialised events (no re-encoding)."""
+    return b"".join(
+        (
+            b'{"api_key":',
+            orjson.dumps(api_key),
+            b',"batch":[',
+            b",".join(events),
+            b'],"sent_at":"',
+            (sent_at or now_iso()).encode(),
+            b'","historical_migration":false}',
+        )
+    )
+
+
+class HttpTransport:
+    """POSTs batches to `{host}/batch/` over one keep-alive `requests.Session`."""
+
+    def __init__(self, host: str, *, timeout: float, gzip: bool, verify: bool | str):
+        self.url = f"{host}/batch/"
+        self.timeout = timeout
+        self.gzip = gzip
+        self.session = requests.Session()
+        self.session.verify = verify
+        self.session.headers.update({"User-Agent": USER_AGENT, "Content-Type": "application/json"})
+
+    def post_batch(self, api_key: str, events: Sequence[bytes]) -> Response:
+        body = batch_body(api_key, events)
+        headers = {}
+        if self.gzip:
+            body = gzip_module.compress(body, compresslevel=6)
+            headers["Content-Encoding"] = "gzip"
+        try:
+            # Redirects are not followed: requests would turn a POST into a GET on 301/302 and
+            # could follow to another scheme; a redirect is reported as the status it is.
+            r = self.session.post(
+                self.url, data=body, headers=headers, timeout=self.timeout, allow_redirects=False
+            )
+        except requests.RequestException as error:
+            return Response(None, {}, "", error)
+        return Response(r.status_code, r.headers, r.text[:2000])
+
+    def close(self) -> None:
+        self.session.close()
+
+
+class MemoryTransport:
+    """Test mode: accepts every batch and keeps its events (decoded) in `sink`."""
+
+    def __init__(self, sink: list[dict[str, Any]], lock: threading.Lock):
+        self.sink = sink
+        self.lock = lock
+
+    def post_batch(self, api_key: str, events: Sequence[bytes]) -> Response:
+        decoded = [orjson.loads(e) for e in events]
+        with self.lock:
+            self.sink.extend(decoded)
+        return Response(200, {}, '{"status":1}')
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,573 @@
+"""phactor.devserver over real HTTP: paths, encodings, listing, flags, faults, concurrency, CLI."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from phactor.devserver import CAPTURE_PATHS, DevServer
+
+KEY = "phc_devserver_test"
+
+
+def event(name: str = "clicked", distinct_id: str = "user-1", **props: Any) -> dict[str, Any]:
+    return {
+        "event": name,
+        "distinct_id": distinct_id,
+        "uuid": str(uuid.uuid4()),
+        "timestamp": "2026-01-01T00:00:00.000Z",
+        "properties": props,
+    }
+
+
+def batch(*events: dict[str, Any], api_key: str = KEY) -> dict[str, Any]:
+    return {"api_key": api_key, "batch": list(events), "sent_at": "2026-01-01T00:00:01.000Z"}
+
+
+@pytest.fixture
+def server() -> Iterator[DevServer]:
+    with DevServer() as running:
+        yield running
+
+
+@pytest.fixture
+def session() -> Iterator[requests.Session]:
+    with requests.Session() as http:
+        yield http
+
+
+# -- capture paths and body forms -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", [*CAPTURE_PATHS, "/batch", "/i/v0/e"])
+def test_every_capture_path_stores_the_batch(server: DevServer, path: str) -> None:
+    sent = event("path_test", plan="pro")
+    response = requests.post(server.url + path, json=batch(sent), timeout=5)
+    assert response.status_code == 200
+    assert response.json() == {"status": 1}
+    [stored] = server.events()
+    assert stored["uuid"] == sent["uuid"]
+    assert stored["event"] == "path_test"
+    assert stored["distinct_id"] == "user-1"
+    assert stored["api_key"] == KEY
+    assert stored["timestamp"] == sent["timestamp"]
+    assert stored["properties"] == {"plan": "pro"}
+    assert stored["raw"] == sent
+    assert stored["received_at"].endswith("Z")
+
+
+def test_single_event_body_and_bare_list(server: DevServer) -> None:
+    single = {"api_key": KEY, **event("single")}
+    assert requests.post(server.url + "/capture/", json=single, timeout=5).status_code == 200
+    bare = [{**event("bare", "u2"), "api_key": "phc_other"}, {**event("bare2"), "token": KEY}]
+    assert requests.post(server.url + "/e/", json=bare, timeout=5).status_code == 200
+    stored = server.events()
+    assert [(e["event"], e["api_key"]) for e in stored] == [
+        ("single", KEY),
+        ("bare", "phc_other"),
+        ("bare2", KEY),
+    ]
+
+
+def test_posthog_js_style_token_in_properties_and_distinct_id_in_properties(
+    server: DevServer,
+) -> None:
+    js_event = {"event": "$pageview", "properties": {"token": KEY, "distinct_id": "anon-7"}}
+    assert requests.post(server.url + "/e/", json=js_event, timeout=5).status_code == 200
+    [stored] = server.events()
+    assert (stored["api_key"], stored["distinct_id"], stored["uuid"]) == (KEY, "anon-7", None)
+
+
+def test_gzip_by_header_and_by_query(server: DevServer) -> None:
+    body = gzip.compress(json.dumps(batch(event("gz1"))).encode())
+    by_header = requests.post(
+        server.url + "/batch/",
+        data=body,
+        headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+        timeout=5,
+    )
+    by_query = requests.post(
+        server.url + "/e/?compression=gzip-js",
+        data=gzip.compress(json.dumps([{**event("gz2"), "api_key": KEY}]).encode()),
+        headers={"Content-Type": "text/plain"},
+        timeout=5,
+    )
+    assert (by_header.status_code, by_query.status_code) == (200, 200)
+    assert [e["event"] for e in server.events()] == ["gz1", "gz2"]
+    assert server.requests[0].headers["content-encoding"] == "gzip"
+
+
+def test_form_encoded_base64_data(server: DevServer) -> None:
+    encoded = base64.b64encode(json.dumps(batch(event("form"))).encode()).decode()
+    response = requests.post(server.url + "/e/", data={"data": encoded}, timeout=5)
+    assert response.status_code == 200
+    assert [e["event"] for e in server.events()] == ["form"]
+
+
+# -- rejected bodies ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "content_encoding", "detail"),
+    [
+        (b"{not json", None, "malformed JSON"),
+        (b"", None, "empty body"),
+        (b"not gzip at all", "gzip", "invalid gzip"),
+        (json.dumps({"api_key": KEY, "batch": {"a": 1}}).encode(), None, "batch must be a list"),
+        (json.dumps(batch({"distinct_id": "x"})).encode(), None, "no event name"),
+        (json.dumps(batch({"event": "x"})).encode(), None, "no usable distinct_id"),
+        (
+            json.dumps(batch({**event(), "uuid": "not-a-uuid"})).encode(),
+            None,
+            "invalid uuid",
+        ),
+        (json.dumps(batch({**event(), "properties": [1]})).encode(), None, "not an object"),
+    ],
+)
+def test_bad_bodies_get_400_with_a_message_and_store_nothing(
+    server: DevServer, body: bytes, content_encoding: str | None, detail: str
+) -> None:
+    headers = {"Content-Type": "application/json"}
+    if content_encoding:
+        headers["Content-Encoding"] = content_encoding
+    response = requests.post(server.url + "/batch/", data=body, headers=headers, timeout=5)
+    assert response.status_code == 400
+    assert detail in response.json()["detail"]
+    assert server.count() == 0
+    assert server.requests[-1].status == 400
+
+
+def test_a_bad_event_rejects_the_whole_batch(server: DevServer) -> None:
+    good = event("good")
+    response = requests.post(
+        server.url + "/batch/", json=batch(good, {"distinct_id": "x"}), timeout=5
+    )
+    assert response.status_code == 400
+    assert server.count() == 0
+    # the uuids are still logged: a test can tell the batch reached the wire
+    assert server.uuid_counts()[good["uuid"]] == 1
+
+
+def test_missing_api_key_is_401(server: DevServer) -> None:
+    response = requests.post(server.url + "/batch/", json={"batch": [event()]}, timeout=5)
+    assert response.status_code == 401
+    assert response.json()["type"] == "authentication_error"
+    assert server.count() == 0
+
+
+def test_unknown_path_is_404(server: DevServer) -> None:
+    assert requests.post(server.url + "/nope/", json={}, timeout=5).status_code == 404
+    assert requests.get(server.url + "/batch/", timeout=5).status_code == 404
+
+
+# -- listing --------------------------------------------------------------------------------
+
+
+def test_listing_filters_limit_and_order(server: DevServer) -> None:
+    events = [event("a", "u1"), event("b", "u1"), event("a", "u2"), event("a", "u1")]
+    requests.post(server.url + "/batch/", json=batch(*events[:3]), timeout=5)
+    requests.post(server.url + "/batch/", json=batch(events[3], api_key="phc_two"), timeout=5)
+
+    def listing(**params: Any) -> dict[str, Any]:
+        response = requests.get(server.url + "/api/events", params=params, timeout=5)
+        assert response.status_code == 200
+        return response.json()
+
+    everything = listing()
+    assert everything["count"] == 4
+    assert [e["uuid"] for e in everything["results"]] == [e["uuid"] for e in events]
+    only_a = listing(event="a")
+    assert [e["uuid"] for e in only_a["results"]] == [events[i]["uuid"] for i in (0, 2, 3)]
+    a_u1 = listing(event="a", distinct_id="u1")
+    assert [e["uuid"] for e in a_u1["results"]] == [events[0]["uuid"], events[3]["uuid"]]
+    limited = listing(event="a", limit=1)
+    assert limited["count"] == 3
+    assert [e["uuid"] for e in limited["results"]] == [events[0]["uuid"]]
+    assert listing(api_key="phc_two")["count"] == 1
+    assert requests.get(server.url + "/api/events?limit=x", timeout=5).status_code == 400
+
+    assert server.count(event="a") == 3
+    assert [e["uuid"] for e in server.events(limit=2, event="a", distinct_id="u1")] == [
+        events[0]["uuid"],
+        events[3]["uuid"],
+    ]
+    assert requests.delete(server.url + "/api/events", timeout=5).status_code == 200
+    assert server.count() == 0
+
+
+def test_clear_forgets_events_and_requests(server: DevServer) -> None:
+    requests.post(server.url + "/batch/", json=batch(event()), timeout=5)
+    server.clear()
+    assert (server.count(), server.events(), server.request_count()) == (0, [], 0)
+
+
+def test_file_database_keeps_events_across_servers(tmp_path: Path) -> None:
+    db = tmp_path / "events.sqlite"
+    with DevServer(db=db) as first:
+        requests.post(first.url + "/batch/", json=batch(event("kept")), timeout=5)
+    with DevServer(db=str(db)) as second:
+        assert second.count() == 1
+        assert second.events()[0]["event"] == "kept"
+
+
+# -- flags ----------------------------------------------------------------------------------
+
+
+def test_flags_v4_shape() -> None:
+    flags: dict[str, bool | str] = {"beta": True, "exp": "variant-a", "off": False}
+    with DevServer(flags=flags, flag_payloads={"beta": {"color": "red"}}) as server:
+        body = {"api_key": KEY, "distinct_id": "u1", "person_properties": {"plan": "pro"}}
+        response = requests.post(server.url + "/flags/?v=4", json=body, timeout=5)
+        assert response.status_code == 200
+        answer = response.json()
+        assert set(answer["flags"]) == {"beta", "exp", "off"}
+        beta, exp, off = (answer["flags"][k] for k in ("beta", "exp", "off"))
+        assert (beta["enabled"], beta["variant"]) == (True, None)
+        assert json.loads(beta["metadata"]["payload"]) == {"color": "red"}
+        assert (exp["enabled"], exp["variant"]) == (True, "variant-a")
+        assert (off["enabled"], off["reason"]["code"]) == (False, "no_condition_match")
+        assert answer["errorsWhileComputingFlags"] is False
+        assert answer["requestId"]
+        assert server.requests[-1].body["person_properties"] == {"plan": "pro"}
+
+        only = requests.post(
+            server.url + "/flags/?v=4",
+            json={**body, "flag_keys_to_evaluate": ["exp"]},
+            timeout=5,
+        ).json()
+        assert set(only["flags"]) == {"exp"}
+        no_key = requests.post(server.url + "/flags/", json={"distinct_id": "u"}, timeout=5)
+        assert no_key.status_code == 401
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_posthog_reference_client_reads_flags_and_definitions() -> None:
+    import posthog  # the reference SDK, a dev dependency: proves the shapes match PostHog's
+
+    definitions = [
+        {
+            "id": 1,
+            "key": "local-flag",
+            "active": True,
+            "filters": {"groups": [{"properties": [], "rollout_percentage": 100}]},
+        }
+    ]
+    with DevServer(
+        flags={"remote-flag": "variant-b"},
+        flag_definitions=definitions,
+        personal_api_key="phx_personal",
+    ) as server:
+        client = posthog.Posthog(
+            KEY,
+            host=server.url,
+            secret_key="phx_personal",
+            sync_mode=True,
+        )
+        try:
+            client.load_feature_flags()
+            assert (
+                client.get_feature_flag(
+                    "local-flag", "u1", only_evaluate_locally=True, send_feature_flag_events=False
+                )
+                is True
+            )
+            assert (
+                client.get_feature_flag("remote-flag", "u1", send_feature_flag_events=False)
+                == "variant-b"
+            )
+            client.capture("from_posthog", distinct_id="u1", properties={"n": 1})
+        finally:
+            client.shutdown()
+        [stored] = server.events(event="from_posthog")
+        assert stored["properties"]["n"] == 1
+        assert stored["api_key"] == KEY
+
+
+def test_definitions_etag_and_auth() -> None:
+    with DevServer(flag_definitions={"flags": [{"key": "a"}]}, personal_api_key="phx") as server:
+        url = server.url + "/flags/definitions?token=" + KEY + "&send_cohorts"
+        auth = {"Authorization": "Bearer phx"}
+        first = requests.get(url, headers=auth, timeout=5)
+        assert first.status_code == 200
+        assert first.json() == {"flags": [{"key": "a"}], "group_type_mapping": {}, "cohorts": {}}
+        etag = first.headers["ETag"]
+        again = requests.get(url, headers={**auth, "If-None-Match": etag}, timeout=5)
+        assert (again.status_code, again.headers["ETag"], again.content) == (304, etag, b"")
+        server.set_flag_definitions([{"key": "b"}])
+        changed = requests.get(url, headers={**auth, "If-None-Match": etag}, timeout=5)
+        assert changed.status_code == 200
+        assert changed.headers["ETag"] != etag
+        assert requests.get(url, timeout=5).status_code == 401
+        wrong = requests.get(url, headers={"Authorization": "Bearer nope"}, timeout=5)
+        assert wrong.status_code == 401
+        assert server.request_count("definitions") == 5
+
+
+# -- fault injection ------------------------------------------------------------------------
+
+
+def test_fail_next_answers_the_status_then_recovers(
+    server: DevServer, session: requests.Session
+) -> None:
+    server.fail_next(2, 503, headers={"Retry-After": "7"}, body=b"busy")
+    sent = event()
+    statuses = []
+    for _ in range(3):
+        response = session.post(server.url + "/batch/", json=batch(sent), timeout=5)
+        statuses.append(response.status_code)
+    assert statuses == [503, 503, 200]
+    assert response.json() == {"status": 1}
+    assert server.requests[0].fault == "fail"
+    assert server.uuid_counts()[sent["uuid"]] == 3
+    assert server.count() == 1
+
+
+def test_faults_queue_in_order_and_only_hit_their_endpoint(
+    server: DevServer, session: requests.Session
+) -> None:
+    server.fail_next(1, 429, headers={"Retry-After": "1"})
+    server.fail_next(1, 502, endpoint="flags")
+    server.fail_next(1, 500)
+    flags = session.post(server.url + "/flags/", json={"api_key": KEY, "distinct_id": "u"})
+    first = session.post(server.url + "/batch/", json=batch(event()), timeout=5)
+    second = session.post(server.url + "/batch/", json=batch(event()), timeout=5)
+    third = session.post(server.url + "/batch/", json=batch(event()), timeout=5)
+    assert flags.status_code == 502
+    assert (first.status_code, first.headers["Retry-After"]) == (429, "1")
+    assert (second.status_code, third.status_code) == (500, 200)
+    assert (server.request_count("capture"), server.request_count("flags")) == (3, 1)
+    assert server.request_count("any") == 4
+
+
+def test_drop_next_closes_without_response(server: DevServer, session: requests.Session) -> None:
+    server.drop_next(1)
+    with pytest.raises(requests.ConnectionError):
+        session.post(server.url + "/batch/", json=batch(event()), timeout=5)
+    assert session.post(server.url + "/batch/", json=batch(event()), timeout=5).ok
+    assert [r.status for r in server.requests] == [None, 200]
+    assert server.requests[0].fault == "drop"
+
+
+def test_drop_next_with_reset_sends_rst(server: DevServer) -> None:
+    server.drop_next(1, reset=True)
+    with pytest.raises(requests.ConnectionError) as failure:
+        requests.post(server.url + "/batch/", json=batch(event()), timeout=5)
+    assert "reset" in str(failure.value).lower()
+    assert server.requests[0].fault == "reset"
+
+
+def test_store_then_lose_the_answer_shows_the_duplicate(server: DevServer) -> None:
+    server.drop_next(1, store=True)
+    sent = event()
+    with pytest.raises(requests.ConnectionError):
+        requests.post(server.url + "/batch/", json=batch(sent), timeout=5)
+    assert server.count() == 1
+    requests.post(server.url + "/batch/", json=batch(sent), timeout=5)
+    assert server.uuid_counts()[sent["uuid"]] == 2
+    assert [e["uuid"] for e in server.events()] == [sent["uuid"], sent["uuid"]]
+
+
+def test_modes_down_reset_error_up(server: DevServer) -> None:
+    server.set_mode("down")
+    with pytest.raises(requests.ConnectionError):
+        requests.post(server.url + "/batch/", json=batch(event()), timeout=5)
+    with pytest.raises(requests.ConnectionError):
+        requests.post(server.url + "/flags/", json={"api_key": KEY}, timeout=5)
+    server.set_mode("reset")
+    with pytest.raises(requests.ConnectionError):
+        requests.post(server.url + "/batch/", json=batch(event()), timeout=5)
+    server.set_mode("error", status=502)
+    assert requests.post(server.url + "/batch/", json=batch(event()), timeout=5).status_code == 502
+    assert server.count() == 0
+    server.set_mode("up")
+    assert requests.post(server.url + "/batch/", json=batch(event()), timeout=5).ok
+    assert [r.fault for r in server.requests] == [
+        "mode:down",
+        "mode:down",
+        "mode:reset",
+        "mode:error",
+        None,
+    ]
+    with pytest.raises(ValueError):
+        server.set_mode("sideways")  # type: ignore[arg-type]
+
+
+def test_delay_makes_the_client_time_out(server: DevServer) -> None:
+    server.delay(30)
+    with pytest.raises(requests.Timeout):
+        requests.post(server.url + "/batch/", json=batch(event()), timeout=0.2)
+    server.delay(0)
+    assert requests.post(server.url + "/batch/", json=batch(event()), timeout=5).ok
+
+
+def test_stop_ends_a_hanging_request() -> None:
+    server = DevServer().start()
+    server.delay(60)
+    failures: list[BaseException] = []
+
+    def post() -> None:
+        try:
+            requests.post(server.url + "/batch/", json=batch(event()), timeout=30)
+        except requests.RequestException as exc:
+            failures.append(exc)
+
+    poster = threading.Thread(target=post)
+    poster.start()
+    server.stop()
+    poster.join(timeout=20)
+    assert not poster.is_alive()
+    assert len(failures) == 1
+
+
+def test_reject_larger_than_413(server: DevServer) -> None:
+    server.reject_larger_than(500)
+    small = requests.post(server.url + "/batch/", json=batch(event()), timeout=5)
+    big = requests.post(server.url + "/batch/", json=batch(event(pad="x" * 1000)), timeout=5)
+    assert (small.status_code, big.status_code) == (200, 413)
+    server.reset_faults()
+    again = requests.post(server.url + "/batch/", json=batch(event(pad="x" * 1000)), timeout=5)
+    assert again.status_code == 200
+    assert server.count() == 2
+
+
+def test_bad_fault_arguments_raise(server: DevServer) -> None:
+    with pytest.raises(ValueError):
+        server.fail_next(0)
+    with pytest.raises(ValueError):
+        server.fail_next(1, endpoint="batch")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        server.fail_next(1, status=99)
+    with pytest.raises(TypeError):
+        server.reject_larger_than(-1)
+
+
+# -- concurrency and waiting ----------------------------------------------------------------
+
+
+def test_concurrent_senders_exact_count(server: DevServer) -> None:
+    threads, batches, per_batch = 8, 25, 40
+    sent: list[str] = []
+    sent_lock = threading.Lock()
+
+    def send() -> None:
+        with requests.Session() as http:
+            for _ in range(batches):
+                events = [event(distinct_id=f"t{threading.get_ident()}") for _ in range(per_batch)]
+                with sent_lock:
+                    sent.extend(e["uuid"] for e in events)
+                assert http.post(server.url + "/batch/", json=batch(*events), timeout=10).ok
+
+    workers = [threading.Thread(target=send) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    total = threads * batches * per_batch
+    assert server.wait_for(total, timeout=60)
+    for worker in workers:
+        worker.join()
+    assert server.count() == total
+    assert server.request_count() == threads * batches
+    counts = server.uuid_counts()
+    assert sorted(counts) == sorted(sent)
+    assert set(counts.values()) == {1}
+    assert sorted(e["uuid"] for e in server.events()) == sorted(sent)
+
+
+def test_wait_for_wakes_on_arrival_and_times_out(server: DevServer) -> None:
+    assert server.wait_for(1, timeout=0.05) is False
+    poster = threading.Thread(
+        target=requests.post,
+        args=(server.url + "/batch/",),
+        kwargs={"json": batch(event(), event()), "timeout": 5},
+    )
+    poster.start()
+    assert server.wait_for(2, timeout=10)
+    assert server.wait_for_requests(1, timeout=10)
+    poster.join()
+
+
+def test_keep_alive_reuses_one_connection(server: DevServer, session: requests.Session) -> None:
+    first = session.post(server.url + "/batch/", json=batch(event()), timeout=5)
+    second = session.post(server.url + "/batch/", json=batch(event()), timeout=5)
+    assert first.headers["Content-Length"] == str(len(first.content))
+    assert first.raw.version == 11 and second.ok
+    # the same client port on both requests: one TCP connection served them
+    assert len({r.peer for r in server.requests}) == 1
+    fresh = requests.post(server.url + "/batch/", json=batch(event()), timeout=5)
+    assert fresh.ok and len({r.peer for r in server.requests}) == 2
+
+
+def test_stop_closes_keep_alive_connections(session: requests.Session) -> None:
+    server = DevServer().start()
+    url = server.url
+    assert session.post(url + "/batch/", json=batch(event()), timeout=5).ok
+    server.stop()
+    with pytest.raises(requests.ConnectionError):
+        session.post(url + "/batch/", json=batch(event()), timeout=5)
+    assert server.count() == 1  # still readable after stop
+    with pytest.raises(RuntimeError):
+        _ = server.port
+
+
+def test_constructor_checks_types() -> None:
+    with pytest.raises(TypeError):
+        DevServer(port="8010")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        DevServer(flags={"a": 1})  # type: ignore[dict-item]
+    with pytest.raises(TypeError):
+        DevServer(flag_definitions=42)  # type: ignore[arg-type]
+
+
+# -- CLI ------------------------------------------------------------------------------------
+
+
+def test_cli_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
+    db = tmp_path / "cli.sqlite"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "phactor.devserver", "--port", "0", "--db", str(db)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:")
+        assert requests.post(url + "/batch/", json=batch(event("cli")), timeout=5).ok
+        listing = requests.get(url + "/api/events", params={"event": "cli"}, timeout=5).json()
+        assert listing["count"] == 1
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+    with DevServer(db=db) as reopened:
+        assert [e["event"] for e in reopened.events()] == ["cli"]
+
+
+def test_cli_rejects_bad_flags_json() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "phactor.devserver", "--port", "0", "--flags", "{nope"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert result.returncode == 2
+    assert "--flags" in result.stderr
