@@ -1,0 +1,188 @@
+"""Immutable, pre-parsed snapshot of the flag definitions response.
+
+Built once per poll from ``{"flags": [...], "group_type_mapping": {...}, "cohorts": {...}}`` so that
+evaluation never re-parses operators, regexes, dates, semvers or rollout tables. A malformed flag
+only affects itself: it is compiled into parts that make that flag unresolved when reached.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+from phactor.flags.matching import (
+    _COHORT_OPERATORS,
+    _UNSUPPORTED,
+    CompiledFlag,
+    PropertyGroup,
+    _Cohort,
+    _Dependency,
+    _Undecided,
+    compile_filter,
+)
+
+__all__ = ["Definitions"]
+
+
+class Definitions:
+    """A frozen snapshot of flag definitions ready for local evaluation.
+
+    Attributes: ``flags`` (tuple of compiled flags in response order), ``flags_by_key``,
+    ``cohorts`` (raw cohort property groups by id), ``group_type_mapping`` (index str -> group
+    type), ``property_matching_version``, ``skipped`` (entries that were not flag objects with a
+    string key). Use ``Definitions.from_response(json_body)``; ``Definitions.empty()`` has no flags.
+    """
+
+    __slots__ = (
+        "_cohort_groups",
+        "cohorts",
+        "flags",
+        "flags_by_key",
+        "group_type_mapping",
+        "property_matching_version",
+        "skipped",
+    )
+
+    _cohort_groups: dict[Any, PropertyGroup]
+    cohorts: Mapping[Any, Any]
+    flags: tuple[CompiledFlag, ...]
+    flags_by_key: Mapping[str, CompiledFlag]
+    group_type_mapping: Mapping[str, Any]
+    property_matching_version: Any
+    skipped: int
+
+    def __init__(
+        self,
+        flags: Any = (),
+        *,
+        cohorts: Any = None,
+        group_type_mapping: Any = None,
+        property_matching_version: Any = 1,
+    ) -> None:
+        set_ = object.__setattr__
+        mapping = dict(group_type_mapping) if isinstance(group_type_mapping, Mapping) else {}
+        raw_cohorts = dict(cohorts) if isinstance(cohorts, Mapping) else {}
+        set_(self, "group_type_mapping", MappingProxyType(mapping))
+        set_(self, "cohorts", MappingProxyType(raw_cohorts))
+        set_(self, "property_matching_version", property_matching_version)
+        set_(
+            self,
+            "_cohort_groups",
+            {
+                cid: PropertyGroup(group, property_matching_version)
+                for cid, group in raw_cohorts.items()
+            },
+        )
+        compiled: list[CompiledFlag] = []
+        by_key: dict[str, CompiledFlag] = {}
+        skipped = 0
+        for raw in flags if isinstance(flags, (list, tuple)) else ():
+            if not isinstance(raw, dict) or not isinstance(raw.get("key"), str):
+                skipped += 1
+                continue
+            flag = CompiledFlag(raw, property_matching_version)
+            if flag.key in by_key:
+                # posthog keeps the last definition of a duplicated key.
+                compiled = [f for f in compiled if f.key != flag.key]
+            compiled.append(flag)
+            by_key[flag.key] = flag
+        set_(self, "flags", tuple(compiled))
+        set_(self, "flags_by_key", MappingProxyType(by_key))
+        set_(self, "skipped", skipped)
+        for flag in compiled:
+            try:
+                flag.definition_problem = self._definition_problem(flag)
+            except Exception:
+                flag.definition_problem = None
+
+    @classmethod
+    def from_response(cls, data: Any) -> Definitions:
+        """Parse a definitions response body (already JSON-decoded); never raises."""
+        if not isinstance(data, Mapping):
+            return cls()
+        return cls(
+            data.get("flags") or (),
+            cohorts=data.get("cohorts"),
+            group_type_mapping=data.get("group_type_mapping"),
+            property_matching_version=data.get("property_matching_version", 1),
+        )
+
+    @classmethod
+    def empty(cls) -> Definitions:
+        """A snapshot with no flags."""
+        return cls()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Definitions is immutable")
+
+    def __len__(self) -> int:
+        return len(self.flags)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.flags_by_key
+
+    def __repr__(self) -> str:
+        return f"<Definitions flags={len(self.flags)} cohorts={len(self.cohorts)}>"
+
+    # The reason a flag's definition alone gives, used to rank causes when a condition needs the
+    # server (a static cohort) before the rest of the flag was looked at.
+    def _definition_problem(self, flag: CompiledFlag) -> _Undecided | None:
+        if not flag.active or flag.continuity:
+            return None
+        if flag.aggregation is not None and not self.group_type_mapping.get(str(flag.aggregation)):
+            return _Undecided(f"unknown_group_type:{flag.aggregation}", _UNSUPPORTED)
+        groups = (flag.raw.get("filters") or {}).get("groups") or []
+        visited: set[str] = set()
+        for condition in groups:
+            for prop in condition.get("properties") or []:
+                problem = self._property_problem(prop, visited)
+                if problem is not None:
+                    return problem
+        return None
+
+    def _property_problem(self, prop: Any, visited: set[str]) -> _Undecided | None:
+        compiled = compile_filter(prop, self.property_matching_version)
+        if isinstance(compiled, _Dependency):
+            chain = compiled.chain
+            if not compiled.shape_ok:
+                return None
+            if not isinstance(chain, list) or not chain:
+                return _Undecided(f"malformed_dependency:{compiled.key}", _UNSUPPORTED)
+            for dep in chain:
+                if dep not in self.flags_by_key:
+                    return _Undecided(f"missing_dependency:{dep}", _UNSUPPORTED)
+            return None
+        if isinstance(compiled, _Cohort):
+            cohort_id = compiled.cohort_id
+            if cohort_id not in self.cohorts:
+                return _Undecided(f"static_cohort:{cohort_id}", _UNSUPPORTED)
+            if compiled.operator not in _COHORT_OPERATORS:
+                return _Undecided(f"unsupported_cohort_operator:{compiled.operator}", _UNSUPPORTED)
+            if cohort_id in visited:
+                return None
+            visited.add(cohort_id)
+            return self._group_problem(self.cohorts[cohort_id], visited)
+        return compiled.problem
+
+    def _group_problem(self, group: Any, visited: set[str]) -> _Undecided | None:
+        if group == {}:
+            return None
+        malformed = _Undecided("malformed_cohort", _UNSUPPORTED)
+        values = group.get("values") if isinstance(group, dict) else None
+        if (
+            not isinstance(group, dict)
+            or group.get("type") not in ("AND", "OR")
+            or not isinstance(values, list)
+        ):
+            return malformed
+        for entry in values:
+            if not isinstance(entry, dict):
+                return malformed
+            if entry == {} or "values" in entry or entry.get("type") in ("AND", "OR"):
+                problem = self._group_problem(entry, visited)
+            else:
+                problem = self._property_problem(entry, visited)
+            if problem is not None:
+                return problem
+        return None
