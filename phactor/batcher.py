@@ -19,7 +19,10 @@ from phactor.sender import Send, SenderIdle
 from phactor.supervisor import Registry, SupervisedActor
 from phactor.timer import scheduler
 
-__all__ = ["Batcher", "FlushNow", "Reclaim", "Tick", "Wake", "holder_name"]
+__all__ = ["ENVELOPE_BYTES", "Batcher", "FlushNow", "Reclaim", "Tick", "Wake", "holder_name"]
+
+ENVELOPE_BYTES = 512
+"""Bytes reserved in every batch for the body around the events (api key, sent_at, ...)."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,9 @@ class Batcher(SupervisedActor):
         self.flush_at = flush_at
         self.flush_interval = flush_interval
         self.max_batch_bytes = max_batch_bytes
+        # The request body is the events plus an envelope (api key, sent_at, ...): keep the
+        # whole body under max_batch_bytes. A single event larger than that still goes alone.
+        self.batch_budget = max(max_batch_bytes - ENVELOPE_BYTES, 1)
         self.draining = False
         self._timer: int | None = None
 
@@ -130,7 +136,7 @@ class Batcher(SupervisedActor):
                 continue  # restarting; the Supervisor sends Reclaim when it is back
             ref, generation = entry
             holder = holder_name(name, generation)
-            batch = buffer.take(holder, self.flush_at, self.max_batch_bytes)
+            batch = buffer.take(holder, self.flush_at, self.batch_budget)
             if batch is None:
                 continue  # this Sender is busy
             try:

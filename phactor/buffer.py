@@ -6,18 +6,24 @@ and the Senders. Callers append serialised events to it directly — a lock and 
 far cheaper than an actor message — and the Batcher is woken when a batch is ready.
 
 Every counter changes under one lock together with the queue, so at every moment
-`captured == sent + sum(dropped) + queued + in_flight`.
+`captured == sent + sum(dropped) + queued + in_flight`. The queue is kept in sequence order
+(requeued batches are merged back at the front), so the oldest pending event is always at
+`queue[0]` or in a batch in flight.
+
+The `CircuitBreaker` lives here for the same reason: an outage is a fact about the endpoint,
+not about one Sender incarnation, so a restarted Sender must still see it.
 """
 
 from __future__ import annotations
 
+import heapq
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["Batch", "EventBuffer", "Item"]
+__all__ = ["Batch", "CircuitBreaker", "EventBuffer", "Item"]
 
 Item = tuple[int, bytes]
 """One queued event: (sequence number, serialised JSON)."""
@@ -41,6 +47,85 @@ class Batch:
         return self.items[0][0] if self.items else 0
 
 
+class CircuitBreaker:
+    """Instance-wide outage gate shared by every Sender (and the sync_mode path).
+
+    Closed (no failure since the last answer): every Sender sends at once. A retryable failure
+    opens it: from then on one request at a time (the probe) may go, and not before the back-off
+    the last failure asked for (`failed(holder, delay)`, which includes any Retry-After). Any
+    answer from the server (`succeeded`) closes it and wakes every waiting Sender: full speed.
+    """
+
+    # A waiter also wakes this often to notice an abort Event it cannot be notified through.
+    _ABORT_POLL = 0.25
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self._cond = threading.Condition()
+        self._clock = clock
+        self.failures = 0
+        self._probe: str | None = None
+        self._not_before = 0.0
+        self._shut = False
+
+    @property
+    def is_open(self) -> bool:
+        """True while the endpoint is considered failing (one probe at a time)."""
+        return self.failures > 0
+
+    def acquire(self, holder: str, abort: threading.Event | None = None) -> bool:
+        """Block until `holder` may send a request; False when shut or `abort` is set."""
+        with self._cond:
+            while True:
+                if self._shut or (abort is not None and abort.is_set()):
+                    return False
+                if self.failures == 0:
+                    return True
+                wait = self._ABORT_POLL
+                if self._probe is None or self._probe == holder:
+                    remaining = self._not_before - self._clock()
+                    if remaining <= 0:
+                        self._probe = holder
+                        return True
+                    wait = min(wait, remaining)
+                self._cond.wait(wait)
+
+    def succeeded(self, holder: str) -> None:
+        """The server answered `holder`'s request (whatever the status): close the breaker."""
+        with self._cond:
+            if self._probe == holder:
+                self._probe = None
+            if self.failures:
+                self.failures = 0
+                self._not_before = 0.0
+            self._cond.notify_all()
+
+    def failed(self, holder: str, delay: float) -> None:
+        """`holder`'s request failed retryably: open (or keep open) for at least `delay` s."""
+        with self._cond:
+            if self._probe == holder:
+                self._probe = None
+            self.failures += 1
+            self._not_before = max(self._not_before, self._clock() + delay)
+            self._cond.notify_all()
+
+    def release(self, holder: str) -> None:
+        """Give up the probe slot without an answer (the request was never made or crashed)."""
+        with self._cond:
+            if self._probe == holder:
+                self._probe = None
+                self._cond.notify_all()
+
+    def shut(self) -> None:
+        """Shutdown: every waiter (now and later) gets False at once."""
+        with self._cond:
+            self._shut = True
+            self._cond.notify_all()
+
+    def state(self) -> str:
+        """ "open" or "closed" (for stats and logs)."""
+        return "open" if self.failures else "closed"
+
+
 class EventBuffer:
     """Bounded FIFO of serialised events with an exact ledger of where each one is."""
 
@@ -56,6 +141,10 @@ class EventBuffer:
         self._seq = 0
         self._wake_pending = False
         self._closed = False
+        self._close_reason = "stopped"
+        # flush() waiters: [target seq, "a batch <= target ran out of retries"]
+        self._waiters: list[list[Any]] = []
+        self.breaker = CircuitBreaker()
         self.sent = 0
         self.dropped: Counter[str] = Counter()
         self.retries = 0
@@ -129,6 +218,9 @@ class EventBuffer:
         """Close `holder`'s batch: `sent` delivered, `dropped` by reason, `requeue` put back.
 
         The three must account for the whole batch; a shortfall is counted `internal_error`.
+        `requeue` is what ran out of retries: it goes back to the front of the queue (or is
+        counted `queue_full` / the close reason) and ends the wait of flushes that cover it.
+        An unknown holder (abandoned at the shutdown deadline) is ignored: never counted twice.
         """
         with self._lock:
             batch = self._in_flight.pop(holder, None)
@@ -142,6 +234,11 @@ class EventBuffer:
             self.sent += sent
             if dropped:
                 self.dropped.update(dropped)
+            if back:
+                oldest = min(seq for seq, _ in back)
+                for waiter in self._waiters:
+                    if oldest <= waiter[0]:
+                        waiter[1] = True
             self._requeue_locked(back)
             self._done.notify_all()
 
@@ -171,14 +268,29 @@ class EventBuffer:
     def _requeue_locked(self, items: list[Item]) -> None:
         if not items:
             return
+        if self._closed:
+            # Came back after close() (a Sender woken by the shutdown): nobody will send it.
+            self.dropped[self._close_reason] += len(items)
+            return
+        items = sorted(items)
         room = self.max_queue_size - len(self._queue)
         if room < len(items):
             # Keep the oldest; the newest that do not fit are counted, never lost silently.
             overflow = len(items) - max(room, 0)
             self.dropped["queue_full"] += overflow
             items = items[: max(room, 0)]
+            if not items:
+                return
+        queue = self._queue
+        # Keep the queue in sequence order: merge with the (few) queued events older than the
+        # newest requeued one — other batches requeued before this one.
+        newest = items[-1][0]
+        older: list[Item] = []
+        while queue and queue[0][0] < newest:
+            older.append(queue.popleft())
+        merged = list(heapq.merge(items, older)) if older else items
         self.requeued += len(items)
-        self._queue.extendleft(reversed(items))
+        queue.extendleft(reversed(merged))
         self._queued_bytes += sum(len(d) for _, d in items)
 
     def count_retry(self) -> None:
@@ -193,13 +305,15 @@ class EventBuffer:
         """Refuse further events and drop what is still queued under `reason`; returns count."""
         with self._lock:
             self._closed = True
+            self._close_reason = reason
             n = len(self._queue)
             if n:
                 self.dropped[reason] += n
                 self._queue.clear()
                 self._queued_bytes = 0
             self._done.notify_all()
-            return n
+        self.breaker.shut()
+        return n
 
     def abandon_in_flight(self, reason: str) -> int:
         """Count every batch still in flight as dropped (shutdown deadline passed)."""
@@ -219,18 +333,31 @@ class EventBuffer:
             return self._seq
 
     def wait_through(self, seq: int, timeout: float | None) -> bool:
-        """Block until no event with sequence <= `seq` is queued or in flight."""
+        """Block until no event with sequence <= `seq` is queued or in flight: True.
+
+        False when `timeout` passes first, or as soon as a batch holding an event <= `seq` ran
+        out of retries during this wait and went back to the queue (the endpoint is failing:
+        waiting on would only wait for the outage to end). False also once the buffer is
+        closed with such events still pending.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
+        waiter: list[Any] = [seq, False]
         with self._lock:
-            while self._oldest_pending_locked() <= seq:
-                if deadline is None:
-                    self._done.wait(1.0)
-                    continue
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._done.wait(min(remaining, 1.0))
-            return True
+            self._waiters.append(waiter)
+            try:
+                while self._oldest_pending_locked() <= seq:
+                    if waiter[1] or (self._closed and not self._in_flight):
+                        return False
+                    if deadline is None:
+                        self._done.wait(1.0)
+                        continue
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self._done.wait(min(remaining, 1.0))
+                return True
+            finally:
+                self._waiters.remove(waiter)
 
     def _oldest_pending_locked(self) -> int:
         oldest = self._queue[0][0] if self._queue else 1 << 62
@@ -258,4 +385,5 @@ class EventBuffer:
                 "retries": self.retries,
                 "requeued": self.requeued,
                 "restarts": self.restarts,
+                "circuit": self.breaker.state(),
             }

@@ -52,7 +52,13 @@ class Outcome:
 
 
 class Delivery:
-    """Sends batches through a Transport following the retry policy of the config."""
+    """Sends batches through a Transport following the retry policy of the config.
+
+    Every request first passes the buffer's `CircuitBreaker`: while the endpoint is failing
+    only one request at a time goes out (the probe), spaced by the instance-wide back-off, so
+    the wait between retries happens there. Retries resend the same serialised events, so the
+    same uuids: the server can deduplicate an attempt whose answer was lost.
+    """
 
     def __init__(
         self,
@@ -65,21 +71,34 @@ class Delivery:
         self.config = config
         self.transport = transport
         self.buffer = buffer
+        self.breaker = buffer.breaker
         self.abort = abort
         self.log = log
         self._logged_kinds: set[str] = set()
 
     def deliver(self, batch: Batch) -> Outcome:
-        """Deliver every event of `batch` (splitting on 413); never raises."""
+        """Deliver every event of `batch` (splitting on 413); never raises for HTTP trouble."""
         outcome = Outcome()
-        self._deliver(batch.items, outcome)
+        try:
+            self._deliver(batch.holder, batch.items, outcome)
+        finally:
+            # An exception between acquire and the answer must not leave the probe slot taken.
+            self.breaker.release(batch.holder)
         return outcome
 
-    def _deliver(self, items: list[Item], outcome: Outcome) -> None:
+    def _deliver(self, holder: str, items: list[Item], outcome: Outcome) -> None:
+        config = self.config
+        events = [d for _, d in items]
         attempt = 0
         while True:
-            response = self.transport.post_batch(self.config.api_key or "", [d for _, d in items])
+            if not self.breaker.acquire(holder, self.abort):
+                # Shutting down: back to the buffer, which counts it under the close reason.
+                outcome.requeue = (outcome.requeue or []) + items
+                return
+            response = self.transport.post_batch(config.api_key or "", events)
             verdict = classify(response.status)
+            if verdict is not Verdict.RETRY:
+                self.breaker.succeeded(holder)
             if verdict is Verdict.SENT:
                 outcome.sent += len(items)
                 return
@@ -88,8 +107,8 @@ class Delivery:
                     self._give_up("too_large", response, items, outcome)
                     return
                 middle = len(items) // 2
-                self._deliver(items[:middle], outcome)
-                self._deliver(items[middle:], outcome)
+                self._deliver(holder, items[:middle], outcome)
+                self._deliver(holder, items[middle:], outcome)
                 return
             if verdict is Verdict.REJECTED:
                 self._give_up("rejected", response, items, outcome)
@@ -97,23 +116,24 @@ class Delivery:
             if verdict is Verdict.UNAUTHORIZED:
                 self._give_up("unauthorized", response, items, outcome)
                 return
-            # RETRY
-            if attempt >= self.config.max_retries or self.abort.is_set():
+            # RETRY: the instance as a whole backs off (exponent = failures in a row).
+            delay = backoff_delay(
+                self.breaker.failures, config.retry_base_delay, config.retry_max_delay
+            )
+            retry_after = parse_retry_after(response.headers.get("Retry-After"), time.time())
+            if retry_after is not None:
+                delay = max(delay, min(retry_after, config.retry_max_delay))
+            self.breaker.failed(holder, delay)
+            if attempt >= config.max_retries or self.abort.is_set():
                 self.log.warning(
                     "batch_requeued",
                     events=len(items),
                     attempts=attempt + 1,
                     status=response.status,
-                    error=_describe(response),
+                    error=self._describe(response),
                 )
                 outcome.requeue = (outcome.requeue or []) + items
                 return
-            delay = backoff_delay(
-                attempt, self.config.retry_base_delay, self.config.retry_max_delay
-            )
-            retry_after = parse_retry_after(response.headers.get("Retry-After"), time.time())
-            if retry_after is not None:
-                delay = max(delay, min(retry_after, self.config.retry_max_delay))
             attempt += 1
             self.buffer.count_retry()
             self.log.info(
@@ -121,18 +141,16 @@ class Delivery:
                 attempt=attempt,
                 delay=round(delay, 3),
                 status=response.status,
-                error=_describe(response),
+                error=self._describe(response),
             )
-            if self.abort.wait(delay):
-                outcome.requeue = (outcome.requeue or []) + items
-                return
 
     def _give_up(
         self, reason: str, response: Response, items: list[Item], outcome: Outcome
     ) -> None:
         outcome.drop(reason, len(items))
-        message = _describe(response)
+        message = self._describe(response)
         if reason not in self._logged_kinds:
+            # Once per kind and Sender: a bad key would otherwise log on every batch.
             self._logged_kinds.add(reason)
             self.log.error(
                 "batch_dropped",
@@ -153,11 +171,16 @@ class Delivery:
             except BaseException as error:  # a user callback must never kill the Sender
                 self.log.error("on_error_callback_failed", error=repr(error))
 
-
-def _describe(response: Response) -> str:
-    if response.error is not None:
-        return f"{type(response.error).__name__}: {response.error}"[:300]
-    return response.text[:300]
+    def _describe(self, response: Response) -> str:
+        if response.error is not None:
+            text = f"{type(response.error).__name__}: {response.error}"
+        else:
+            text = response.text
+        key = self.config.api_key
+        if key and key in text:
+            # A server echoing the request must not put the project key into the app's logs.
+            text = text.replace(key, self.config.masked_api_key())
+        return text[:300]
 
 
 class Sender(SupervisedActor):
