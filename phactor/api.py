@@ -53,6 +53,11 @@ def start(name: str = "default", **options: Any) -> Instance:
     if not isinstance(name, str) or not name:
         raise TypeError(f"instance name must be a non-empty str, got {name!r}")
     config = Config.build(**options)
+    existing = _instances.get(name)
+    if existing is not None and existing._state == "failed":
+        # Its tree gave up (restart intensity exceeded): nothing runs under the name any more,
+        # so it is free again. stop() only records the final figures and forgets it.
+        existing.stop(0)
     with _lock:
         existing = _instances.get(name)
         if existing is not None:

@@ -119,7 +119,7 @@ class Batcher(SupervisedActor):
             entry = self.registry.entry(name)
             if entry is not None and entry[0].is_alive():
                 live.add(holder_name(name, entry[1]))
-        self.buffer.reclaim(live)
+        self.buffer.reclaim(self.sender_names, live)
 
     def dispatch(self) -> None:
         """Hand a batch to every idle Sender while there is enough to send."""

@@ -252,10 +252,18 @@ class EventBuffer:
             self._done.notify_all()
             return len(batch.items)
 
-    def reclaim(self, live_holders: set[str]) -> int:
-        """Give back every batch whose holder is not a live Sender incarnation (it died)."""
+    def reclaim(self, senders: Iterable[str], live_holders: set[str]) -> int:
+        """Give back every batch held by an incarnation of `senders` that is not live (it died).
+
+        Holders that are not Sender incarnations (`sync_mode` callers) are never touched.
+        """
+        names = frozenset(senders)
         with self._lock:
-            stale = [h for h in self._in_flight if h not in live_holders]
+            stale = [
+                h
+                for h in self._in_flight
+                if h not in live_holders and h.partition("#")[0] in names
+            ]
             n = 0
             for holder in stale:
                 items = self._in_flight.pop(holder).items

@@ -12,7 +12,6 @@ The state is an immutable `ContextState`, replaced (never mutated) on every chan
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from types import MappingProxyType
@@ -32,20 +31,6 @@ class ContextState(NamedTuple):
 
 
 EMPTY = ContextState(_EMPTY_MAP, _EMPTY_MAP, None)
-
-_vars: dict[str, ContextVar[ContextState]] = {}
-_vars_lock = threading.Lock()
-
-
-def _var_for(name: str) -> ContextVar[ContextState]:
-    var = _vars.get(name)
-    if var is None:
-        with _vars_lock:
-            var = _vars.get(name)
-            if var is None:
-                var = ContextVar(f"phactor_context_{name}", default=EMPTY)
-                _vars[name] = var
-    return var
 
 
 def _check_props(props: Any) -> dict[str, Any]:
@@ -67,7 +52,11 @@ class ContextStore:
     __slots__ = ("_var",)
 
     def __init__(self, instance_name: str):
-        self._var = _var_for(instance_name)
+        # A ContextVar per store, not per name: an instance started again under a name that
+        # was stopped must not inherit the old instance's context in threads that set it.
+        self._var: ContextVar[ContextState] = ContextVar(
+            f"phactor_context_{instance_name}", default=EMPTY
+        )
 
     def current(self) -> ContextState:
         """The state for the calling thread/task."""

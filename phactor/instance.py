@@ -7,7 +7,9 @@ into the app except TypeError/ValueError for wrong arguments at the call.
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -17,8 +19,8 @@ from typing import Any
 import pykka
 
 from phactor import events as ev
-from phactor._log import enable_debug_output, get_logger
-from phactor.batcher import Batcher, FlushNow, Reclaim, Wake
+from phactor._log import PHACTOR_LOGGER, get_logger
+from phactor.batcher import ENVELOPE_BYTES, Batcher, FlushNow, Reclaim, Wake
 from phactor.buffer import EventBuffer
 from phactor.config import Config
 from phactor.context import EMPTY, ContextState, ContextStore
@@ -39,6 +41,8 @@ from phactor.transport import HttpTransport, MemoryTransport, Transport
 __all__ = ["Instance"]
 
 _ID_TYPES = (str, int)
+# How far stop() may run past its deadline waiting for children (a Sender mid-request).
+_STOP_GRACE = 0.2
 
 
 class Instance(FlagMethods, ErrorTrackingMethods):
@@ -51,7 +55,7 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         self._global = dict(config.global_properties)
         self._context = ContextStore(name)
         self._log = get_logger("instance", instance=name)
-        self._debug_handler = enable_debug_output(f"instance.{name}") if config.debug else None
+        self._debug_handler = _enable_debug_output(name) if config.debug else None
         self._forked = False
         self._state = "stopped"
         self._final_stats: dict[str, Any] | None = None
@@ -202,6 +206,7 @@ class Instance(FlagMethods, ErrorTrackingMethods):
                 self._run_stop_hooks()
             self._state = "stopped"
             self._final_stats = self.stats()
+            self._disable_debug_output()
             return True
         if self._forked:
             self._restart_after_fork()
@@ -209,14 +214,17 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         deadline = time.monotonic() + max(timeout, 0.0)
         self._state = "stopping"
         self._run_stop_hooks()
-        ok = self.flush(timeout)
-        # From here on: no new events, no more waiting in backoff.
+        ok = self.flush(max(deadline - time.monotonic(), 0.0))
+        # From here on: no new events, no more waiting in backoff (the breaker is shut too).
         left_queued = self._buffer.close("shutdown")
         self._abort.set()
         if self._supervisor is not None:
+            # A Sender blocked in a request cannot be interrupted: wait only a short grace for
+            # it, then count what it holds as `shutdown` (its late settle is ignored).
+            grace = max(deadline - time.monotonic(), 0.0) + _STOP_GRACE
             try:
-                self._supervisor.tell(shutdown_message(max(deadline - time.monotonic(), 0.2)))
-                self._supervisor.stop(block=True, timeout=max(deadline - time.monotonic(), 0.2) + 1)
+                self._supervisor.tell(shutdown_message(grace))
+                self._supervisor.stop(block=True, timeout=grace + _STOP_GRACE)
             except (pykka.ActorDeadError, pykka.Timeout):
                 pass
         left_in_flight = self._buffer.abandon_in_flight("shutdown")
@@ -225,11 +233,13 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         self._state = "stopped"
         self._final_stats = self.stats()
         self._log.info("stopped", stats=self._final_stats)
-        if self._debug_handler is not None:
-            import logging
-
-            logging.getLogger(f"phactor.instance.{self.name}").removeHandler(self._debug_handler)
+        self._disable_debug_output()
         return ok and not left_queued and not left_in_flight
+
+    def _disable_debug_output(self) -> None:
+        handler, self._debug_handler = self._debug_handler, None
+        if handler is not None:
+            _disable_debug_output(handler)
 
     def _run_stop_hooks(self) -> None:
         for hook in (self._error_tracking_stopped, self._flags_stopped):
@@ -506,10 +516,15 @@ class Instance(FlagMethods, ErrorTrackingMethods):
     def _run_before_send(self, message: dict[str, Any]) -> dict[str, Any] | None:
         hook = self._config.before_send
         assert hook is not None
+        # The hook works on its own copy (properties, $set, ... included): if it raises half-way
+        # through changing the event, the event goes on exactly as it was built.
+        draft = {k: dict(v) if isinstance(v, dict) else v for k, v in message.items()}
         try:
-            result = hook(message)
+            result = hook(draft)
         except Exception as error:
-            self._log.error("before_send_failed", error=repr(error), event=message.get("event"))
+            self._log.error(
+                "before_send_failed", error=repr(error), event_name=message.get("event")
+            )
             return message
         if result is None:
             return None
@@ -527,7 +542,8 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         n = self._drop_log_at.get(reason, 0) + 1
         self._drop_log_at[reason] = n
         if n & (n - 1) == 0 or n % 1000 == 0:
-            self._log.warning("event_dropped", reason=reason, event=event, count=n, **details)
+            # `event` is structlog's own positional (the log message): name ours `event_name`.
+            self._log.warning("event_dropped", reason=reason, event_name=event, count=n, **details)
 
     def _send_now(self) -> None:
         # sync_mode: deliver on the caller's thread, one request per capture.
@@ -535,7 +551,8 @@ class Instance(FlagMethods, ErrorTrackingMethods):
             if self._sync_delivery is None:
                 self._sync_delivery = self._delivery()
             holder = f"sync-{threading.get_ident()}"
-            batch = self._buffer.take(holder, self._config.flush_at, self._config.max_batch_bytes)
+            budget = max(self._config.max_batch_bytes - ENVELOPE_BYTES, 1)
+            batch = self._buffer.take(holder, self._config.flush_at, budget)
             if batch is None:
                 return
             outcome = self._sync_delivery.deliver(batch)
@@ -570,7 +587,9 @@ class Instance(FlagMethods, ErrorTrackingMethods):
     def flush(self, timeout: float | None = None) -> bool:
         """Block until what was queued before this call is delivered or dropped (counted).
 
-        Returns False when `timeout` seconds pass first; never blocks past it.
+        Returns False when `timeout` seconds pass first (never blocks past it), or as soon as
+        a batch of those events ran out of retries and went back to the queue (the endpoint
+        is failing; they are retried later). See docs/delivery.md.
         """
         if self._disabled or self._state not in ("running", "stopping"):
             return True
@@ -594,6 +613,42 @@ class Instance(FlagMethods, ErrorTrackingMethods):
 
     def __repr__(self) -> str:
         return f"<phactor.Instance {self.name!r} {self._state}>"
+
+
+_debug_lock = threading.Lock()
+_debug_handlers: list[logging.Handler] = []
+_level_before_debug = logging.NOTSET
+
+
+def _enable_debug_output(name: str) -> logging.Handler:
+    """`debug=True`: print this instance's phactor records (every area) to stderr.
+
+    Each area logs to its own `phactor.<area>` logger with the instance name bound, so the
+    handler sits on the `phactor` logger and keeps only the records of this instance.
+    """
+    global _level_before_debug
+    marker = f"instance={name!r}"
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s phactor %(levelname)s %(message)s"))
+    handler.addFilter(lambda record: marker in record.getMessage())
+    logger = logging.getLogger(PHACTOR_LOGGER)
+    with _debug_lock:
+        if not _debug_handlers:
+            _level_before_debug = logger.level
+        _debug_handlers.append(handler)
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+    return handler
+
+
+def _disable_debug_output(handler: logging.Handler) -> None:
+    logger = logging.getLogger(PHACTOR_LOGGER)
+    with _debug_lock:
+        logger.removeHandler(handler)
+        if handler in _debug_handlers:
+            _debug_handlers.remove(handler)
+        if not _debug_handlers:
+            logger.setLevel(_level_before_debug)
 
 
 def _check_mapping(value: Any, name: str) -> dict[str, Any]:
