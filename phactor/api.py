@@ -271,8 +271,28 @@ def _stop_all_at_exit() -> None:
 def _after_fork_in_child() -> None:
     global _lock
     _lock = threading.Lock()
+    _reset_pykka_registry()
     for inst in _instances.values():
         inst._after_fork_in_child()
+
+
+def _reset_pykka_registry() -> None:
+    """Give the child a usable pykka registry.
+
+    The parent's actor threads do not exist in a forked child, yet pykka's process-wide registry
+    still lists them, and its lock may have been copied while held by one of those threads (the
+    child would then hang in the first `Actor.start()`). pykka has no public reset, so this
+    touches its private class attributes; it is guarded so a pykka change only skips it.
+    """
+    try:
+        import pykka
+
+        registry = pykka.ActorRegistry
+        if isinstance(getattr(registry, "_actor_refs", None), list):
+            registry._actor_refs = []  # type: ignore[misc]
+            registry._actor_refs_lock = threading.RLock()  # type: ignore[misc]
+    except Exception:  # pragma: no cover - never let a fork hook raise
+        pass
 
 
 atexit.register(_stop_all_at_exit)
