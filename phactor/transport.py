@@ -13,7 +13,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
 import orjson
-import requests
 
 from phactor._version import __version__
 from phactor.events import now_iso
@@ -60,6 +59,11 @@ class HttpTransport:
         self.url = f"{host}/batch/"
         self.timeout = timeout
         self.gzip = gzip
+        # Imported here, not at module level: `requests` costs ~50 ms to import, and the first
+        # Sender is the first place that needs it (keeps `import phactor` cheap).
+        import requests
+
+        self._request_error = requests.RequestException
         self.session = requests.Session()
         self.session.verify = verify
         self.session.headers.update({"User-Agent": USER_AGENT, "Content-Type": "application/json"})
@@ -76,7 +80,9 @@ class HttpTransport:
             r = self.session.post(
                 self.url, data=body, headers=headers, timeout=self.timeout, allow_redirects=False
             )
-        except requests.RequestException as error:
+        except self._request_error as error:
+            return Response(None, {}, "", error)
+        except Exception as error:  # http.client / urllib3 / ssl oddities: still a network error
             return Response(None, {}, "", error)
         return Response(r.status_code, r.headers, r.text[:2000])
 
