@@ -16,22 +16,38 @@ from typing import Any
 
 from phactor.config import Config
 from phactor.errors import AlreadyStarted, NotStarted
+from phactor.errortracking.methods import capture_exception
+from phactor.flags.methods import (
+    evaluate_flags,
+    feature_enabled,
+    get_all_flags,
+    get_feature_flag,
+    get_feature_flag_payload,
+    reload_feature_flags,
+)
 from phactor.instance import Instance
 
 __all__ = [
     "alias",
     "bare_capture",
     "capture",
+    "capture_exception",
     "config",
     "context",
+    "evaluate_flags",
+    "feature_enabled",
     "flush",
+    "get_all_flags",
     "get_context",
     "get_event_context",
+    "get_feature_flag",
+    "get_feature_flag_payload",
     "group_identify",
     "identify",
     "instance",
     "instances",
     "queue_length",
+    "reload_feature_flags",
     "set",
     "set_context",
     "set_event_context",

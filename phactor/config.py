@@ -67,6 +67,9 @@ class Config:
     enable_error_tracking: bool = True
     capture_level: int = logging.ERROR
     in_app_modules: tuple[str, ...] = ()
+    capture_messages: bool = False
+    exception_rate_limit_burst: int = 50
+    exception_rate_limit_per_second: float = 1.0
 
     @classmethod
     def build(cls, **options: Any) -> Config:
@@ -244,4 +247,7 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "enable_error_tracking": _bool,
     "capture_level": _level,
     "in_app_modules": _modules,
+    "capture_messages": _bool,
+    "exception_rate_limit_burst": _int_at_least(1),
+    "exception_rate_limit_per_second": _seconds(allow_zero=True),
 }

@@ -595,6 +595,12 @@ class Instance(FlagMethods, ErrorTrackingMethods):
             return True
         if self._forked:
             self._restart_after_fork()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        # Exceptions logged before this call may still be snapshots in the LoggerHandler's
+        # mailbox: turn them into queued events first, so this flush covers them.
+        self._error_tracking_drain(timeout)
+        if deadline is not None:
+            timeout = max(0.0, deadline - time.monotonic())
         target = self._buffer.high_water()
         if self._config.sync_mode:
             self._send_now()

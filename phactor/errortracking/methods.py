@@ -1,11 +1,32 @@
 """Error-tracking methods of `Instance` (mixed in), kept beside the error-tracking code.
 
-STUB: filled in by the LoggerHandler work (issue 5).
+With `enable_error_tracking` (the default) an instance adds a LoggerHandler child to its tree;
+when that child starts, the instance's logging handler goes on the root logger and its except
+hooks are chained in front of `sys.excepthook` / `threading.excepthook`. `stop()` removes them
+(`_error_tracking_stopped`) and drains the actor so its last events are flushed with the rest.
 """
 
 from __future__ import annotations
 
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, cast
+
+import pykka
+
+from phactor.errortracking.actor import Drain, ExceptionEventBuilder, LoggerHandler
+from phactor.errortracking.formatting import traceback_of_caller
+from phactor.errortracking.handler import Intake, Snapshot, already_captured, mark_captured
 from phactor.supervisor import ChildSpec
+
+if TYPE_CHECKING:
+    from phactor.instance import Instance
+
+__all__ = ["ErrorTrackingMethods", "capture_exception"]
+
+_CALL_WAIT_SECONDS = 5.0
 
 
 class ErrorTrackingMethods:
@@ -13,7 +34,138 @@ class ErrorTrackingMethods:
 
     def _error_tracking_children(self) -> list[ChildSpec]:
         """Child specs this layer adds to the instance's tree (the LoggerHandler)."""
-        return []
+        inst = cast("Instance", self)
+        config = inst.config
+        if not config.enable_error_tracking or config.disabled:
+            return []
+        intake = inst.__dict__.get("_error_intake")
+        if intake is None:
+            intake = Intake(inst)
+            builder = ExceptionEventBuilder(inst.name, config, inst._capture)
+            # Used only when the actor is down (restarting) and a caller can wait.
+            intake.fallback = builder.queue
+            inst.__dict__["_error_intake"] = intake
+
+        def start(generation: int) -> pykka.ActorRef[Any]:
+            assert inst._supervisor is not None
+            ref = LoggerHandler.start(
+                "logger_handler",
+                generation,
+                inst._supervisor,
+                intake=intake,
+                instance_name=inst.name,
+                config=config,
+                capture=inst._capture,
+            )
+            intake.install()  # once; a restarted actor finds it in place
+            return ref
+
+        return [ChildSpec("logger_handler", start)]
 
     def _error_tracking_stopped(self) -> None:
-        """Called once when the instance stops (remove handlers, restore hooks)."""
+        """Called once when the instance stops: remove handler and hooks, drain the actor."""
+        inst = cast("Instance", self)
+        intake: Intake | None = inst.__dict__.get("_error_intake")
+        if intake is None:
+            return
+        intake.uninstall()
+        self._error_tracking_drain(min(inst.config.shutdown_timeout, 5.0))
+
+    def _error_tracking_drain(self, timeout: float | None = 5.0) -> bool:
+        """Block until every snapshot handed to the LoggerHandler so far is a queued event.
+
+        True when drained (or nothing to drain); False on timeout or when called from the
+        LoggerHandler's own thread (it cannot wait for itself). `flush()` should call this first.
+        """
+        inst = cast("Instance", self)
+        intake: Intake | None = inst.__dict__.get("_error_intake")
+        if intake is None:
+            return True
+        ref = inst._registry.get("logger_handler")
+        if ref is None:
+            return True
+        if threading.get_ident() == intake.actor_thread:
+            return False
+        try:
+            ref.ask(Drain(), timeout=5.0 if timeout is None else max(timeout, 0.0))
+        except pykka.Timeout:
+            return False
+        except pykka.ActorDeadError:
+            pass
+        return True
+
+    def capture_exception(
+        self,
+        exc: BaseException | None = None,
+        distinct_id: Any = None,
+        properties: Mapping[str, Any] | None = None,
+    ) -> str | None:
+        """Send `exc` (None: the exception being handled) as an `$exception` event.
+
+        Returns the event uuid once queued; None when there is no exception to capture, when this
+        instance already captured this exception object (logging handler, hook), or when the
+        event was dropped (reason counted in `stats()["dropped"]`). An exception that was never
+        raised gets the caller's stack, marked synthetic. Works with error tracking off too.
+        """
+        return _capture_exception(cast("Instance", self), exc, distinct_id, properties, skip=1)
+
+
+def capture_exception(
+    exc: BaseException | None = None,
+    distinct_id: Any = None,
+    properties: Mapping[str, Any] | None = None,
+    *,
+    instance: str = "default",
+) -> str | None:
+    """Module-level `capture_exception` on the named instance (see `Instance.capture_exception`)."""
+    from phactor import api  # late: api imports instance, which imports this module
+
+    return _capture_exception(api.instance(instance), exc, distinct_id, properties, skip=1)
+
+
+def _capture_exception(
+    inst: Instance,
+    exc: BaseException | None,
+    distinct_id: Any,
+    properties: Mapping[str, Any] | None,
+    *,
+    skip: int,
+) -> str | None:
+    if exc is not None and not isinstance(exc, BaseException):
+        raise TypeError(f"exc must be an exception or None, got {type(exc).__name__}")
+    if properties is not None and not isinstance(properties, Mapping):
+        raise TypeError(f"properties must be a Mapping, got {type(properties).__name__}")
+    if inst._disabled:
+        return None
+    if exc is None:
+        exc = sys.exc_info()[1]
+        if exc is None:
+            return None
+    if already_captured(exc, inst.name):
+        return None
+    synthetic = None
+    if exc.__traceback__ is None:
+        # skip: this helper and the public function that called it.
+        synthetic = traceback_of_caller(skip + 1)
+    snapshot = Snapshot(
+        "capture_exception",
+        exc,
+        "error",
+        True,
+        "generic",
+        inst._context.current(),
+        time.time(),
+        distinct_id=distinct_id,
+        properties=dict(properties) if properties else None,
+        synthetic_traceback=synthetic,
+    )
+    intake: Intake | None = inst.__dict__.get("_error_intake") or inst.__dict__.get(
+        "_error_intake_off"
+    )
+    if intake is None:
+        # Error tracking is off: no actor, the event is built on the caller's thread.
+        intake = Intake(inst)
+        intake.fallback = ExceptionEventBuilder(inst.name, inst.config, inst._capture).queue
+        inst.__dict__["_error_intake_off"] = intake
+    mark_captured(exc, inst.name)
+    return intake.submit(snapshot, wait=_CALL_WAIT_SECONDS)

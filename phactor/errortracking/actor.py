@@ -1,0 +1,221 @@
+"""The LoggerHandler actor: turns capture snapshots into `$exception` events, off the app's threads.
+
+The capture sources (`handler.py`) hand it snapshots; it describes the exception with the pure
+`formatting` core (frames, source lines from its own bounded `SourceCache`, in_app), merges the
+snapshot's context, and queues the event through the instance's normal pipeline (`_capture`),
+so before_send, the size limit, stats and the buffer apply as to any other event.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import threading
+import uuid as uuid_module
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from phactor._log import get_logger
+from phactor.config import Config
+from phactor.context import EMPTY
+from phactor.errortracking.formatting import (
+    SourceCache,
+    exception_level,
+    exception_properties,
+    message_exception_properties,
+)
+from phactor.errortracking.handler import WAKE, Intake, Snapshot, Wake
+from phactor.supervisor import SupervisedActor
+
+__all__ = ["Drain", "ExceptionEventBuilder", "LoggerHandler"]
+
+#: Source files whose lines the LoggerHandler keeps for context lines.
+SOURCE_CACHE_FILES = 64
+
+# The `_capture` signature of Instance, bound to one instance.
+CaptureFn = Callable[..., str | None]
+
+
+@dataclass(frozen=True)
+class Drain:
+    """Ask: answered once every snapshot told before it has been queued as an event."""
+
+
+class ExceptionEventBuilder:
+    """Builds and queues the `$exception` event of one snapshot. Never raises.
+
+    A failure is logged once per kind (the error's type), then only counted by silence: a
+    failure to describe an error must not become a flood of errors.
+    """
+
+    def __init__(self, instance_name: str, config: Config, capture: CaptureFn) -> None:
+        self.config = config
+        self.capture = capture
+        self.sources = SourceCache(SOURCE_CACHE_FILES)
+        self.project_root = _cwd()
+        self.log = get_logger("errortracking", instance=instance_name)
+        self._failed_kinds: set[str] = set()
+
+    def queue(self, snapshot: Snapshot) -> str | None:
+        """Queue `snapshot`'s event; its uuid, or None when it was dropped (or failed)."""
+        try:
+            distinct_id, properties = self.build(snapshot)
+            return self.capture(
+                "$exception",
+                distinct_id,
+                properties,
+                EMPTY,
+                dt.datetime.fromtimestamp(snapshot.created, dt.UTC),
+                None,
+                None,
+                False,
+                None,
+            )
+        except Exception as error:
+            kind = type(error).__name__
+            if kind not in self._failed_kinds:
+                self._failed_kinds.add(kind)
+                self.log.error(
+                    "exception_event_failed",
+                    kind=kind,
+                    error=repr(error)[:500],
+                    source=snapshot.source,
+                )
+            return None
+
+    def build(self, snapshot: Snapshot) -> tuple[str, dict[str, Any]]:
+        """(distinct_id, properties) of the `$exception` event for `snapshot`.
+
+        Precedence, later wins: instance context < event-scoped context for `$exception` <
+        record extras / call properties < the record's fields < the exception's description.
+        """
+        props: dict[str, Any] = {}
+        state = snapshot.state
+        if state is not EMPTY:
+            if state.flags is not None:
+                props.update(state.flags.event_properties())
+            props.update(state.properties)
+            scoped = state.event_properties.get("$exception")
+            if scoped:
+                props.update(scoped)
+        if snapshot.extras:
+            props.update(snapshot.extras)
+        if snapshot.properties:
+            props.update(snapshot.properties)
+        if snapshot.logger_name is not None:
+            props["logger_name"] = snapshot.logger_name
+        if snapshot.level_name is not None:
+            props["log_level"] = snapshot.level_name
+        if snapshot.message is not None:
+            props["log_message"] = snapshot.message
+        if snapshot.thread_name is not None:
+            props["thread_name"] = snapshot.thread_name
+        props.update(self.describe(snapshot))
+
+        distinct_id = snapshot.distinct_id
+        if distinct_id is None or distinct_id == "":
+            distinct_id = props.pop("distinct_id", None)
+        if distinct_id is None or distinct_id == "":
+            # Nobody known: a fresh id, and no person profile (as PostHog's SDKs do).
+            distinct_id = str(uuid_module.uuid4())
+            props["$process_person_profile"] = False
+        props.pop("distinct_id", None)
+        return str(distinct_id), props
+
+    def describe(self, snapshot: Snapshot) -> dict[str, Any]:
+        """The `$exception_*` properties of the snapshot."""
+        config = self.config
+        if snapshot.exc is None:
+            return message_exception_properties(
+                snapshot.message or "",
+                logger_name=snapshot.logger_name,
+                function=snapshot.function,
+                pathname=snapshot.pathname,
+                lineno=snapshot.lineno,
+                level=snapshot.level,
+                source=snapshot.source,
+                in_app_modules=config.in_app_modules,
+                project_root=self.project_root,
+                sources=self.sources,
+            )
+        return exception_properties(
+            snapshot.exc,
+            level=exception_level(snapshot.level),
+            source=snapshot.source,
+            handled=snapshot.handled,
+            mechanism_type=snapshot.mechanism_type,
+            in_app_modules=config.in_app_modules,
+            project_root=self.project_root,
+            sources=self.sources,
+            synthetic_traceback=snapshot.synthetic_traceback,
+        )
+
+
+def _cwd() -> str | None:
+    try:
+        return os.getcwd()
+    except OSError:  # the working directory was deleted
+        return None
+
+
+class LoggerHandler(SupervisedActor):
+    """Child "logger_handler" of an instance with error tracking on.
+
+    Messages: `Wake` (told when the logging handler left snapshots in `Intake.pending`), a
+    `Snapshot` (asked by except hooks and `capture_exception`, which get the event uuid back)
+    and `Drain` (asked by flush and stop). Each message first drains what is pending.
+    """
+
+    def __init__(
+        self,
+        child_name: str,
+        generation: int,
+        supervisor: Any,
+        *,
+        intake: Intake,
+        instance_name: str,
+        config: Config,
+        capture: CaptureFn,
+    ) -> None:
+        super().__init__(child_name, generation, supervisor)
+        self.intake = intake
+        self.instance_name = instance_name
+        self.config = config
+        self.capture = capture
+        self.builder: ExceptionEventBuilder | None = None
+
+    def started(self) -> None:
+        # One SourceCache per incarnation; project_root is the working directory at start.
+        self.builder = ExceptionEventBuilder(self.instance_name, self.config, self.capture)
+        intake = self.intake
+        intake.actor_thread = threading.get_ident()
+        # A predecessor may have died with snapshots pending and its wake-up lost.
+        intake.wake_sent = True
+        self.actor_ref.tell(WAKE)
+
+    def handle(self, message: Any) -> Any:
+        if isinstance(message, Wake):
+            self.drain_pending()
+            return None
+        # Asks come after what was told before them: drain first, keep the order.
+        self.drain_pending()
+        if isinstance(message, Snapshot):
+            assert self.builder is not None
+            return self.builder.queue(message)
+        if isinstance(message, Drain):
+            return True
+        return None
+
+    def drain_pending(self) -> None:
+        """Queue every pending snapshot (clearing the wake flag first, see `Intake.submit`)."""
+        assert self.builder is not None
+        intake = self.intake
+        intake.wake_sent = False
+        pending = intake.pending
+        while pending:
+            try:
+                snapshot = pending.popleft()
+            except IndexError:
+                return
+            self.builder.queue(snapshot)

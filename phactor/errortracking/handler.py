@@ -1,0 +1,558 @@
+"""The capture sources of error tracking: a `logging.Handler`, the except hooks, and their guards.
+
+Everything here runs on the app's threads, so it only takes a cheap snapshot (the exception
+object, the record's fields, the thread's phactor context) and hands it to the instance's
+LoggerHandler actor, which builds the `$exception` event. The guards live here too, because they
+must act before any work is done:
+
+- recursion: records from `phactor*` loggers, and every record emitted on one of phactor's own
+  threads (its actors, which are pykka threads, and the `phactor-*` threads such as the scheduler)
+  are never captured — that covers pykka, requests and urllib3 logging while phactor sends, and
+  user callbacks (`on_error`, `before_send`) running inside phactor. A thread-local flag also
+  marks code running inside phactor on an app thread;
+- de-duplication: an exception object captured once by an instance is marked, so the same object
+  reaching the logging handler and then an except hook (or structlog, then stdlib logging) is
+  sent once;
+- floods: a token bucket per exception type, and a bound on snapshots waiting in the actor's
+  mailbox (a snapshot keeps its traceback's frames alive).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import pykka
+
+from phactor.context import ContextState
+from phactor.supervisor import SupervisedActor, Supervisor
+
+if TYPE_CHECKING:
+    from phactor.instance import Instance
+
+__all__ = [
+    "CAPTURE_MESSAGES_DEFAULT",
+    "HOOK_WAIT_SECONDS",
+    "MAX_BACKLOG",
+    "RATE_LIMIT_BURST",
+    "RATE_LIMIT_PER_SECOND",
+    "CaptureHandler",
+    "ChainedHook",
+    "Intake",
+    "Snapshot",
+    "TokenBuckets",
+    "Wake",
+    "already_captured",
+    "inside_phactor",
+    "is_guarded_logger",
+    "mark_captured",
+    "on_phactor_thread",
+]
+
+#: Captures of one exception type allowed at once (the bucket size); the default of the config
+#: option `exception_rate_limit_burst`.
+RATE_LIMIT_BURST = 50
+#: Tokens refilled per second for each exception type (PostHog's Python SDK refills 10 per 10 s).
+#: The default of the config option `exception_rate_limit_per_second`.
+RATE_LIMIT_PER_SECOND = 1.0
+#: Snapshots allowed to wait in the LoggerHandler's mailbox before new ones are dropped.
+MAX_BACKLOG = 1000
+#: Error records without an exception become `$exception` events only when the config option
+#: `capture_messages` is on (this is its default).
+CAPTURE_MESSAGES_DEFAULT = False
+#: How long an except hook (the thread or process is dying) waits for its event to be queued.
+HOOK_WAIT_SECONDS = 2.0
+
+_MARK = "__phactor_captured__"
+
+
+class _ThreadFlags(threading.local):
+    # Class defaults: a missing attribute would cost an AttributeError on every record.
+    inside = False
+    phactor_thread: bool | None = None
+
+
+_local = _ThreadFlags()
+
+# Attributes every LogRecord has; anything else on a record came from `extra=`.
+_RECORD_FIELDS = frozenset(
+    logging.LogRecord("x", logging.ERROR, "x", 1, "x", None, None, "x").__dict__
+) | {"message", "asctime", "taskName"}
+
+
+# -- guards -------------------------------------------------------------------------------------
+
+
+def _is_phactor_thread(thread: threading.Thread) -> bool:
+    name = thread.name
+    if isinstance(name, str) and name.startswith("phactor-"):
+        return True
+    # pykka runs each actor's loop as the thread's target: the bound method names its actor.
+    owner = getattr(getattr(thread, "_target", None), "__self__", None)
+    return isinstance(owner, SupervisedActor | Supervisor)
+
+
+def on_phactor_thread() -> bool:
+    """True on one of phactor's own threads (an actor of any instance, the scheduler, ...)."""
+    value = _local.phactor_thread
+    if value is None:
+        value = _local.phactor_thread = _is_phactor_thread(threading.current_thread())
+    return value
+
+
+class inside_phactor:
+    """Mark the current thread as running phactor code: nothing logged meanwhile is captured."""
+
+    __slots__ = ("_before",)
+
+    def __enter__(self) -> None:
+        self._before = _local.inside
+        _local.inside = True
+
+    def __exit__(self, *exc_info: object) -> None:
+        _local.inside = self._before
+
+
+def is_guarded_logger(name: object) -> bool:
+    """True for phactor's own loggers, whose records are never captured."""
+    return isinstance(name, str) and (name == "phactor" or name.startswith("phactor."))
+
+
+def _guarded(logger_name: object) -> bool:
+    return is_guarded_logger(logger_name) or _local.inside or on_phactor_thread()
+
+
+def already_captured(exc: BaseException, instance_name: str) -> bool:
+    """Whether instance `instance_name` already captured this exception object."""
+    try:
+        return instance_name in getattr(exc, _MARK, ())
+    except Exception:
+        return False
+
+
+def mark_captured(exc: BaseException, instance_name: str) -> bool:
+    """Mark `exc` as captured by `instance_name`; False when it already was (skip it then)."""
+    try:
+        marks: frozenset[str] = getattr(exc, _MARK, frozenset())
+        if instance_name in marks:
+            return False
+        # A new frozenset each time: two threads marking at once never corrupt a shared set.
+        setattr(exc, _MARK, frozenset(marks) | {instance_name})
+    except Exception:
+        pass  # an exception that refuses attributes is captured, just not de-duplicated
+    return True
+
+
+# -- rate limit ---------------------------------------------------------------------------------
+
+
+class TokenBuckets:
+    """A token bucket per key: `burst` captures at once, then `per_second` on average.
+
+    Thread-safe; `clock` (seconds, monotonic) is injectable for tests. At most `max_keys`
+    buckets are kept: past that, full buckets (which carry no information) are forgotten.
+    """
+
+    def __init__(
+        self,
+        burst: int = RATE_LIMIT_BURST,
+        per_second: float = RATE_LIMIT_PER_SECOND,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        max_keys: int = 1000,
+    ) -> None:
+        self.burst = float(max(0, burst))
+        self.per_second = max(0.0, float(per_second))
+        self.clock = clock
+        self.max_keys = max_keys
+        self._buckets: dict[Any, list[float]] = {}  # key -> [tokens, last refill time]
+        self._lock = threading.Lock()
+
+    def allow(self, key: Any) -> bool:
+        """Take a token for `key`; False when its bucket is empty."""
+        now = self.clock()
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            with self._lock:
+                if len(self._buckets) >= self.max_keys:
+                    self._forget_full(now)
+                bucket = self._buckets.setdefault(key, [self.burst, now])
+        # No lock on the hot path: a race between two threads can only let one extra capture
+        # through, which a rate limit can afford; a lock on every record costs more.
+        tokens = bucket[0] + max(0.0, now - bucket[1]) * self.per_second
+        bucket[1] = now
+        if tokens >= 1.0:
+            bucket[0] = min(self.burst, tokens) - 1.0
+            return True
+        bucket[0] = min(self.burst, tokens)
+        return False
+
+    def _forget_full(self, now: float) -> None:
+        # Replaced, not mutated: `allow` reads the dict without the lock.
+        full = [
+            k
+            for k, (tokens, at) in self._buckets.items()
+            if tokens + (now - at) * self.per_second >= self.burst
+        ]
+        kept = {k: v for k, v in self._buckets.items() if k not in set(full)}
+        self._buckets = kept if len(kept) < self.max_keys else {}
+
+
+@dataclass(frozen=True)
+class Wake:
+    """Tell: snapshots are waiting in `Intake.pending`."""
+
+
+WAKE = Wake()
+
+
+# -- snapshots ----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """What a capture source saw, taken cheaply on the app's thread for the LoggerHandler.
+
+    `exc` is None for an error record without an exception (`capture_messages`). `level` is a
+    `logging` level number or a PostHog level name.
+    """
+
+    source: str
+    exc: BaseException | None
+    level: int | str
+    handled: bool
+    mechanism_type: str
+    state: ContextState
+    created: float
+    logger_name: str | None = None
+    level_name: str | None = None
+    message: str | None = None
+    function: str | None = None
+    pathname: str | None = None
+    lineno: int | None = None
+    thread_name: str | None = None
+    extras: Mapping[str, Any] | None = None
+    distinct_id: Any = None
+    properties: Mapping[str, Any] | None = None
+    synthetic_traceback: TracebackType | None = None
+
+
+def _exception_key(exc: BaseException) -> str:
+    cls = type(exc)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+class Intake:
+    """One instance's way in to error tracking: guards, rate limit, hand-off to its actor.
+
+    Owns the instance's logging handler and except hooks (`install` / `uninstall`, both
+    idempotent). Snapshots go to the LoggerHandler actor by `tell` (logging: never wait) or by
+    `ask` (except hooks and `capture_exception`: the caller waits until the event is queued).
+    When the actor is not running, a waiting caller builds the event on its own thread.
+    """
+
+    def __init__(self, instance: Instance) -> None:
+        config = instance.config
+        self.instance = instance
+        self.name = instance.name
+        self.level = config.capture_level
+        self.capture_messages = config.capture_messages
+        self.limiter = TokenBuckets(
+            config.exception_rate_limit_burst,
+            config.exception_rate_limit_per_second,
+        )
+        self.max_backlog = MAX_BACKLOG
+        # Snapshots told (not asked) wait here for the actor; deque appends are thread-safe.
+        self.pending: deque[Snapshot] = deque()
+        self.wake_sent = False
+        self.handler = CaptureHandler(self)
+        self.sys_hook: ChainedHook | None = None
+        self.thread_hook: ChainedHook | None = None
+        self.actor_thread: int | None = None  # ident of the LoggerHandler's thread
+        self.fallback: Callable[[Snapshot], str | None] | None = None
+        self._install_lock = threading.Lock()
+
+    # -- install ------------------------------------------------------------------------------
+
+    @property
+    def installed(self) -> bool:
+        """True while the handler and hooks are in place."""
+        return self.sys_hook is not None
+
+    def install(self) -> None:
+        """Attach the handler to the root logger and chain the except hooks (once)."""
+        with self._install_lock:
+            if self.sys_hook is not None:
+                return
+            logging.getLogger().addHandler(self.handler)
+            self.sys_hook = ChainedHook(self._sys_excepthook, sys.excepthook)
+            sys.excepthook = self.sys_hook
+            self.thread_hook = ChainedHook(self._threading_excepthook, threading.excepthook)
+            threading.excepthook = self.thread_hook
+
+    def uninstall(self) -> None:
+        """Remove the handler and unchain the hooks; safe in any order across instances."""
+        with self._install_lock:
+            logging.getLogger().removeHandler(self.handler)
+            sys_hook, thread_hook = self.sys_hook, self.thread_hook
+            self.sys_hook = self.thread_hook = None
+        if sys_hook is not None:
+            sys_hook.closed = True
+            if sys.excepthook is sys_hook:
+                sys.excepthook = sys_hook.resolve_previous()
+        if thread_hook is not None:
+            thread_hook.closed = True
+            if threading.excepthook is thread_hook:
+                threading.excepthook = thread_hook.resolve_previous()
+
+    # -- sources ------------------------------------------------------------------------------
+
+    def _sys_excepthook(
+        self, exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
+    ) -> None:
+        if exc is None or isinstance(exc, KeyboardInterrupt) or _guarded(None):
+            return
+        if not mark_captured(exc, self.name):
+            return
+        snapshot = Snapshot(
+            "sys.excepthook",
+            exc,
+            "fatal",
+            False,
+            "onuncaughtexception",
+            self.instance._context.current(),
+            time.time(),
+        )
+        self.submit(snapshot, wait=HOOK_WAIT_SECONDS)
+
+    def _threading_excepthook(self, args: Any) -> None:
+        exc = args.exc_value
+        if exc is None or isinstance(exc, SystemExit) or _guarded(None):
+            return
+        if not mark_captured(exc, self.name):
+            return
+        thread = args.thread
+        snapshot = Snapshot(
+            "threading.excepthook",
+            exc,
+            "error",
+            False,
+            "onuncaughtexception",
+            # The hook runs on the dying thread: its context is the one that failed.
+            self.instance._context.current(),
+            time.time(),
+            thread_name=getattr(thread, "name", None),
+        )
+        self.submit(snapshot, wait=HOOK_WAIT_SECONDS)
+
+    def capture_log_event(
+        self,
+        *,
+        source: str,
+        exc: BaseException | None,
+        level: int,
+        level_name: str | None,
+        logger_name: str | None,
+        message: str | None,
+        extras: Mapping[str, Any] | None,
+    ) -> None:
+        """Capture a log event from another logging library (structlog); never raises."""
+        if level < self.level or _guarded(logger_name):
+            return
+        if exc is None:
+            return
+        if not mark_captured(exc, self.name):
+            return
+        snapshot = Snapshot(
+            source,
+            exc,
+            level,
+            True,
+            "generic",
+            self.instance._context.current(),
+            time.time(),
+            logger_name=logger_name,
+            level_name=level_name,
+            message=message,
+            thread_name=threading.current_thread().name,
+            extras=extras,
+        )
+        self.submit(snapshot, wait=None)
+
+    # -- hand-off -----------------------------------------------------------------------------
+
+    def admit(self, key: Any) -> bool:
+        """Take a rate-limit token for `key` (an exception type or a call site); counts drops."""
+        if self.limiter.allow(key):
+            return True
+        self.instance._drop("rate_limited", "$exception", key=str(key))
+        return False
+
+    def submit(
+        self, snapshot: Snapshot, *, wait: float | None, admitted: bool = False
+    ) -> str | None:
+        """Rate-limit `snapshot` and hand it to the actor; with `wait`, return the event uuid.
+
+        Without `wait` the snapshot joins `pending`, and the actor is told only when it may be
+        idle: one wake-up per burst instead of one message (and one thread switch) per record.
+        """
+        inst = self.instance
+        if inst._forked:
+            inst._restart_after_fork()
+        if not admitted:
+            exc = snapshot.exc
+            key = (
+                _exception_key(exc)
+                if exc is not None
+                else (snapshot.logger_name, snapshot.function)
+            )
+            if not self.admit(key):
+                return None
+        if wait is None:
+            if len(self.pending) >= self.max_backlog:
+                inst._drop("exception_backlog", "$exception")
+                return None
+            # Append before reading the flag: the actor clears the flag before it drains.
+            self.pending.append(snapshot)
+            if not self.wake_sent:
+                self.wake_sent = True
+                if not inst._registry.tell("logger_handler", WAKE):
+                    self.wake_sent = False  # not running: a restarted actor drains at start
+            return None
+        ref = inst._registry.get("logger_handler")
+        if ref is not None and threading.get_ident() != self.actor_thread:
+            try:
+                result = ref.ask(snapshot, timeout=wait)
+            except pykka.Timeout:
+                return None  # not cancelled: the actor still queues it, later
+            except pykka.ActorDeadError:
+                pass
+            else:
+                return result if isinstance(result, str) else None
+        return self._build_here(snapshot)
+
+    def _build_here(self, snapshot: Snapshot) -> str | None:
+        fallback = self.fallback
+        if fallback is None:
+            self.instance._drop("error_tracking_unavailable", "$exception")
+            return None
+        with inside_phactor():
+            return fallback(snapshot)
+
+
+# -- the logging handler ------------------------------------------------------------------------
+
+
+class CaptureHandler(logging.Handler):
+    """Root-logger handler of one instance: snapshots error records that carry an exception.
+
+    Its level is the instance's `capture_level`. It takes no lock (the snapshot touches no shared
+    state) and never raises or prints: a failure is counted by the logging system's silence.
+    """
+
+    def __init__(self, intake: Intake) -> None:
+        super().__init__(intake.level)
+        self.intake = intake
+
+    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+        if self.filters and not self.filter(record):
+            return False
+        self.emit(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        intake = self.intake
+        exc_info = record.exc_info
+        exc = exc_info[1] if exc_info else None
+        if exc is None and not intake.capture_messages:
+            return
+        if _guarded(record.name):
+            return
+        _local.inside = True
+        try:
+            if exc is not None:
+                if not mark_captured(exc, intake.name):
+                    return
+                key: Any = _exception_key(exc)
+            else:
+                key = (record.name, record.funcName)
+            if not intake.admit(key):
+                return
+            try:
+                message = record.getMessage()
+            except Exception:
+                message = _safe_str(record.msg)
+            record_dict = record.__dict__
+            extras = {
+                k: v for k, v in record_dict.items() if k not in _RECORD_FIELDS and k[:1] != "_"
+            }
+            snapshot = Snapshot(
+                "logging",
+                exc,
+                record.levelno,
+                True,
+                "generic",
+                intake.instance._context.current(),
+                record.created,
+                logger_name=record.name,
+                level_name=record.levelname,
+                message=message,
+                function=record.funcName,
+                pathname=record.pathname,
+                lineno=record.lineno,
+                thread_name=record.threadName,
+                extras=extras or None,
+            )
+            intake.submit(snapshot, wait=None, admitted=True)
+        except Exception:
+            pass  # logging must never fail because of us
+        finally:
+            _local.inside = False
+
+
+def _safe_str(value: object) -> str:
+    try:
+        return str(value)
+    except Exception:
+        return f"<unprintable {type(value).__name__}>"
+
+
+# -- except hooks -------------------------------------------------------------------------------
+
+
+class ChainedHook:
+    """An except hook (sys or threading) that captures, then calls the hook it replaced.
+
+    A closed hook only forwards. When several instances chain hooks and stop in any order, each
+    one restores the hook below it, skipping closed ones, so the last one out leaves the
+    original hook in place.
+    """
+
+    __slots__ = ("capture", "closed", "previous")
+
+    def __init__(self, capture: Callable[..., None], previous: Callable[..., Any]) -> None:
+        self.capture = capture
+        self.previous = previous
+        self.closed = False
+
+    def resolve_previous(self) -> Callable[..., Any]:
+        """The first hook below this one that is still open (or not one of ours)."""
+        hook = self.previous
+        while isinstance(hook, ChainedHook) and hook.closed:
+            hook = hook.previous
+        return hook
+
+    def __call__(self, *args: Any) -> Any:
+        if not self.closed:
+            try:
+                self.capture(*args)
+            except Exception:
+                pass  # reporting a crash must never hide it
+        return self.resolve_previous()(*args)
