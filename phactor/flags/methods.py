@@ -1,25 +1,617 @@
-"""Feature-flag methods of `Instance` (mixed in), kept beside the flags code they drive.
+"""Feature-flag methods of `Instance` (mixed in), and their module-level twins (`instance=`).
 
-STUB: filled in by the FlagEvaluator work (issue 4).
+Evaluation runs on the caller's thread: it reads the current immutable `Definitions` snapshot
+from the instance's `FlagState` and evaluates with the pure core; only what local evaluation
+cannot decide goes to the server, in at most one `/flags` request per call. The FlagEvaluator
+actor (child "flags") only keeps the snapshot fresh; no call here waits on it except
+`reload_feature_flags()`, which exists to wait.
+
+The FlagEvaluator is started when it has something to load: flag definitions (a
+`personal_api_key` is set) or test-mode flag values (`test_mode=True` with `flags=`). Without
+either there is nothing to poll, so there is no child and every evaluation is remote.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import os
+import threading
+import uuid as uuid_module
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
+import pykka
+
+from phactor._log import get_logger
+from phactor.context import EMPTY
+from phactor.flags.evaluations import FlagEvaluations, decode_payload
+from phactor.flags.evaluator import (
+    FlagCalledCache,
+    FlagCalledReporter,
+    FlagEvaluator,
+    FlagState,
+    Reload,
+    load_definitions,
+    load_static_flags,
+)
+from phactor.flags.http import FlagsHttp
+from phactor.flags.matching import FlagResult, evaluate
+from phactor.flags.remote import RemoteFlags, build_flags_request
 from phactor.supervisor import ChildSpec
+
+if TYPE_CHECKING:
+    from phactor.config import Config
+    from phactor.context import ContextStore
+    from phactor.instance import Instance
+    from phactor.supervisor import Registry
+
+__all__ = [
+    "FlagMethods",
+    "evaluate_flags",
+    "feature_enabled",
+    "get_all_flags",
+    "get_feature_flag",
+    "get_feature_flag_payload",
+    "reload_feature_flags",
+]
+
+_state_lock = threading.Lock()
+
+_Evaluated = tuple[dict[str, FlagResult], dict[str, str], "str | None", str]
 
 
 class FlagMethods:
     """Instance methods for feature flags."""
 
+    if TYPE_CHECKING:
+        name: str
+        _config: Config
+        _context: ContextStore
+        _registry: Registry
+        _supervisor: pykka.ActorRef[Any] | None
+        _disabled: bool
+        _state: str
+        _forked: bool
+
+        def _restart_after_fork(self) -> None: ...
+        def _capture(self, *args: Any, **kwargs: Any) -> str | None: ...
+
+    _flag_state: FlagState | None = None
+
+    # --- wiring ----------------------------------------------------------------------------
+
+    def _flags(self) -> FlagState:
+        state = self._flag_state
+        if state is not None:
+            return state
+        with _state_lock:
+            if self._flag_state is None:
+                self._flag_state = self._new_flag_state()
+            return self._flag_state
+
+    def _new_flag_state(self) -> FlagState:
+        config = self._config
+        log = get_logger("flags", instance=self.name)
+        http = None
+        if not config.test_mode:  # test mode never touches the network
+            http = FlagsHttp(
+                config.host,
+                api_key=config.api_key,
+                personal_api_key=config.personal_api_key,
+                flags_timeout=config.flags_request_timeout,
+                definitions_timeout=config.request_timeout,
+                verify=config.verify,
+                log=log,
+            )
+        state = FlagState(http, FlagCalledCache(config.feature_flag_called_cache_size), log)
+        state.reporter = FlagCalledReporter(state.called, self._send_flag_called)
+        return state
+
     def _flag_children(self) -> list[ChildSpec]:
-        """Child specs this layer adds to the instance's tree (the FlagEvaluator)."""
-        return []
+        """Child specs this layer adds to the instance's tree: the FlagEvaluator, when useful."""
+        state = self._flags()
+        if state.pid != os.getpid():
+            state.reset_after_fork()
+        config = self._config
+        log = state.log
+        if config.test_mode:
+            source = config.flags
+            if source is None:
+                return []
+            # Loaded now, not in the background: a test reads flags right after start().
+            load_static_flags(state, source, log)
+            state.first_load.set()
+            return [self._flag_evaluator_spec(state, lambda: load_static_flags(state, source, log))]
+        if config.flags is not None:
+            log.warning("flags_ignored", detail="the flags option only applies with test_mode=True")
+        if not config.personal_api_key:
+            return []
+        return [
+            self._flag_evaluator_spec(
+                state, lambda: load_definitions(state, log), poll_interval=config.poll_interval
+            )
+        ]
+
+    def _flag_evaluator_spec(
+        self, state: FlagState, load: Any, poll_interval: float | None = None
+    ) -> ChildSpec:
+        def start(generation: int) -> pykka.ActorRef[Any]:
+            assert self._supervisor is not None
+            return FlagEvaluator.start(
+                "flags",
+                generation,
+                self._supervisor,
+                state=state,
+                load=load,
+                poll_interval=poll_interval,
+                load_at_start=poll_interval is not None,
+                log=state.log,
+            )
+
+        return ChildSpec("flags", start)
 
     def _flags_stopped(self) -> None:
-        """Called once when the instance stops."""
+        """Called once when the instance stops: close the flag HTTP sessions."""
+        state = self._flag_state
+        if state is not None and state.http is not None:
+            state.http.close()
+
+    def _send_flag_called(
+        self, distinct_id: str, properties: dict[str, Any], groups: Mapping[str, Any] | None
+    ) -> None:
+        if self._state != "running":
+            return
+        self._capture(
+            "$feature_flag_called",
+            distinct_id,
+            properties,
+            EMPTY,
+            None,
+            None,
+            groups or None,
+            False,
+            None,
+        )
 
     def _feature_flag_properties(self, distinct_id: str, groups: Any) -> dict[str, Any]:
-        """`$feature/<key>` properties for `capture(..., send_feature_flags=True)`."""
-        return {}
+        """`$feature/<key>` and `$active_feature_flags` for `capture(..., send_feature_flags=True)`.
+
+        Local only once definitions (or test flags) are there; otherwise one remote request.
+        """
+        try:
+            state = self._flags()
+            local = (
+                state.definitions is not None or state.static is not None or self._config.test_mode
+            )
+            results, _, _, _ = self._evaluate_flags(distinct_id, groups, None, None, None, local)
+        except Exception as error:
+            self._flags().log.error("send_feature_flags_failed", error=repr(error))
+            return {}
+        return FlagEvaluations(results).event_properties()
+
+    # --- evaluation ------------------------------------------------------------------------
+
+    def _evaluate_flags(
+        self,
+        distinct_id: Any,
+        groups: Any,
+        person_properties: Any,
+        group_properties: Any,
+        flag_keys: Any,
+        only_evaluate_locally: Any,
+    ) -> _Evaluated:
+        """(results, unresolved, request_id, distinct_id) — argument checks, local, then remote."""
+        if self._forked:
+            self._restart_after_fork()
+        if distinct_id is None:
+            distinct_id = self._context.current().properties.get("distinct_id")
+        did = _distinct_id(distinct_id)
+        if groups is not None and type(groups) is not dict and not isinstance(groups, Mapping):
+            raise TypeError(f"groups must be a Mapping, got {type(groups).__name__}")
+        if person_properties is not None and (
+            type(person_properties) is not dict and not isinstance(person_properties, Mapping)
+        ):
+            raise TypeError(
+                f"person_properties must be a Mapping, got {type(person_properties).__name__}"
+            )
+        if group_properties is not None and (
+            type(group_properties) is not dict and not isinstance(group_properties, Mapping)
+        ):
+            raise TypeError(
+                f"group_properties must be a Mapping, got {type(group_properties).__name__}"
+            )
+        keys = None if flag_keys is None else _flag_keys(flag_keys)
+        if type(only_evaluate_locally) is not bool:
+            raise TypeError("only_evaluate_locally must be True or False")
+
+        if not did:
+            return {}, dict.fromkeys(keys or (), "missing_distinct_id"), None, ""
+        if self._disabled:
+            return {}, dict.fromkeys(keys or (), "disabled"), None, did
+        state = self._flag_state or self._flags()
+        static = state.static
+        if static is not None:
+            if keys is None:
+                return dict(static), {}, None, did
+            results = {k: static[k] for k in keys if k in static}
+            return results, {k: "flag_missing" for k in keys if k not in static}, None, did
+
+        definitions = state.definitions
+        if definitions is not None:
+            results, unresolved = evaluate(
+                definitions,
+                did,
+                groups=groups,
+                person_properties=person_properties,
+                group_properties=group_properties,
+                flag_keys=keys,
+            )
+            if not unresolved or only_evaluate_locally or state.http is None:
+                return results, unresolved, None, did
+            ask: list[str] | None = list(unresolved)
+        else:
+            if only_evaluate_locally or state.http is None:
+                reason = "test_mode" if state.http is None else "definitions_not_loaded"
+                return {}, dict.fromkeys(keys or (), reason), None, did
+            results, unresolved = {}, {}
+            ask = None if keys is None else list(keys)
+            if ask == []:
+                return {}, {}, None, did
+
+        remote = self._remote_flags(state, did, groups, person_properties, group_properties, ask)
+        if ask is None:
+            return dict(remote.results), dict(remote.unresolved), remote.request_id, did
+        for key in ask:
+            result = remote.results.get(key)
+            if result is not None:
+                results[key] = result
+                unresolved.pop(key, None)
+            else:
+                unresolved[key] = remote.unresolved.get(key) or remote.error or "flag_missing"
+        return results, unresolved, remote.request_id, did
+
+    def _remote_flags(
+        self,
+        state: FlagState,
+        distinct_id: str,
+        groups: Any,
+        person_properties: Any,
+        group_properties: Any,
+        keys: list[str] | None,
+    ) -> RemoteFlags:
+        assert state.http is not None
+        # PostHog adds distinct_id to the person properties (remote as well as local).
+        person = {"distinct_id": distinct_id, **(person_properties or {})}
+        try:
+            body = build_flags_request(
+                self._config.api_key or "",
+                distinct_id,
+                groups=groups,
+                person_properties=person,
+                group_properties=group_properties,
+                flag_keys=keys,
+            )
+        except Exception as error:  # e.g. a group_properties value that is not a mapping
+            state.log.error("remote_flags_request_invalid", error=repr(error))
+            return RemoteFlags({}, dict.fromkeys(keys or (), "invalid_request"), "invalid_request")
+        if keys is not None:
+            # An explicit list, even of one key, so the response only holds what we asked for.
+            body["flag_keys_to_evaluate"] = keys
+        return state.http.post_flags(body)
+
+    def _report_read(
+        self,
+        state: FlagState,
+        distinct_id: str,
+        groups: Any,
+        key: str,
+        result: FlagResult | None,
+        reason: str | None,
+        request_id: str | None,
+    ) -> None:
+        reporter = state.reporter
+        if reporter is None or not distinct_id:
+            return
+        try:
+            reporter.report(distinct_id, groups, key, result, reason, request_id)
+        except Exception as error:
+            state.log.error("feature_flag_called_failed", flag=key, error=repr(error))
+
+    # --- public API ------------------------------------------------------------------------
+
+    def evaluate_flags(
+        self,
+        distinct_id: Any = None,
+        *,
+        groups: Mapping[str, Any] | None = None,
+        person_properties: Mapping[str, Any] | None = None,
+        group_properties: Mapping[str, Mapping[str, Any]] | None = None,
+        flag_keys: Iterable[str] | None = None,
+        only_evaluate_locally: bool = False,
+    ) -> FlagEvaluations:
+        """Evaluate flags for one user into an immutable `FlagEvaluations` snapshot.
+
+        Local first (from the polled definitions), then at most one `/flags` request for what
+        local evaluation could not decide, unless `only_evaluate_locally`. `distinct_id`
+        defaults to the context's. Server errors never raise: those flags read as None and
+        `.unresolved` says why. Wrong argument types raise TypeError.
+        """
+        results, unresolved, request_id, did = self._evaluate_flags(
+            distinct_id, groups, person_properties, group_properties, flag_keys,
+            only_evaluate_locally,
+        )  # fmt: skip
+        state = self._flag_state or self._flags()
+        reporter = state.reporter
+        return FlagEvaluations(
+            results,
+            unresolved,
+            distinct_id=did,
+            groups=groups,
+            request_id=request_id,
+            on_access=None if reporter is None else reporter.on_access,
+        )
+
+    def get_feature_flag(
+        self,
+        key: str,
+        distinct_id: Any = None,
+        *,
+        groups: Mapping[str, Any] | None = None,
+        person_properties: Mapping[str, Any] | None = None,
+        group_properties: Mapping[str, Mapping[str, Any]] | None = None,
+        only_evaluate_locally: bool = False,
+        send_feature_flag_events: bool = True,
+    ) -> bool | str | None:
+        """The flag's value for one user: True/False, the variant key, or None when unknown.
+
+        Sends `$feature_flag_called` (deduplicated) unless `send_feature_flag_events=False`.
+        """
+        if type(key) is not str:
+            raise TypeError(f"flag key must be a str, not {type(key).__name__}")
+        results, unresolved, request_id, did = self._evaluate_flags(
+            distinct_id, groups, person_properties, group_properties, (key,),
+            only_evaluate_locally,
+        )  # fmt: skip
+        result = results.get(key)
+        if send_feature_flag_events and did:
+            self._report_read(
+                self._flag_state or self._flags(),
+                did,
+                groups,
+                key,
+                result,
+                None if result is not None else unresolved.get(key),
+                request_id,
+            )
+        return None if result is None else result.value
+
+    def feature_enabled(
+        self,
+        key: str,
+        distinct_id: Any = None,
+        *,
+        groups: Mapping[str, Any] | None = None,
+        person_properties: Mapping[str, Any] | None = None,
+        group_properties: Mapping[str, Mapping[str, Any]] | None = None,
+        only_evaluate_locally: bool = False,
+        send_feature_flag_events: bool = True,
+    ) -> bool | None:
+        """Whether the flag is on for one user (a variant counts as on); None when unknown.
+
+        Sends `$feature_flag_called` (deduplicated) unless `send_feature_flag_events=False`.
+        """
+        value = self.get_feature_flag(
+            key,
+            distinct_id,
+            groups=groups,
+            person_properties=person_properties,
+            group_properties=group_properties,
+            only_evaluate_locally=only_evaluate_locally,
+            send_feature_flag_events=send_feature_flag_events,
+        )
+        return None if value is None else value is not False
+
+    def get_feature_flag_payload(
+        self,
+        key: str,
+        distinct_id: Any = None,
+        *,
+        groups: Mapping[str, Any] | None = None,
+        person_properties: Mapping[str, Any] | None = None,
+        group_properties: Mapping[str, Mapping[str, Any]] | None = None,
+        only_evaluate_locally: bool = False,
+    ) -> Any:
+        """The decoded JSON payload of the flag's value for one user, or None. No event."""
+        if type(key) is not str:
+            raise TypeError(f"flag key must be a str, not {type(key).__name__}")
+        results, _, _, _ = self._evaluate_flags(
+            distinct_id, groups, person_properties, group_properties, (key,),
+            only_evaluate_locally,
+        )  # fmt: skip
+        result = results.get(key)
+        return None if result is None else decode_payload(result.payload)
+
+    def get_all_flags(
+        self,
+        distinct_id: Any = None,
+        *,
+        groups: Mapping[str, Any] | None = None,
+        person_properties: Mapping[str, Any] | None = None,
+        group_properties: Mapping[str, Mapping[str, Any]] | None = None,
+        flag_keys: Iterable[str] | None = None,
+        only_evaluate_locally: bool = False,
+    ) -> dict[str, bool | str]:
+        """Flag key -> value (False included) for every flag that has a value. No event."""
+        results, _, _, _ = self._evaluate_flags(
+            distinct_id, groups, person_properties, group_properties, flag_keys,
+            only_evaluate_locally,
+        )  # fmt: skip
+        return {key: result.value for key, result in results.items()}
+
+    def reload_feature_flags(self, timeout: float | None = None) -> bool:
+        """Load the flag definitions now and block until they are loaded or the load failed.
+
+        Returns True when current definitions (or test-mode flags) are in place. Without a
+        FlagEvaluator (no `personal_api_key`, no test flags) there is nothing to load: False.
+        `timeout` defaults to a few `request_timeout`s; on timeout the load goes on in the
+        background and this returns False.
+        """
+        if self._disabled:
+            return False
+        if self._forked:
+            self._restart_after_fork()
+        ref = self._registry.get("flags")
+        if ref is None:
+            state = self._flags()
+            return state.static is not None
+        if timeout is None:
+            timeout = 4 * self._config.request_timeout + 1.0
+        try:
+            return bool(ref.ask(Reload(), timeout=timeout))
+        except (pykka.ActorDeadError, pykka.Timeout):
+            return False
+
+
+def _distinct_id(value: Any) -> str:
+    if type(value) is str:
+        return value
+    if value is None:
+        return ""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, uuid_module.UUID):
+        return str(value)
+    raise TypeError(f"distinct_id must be a str, got {type(value).__name__}")
+
+
+def _flag_keys(flag_keys: Any) -> tuple[str, ...]:
+    if isinstance(flag_keys, str) or not isinstance(flag_keys, Iterable):
+        raise TypeError("flag_keys must be an iterable of str (not a str)")
+    keys = tuple(flag_keys)
+    for key in keys:
+        if type(key) is not str:
+            raise TypeError(f"flag_keys must hold str keys, got {type(key).__name__}")
+    return keys
+
+
+# --- module-level API (the lead re-exports these from phactor) -----------------------------
+
+
+def _instance(name: str) -> Instance:
+    # Imported here: phactor.api imports Instance, which imports this module.
+    from phactor.api import instance
+
+    return instance(name)
+
+
+def evaluate_flags(
+    distinct_id: Any = None,
+    *,
+    groups: Mapping[str, Any] | None = None,
+    person_properties: Mapping[str, Any] | None = None,
+    group_properties: Mapping[str, Mapping[str, Any]] | None = None,
+    flag_keys: Iterable[str] | None = None,
+    only_evaluate_locally: bool = False,
+    instance: str = "default",
+) -> FlagEvaluations:
+    """Evaluate flags through the named instance (see `Instance.evaluate_flags`)."""
+    return _instance(instance).evaluate_flags(
+        distinct_id,
+        groups=groups,
+        person_properties=person_properties,
+        group_properties=group_properties,
+        flag_keys=flag_keys,
+        only_evaluate_locally=only_evaluate_locally,
+    )
+
+
+def feature_enabled(
+    key: str,
+    distinct_id: Any = None,
+    *,
+    groups: Mapping[str, Any] | None = None,
+    person_properties: Mapping[str, Any] | None = None,
+    group_properties: Mapping[str, Mapping[str, Any]] | None = None,
+    only_evaluate_locally: bool = False,
+    send_feature_flag_events: bool = True,
+    instance: str = "default",
+) -> bool | None:
+    """Whether a flag is on, through the named instance (see `Instance.feature_enabled`)."""
+    return _instance(instance).feature_enabled(
+        key,
+        distinct_id,
+        groups=groups,
+        person_properties=person_properties,
+        group_properties=group_properties,
+        only_evaluate_locally=only_evaluate_locally,
+        send_feature_flag_events=send_feature_flag_events,
+    )
+
+
+def get_feature_flag(
+    key: str,
+    distinct_id: Any = None,
+    *,
+    groups: Mapping[str, Any] | None = None,
+    person_properties: Mapping[str, Any] | None = None,
+    group_properties: Mapping[str, Mapping[str, Any]] | None = None,
+    only_evaluate_locally: bool = False,
+    send_feature_flag_events: bool = True,
+    instance: str = "default",
+) -> bool | str | None:
+    """A flag's value, through the named instance (see `Instance.get_feature_flag`)."""
+    return _instance(instance).get_feature_flag(
+        key,
+        distinct_id,
+        groups=groups,
+        person_properties=person_properties,
+        group_properties=group_properties,
+        only_evaluate_locally=only_evaluate_locally,
+        send_feature_flag_events=send_feature_flag_events,
+    )
+
+
+def get_feature_flag_payload(
+    key: str,
+    distinct_id: Any = None,
+    *,
+    groups: Mapping[str, Any] | None = None,
+    person_properties: Mapping[str, Any] | None = None,
+    group_properties: Mapping[str, Mapping[str, Any]] | None = None,
+    only_evaluate_locally: bool = False,
+    instance: str = "default",
+) -> Any:
+    """A flag's decoded payload, through the named instance (no event)."""
+    return _instance(instance).get_feature_flag_payload(
+        key,
+        distinct_id,
+        groups=groups,
+        person_properties=person_properties,
+        group_properties=group_properties,
+        only_evaluate_locally=only_evaluate_locally,
+    )
+
+
+def get_all_flags(
+    distinct_id: Any = None,
+    *,
+    groups: Mapping[str, Any] | None = None,
+    person_properties: Mapping[str, Any] | None = None,
+    group_properties: Mapping[str, Mapping[str, Any]] | None = None,
+    flag_keys: Iterable[str] | None = None,
+    only_evaluate_locally: bool = False,
+    instance: str = "default",
+) -> dict[str, bool | str]:
+    """Every flag's value for one user, through the named instance (no event)."""
+    return _instance(instance).get_all_flags(
+        distinct_id,
+        groups=groups,
+        person_properties=person_properties,
+        group_properties=group_properties,
+        flag_keys=flag_keys,
+        only_evaluate_locally=only_evaluate_locally,
+    )
+
+
+def reload_feature_flags(*, timeout: float | None = None, instance: str = "default") -> bool:
+    """Reload the named instance's flag definitions now; blocks until loaded or failed."""
+    return _instance(instance).reload_feature_flags(timeout)
