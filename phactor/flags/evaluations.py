@@ -7,19 +7,17 @@ FlagEvaluator uses it to send ``$feature_flag_called``); a failing hook is logge
 from __future__ import annotations
 
 import json
-import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-import structlog
-
+from phactor._log import get_logger
 from phactor.flags.matching import FlagResult
 
 __all__ = ["FlagEvaluations", "OnAccess", "decode_payload"]
 
-_log = structlog.wrap_logger(logging.getLogger("phactor.flags"))
+_log = get_logger("flags")
 
 OnAccess = Callable[[str, "FlagResult | None", "FlagEvaluations"], None]
 

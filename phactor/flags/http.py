@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
-import requests
+
+if TYPE_CHECKING:
+    import requests
 
 from phactor.flags.remote import RemoteFlags, parse_flags_response
 from phactor.transport import USER_AGENT
@@ -102,6 +104,8 @@ class FlagsHttp:
         self._flags_session = self._session()
 
     def _session(self) -> requests.Session:
+        import requests  # lazily: keeps `import phactor` cheap (see transport.py)
+
         session = requests.Session()
         session.verify = self.verify
         session.headers.update({"User-Agent": USER_AGENT})
@@ -148,7 +152,7 @@ class FlagsHttp:
                 timeout=self.definitions_timeout,
                 allow_redirects=False,
             )
-        except requests.RequestException as error:
+        except _requests().RequestException as error:
             return DefinitionsFetch("failed", detail=_transport_reason(error), path=path)
         status = response.status_code
         if status == 304:
@@ -206,7 +210,7 @@ class FlagsHttp:
                     timeout=self.flags_timeout,
                     allow_redirects=False,
                 )
-            except requests.RequestException as error:
+            except _requests().RequestException as error:
                 reason, detail = _transport_reason(error), repr(error)
                 continue
             status = response.status_code
@@ -243,8 +247,15 @@ class FlagsHttp:
 
 
 def _transport_reason(error: BaseException) -> str:
-    if isinstance(error, requests.Timeout):
+    if isinstance(error, _requests().Timeout):
         return "timeout"
-    if isinstance(error, requests.ConnectionError):
+    if isinstance(error, _requests().ConnectionError):
         return "connection_error"
     return "request_error"
+
+
+def _requests() -> Any:
+    """The `requests` module, imported on first use rather than at `import phactor`."""
+    import requests
+
+    return requests
