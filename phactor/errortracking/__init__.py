@@ -27,6 +27,7 @@ from phactor.errortracking.handler import (
     inside_phactor,
     mark_captured,
 )
+from phactor.errortracking.loop import instrument_asyncio
 from phactor.errortracking.methods import capture_exception
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "exception_list",
     "exception_properties",
     "inside_phactor",
+    "instrument_asyncio",
     "is_in_app",
     "mark_captured",
     "message_exception_list",
