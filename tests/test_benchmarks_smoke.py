@@ -1,0 +1,70 @@
+"""Smoke test of the benchmark harness: `python -m benchmarks --quick` must keep working.
+
+It judges no timing (figures vary between machines); it checks that the run completes, that the
+JSON has its documented shape, and that the posthog side, which always exists, produced figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.timeout(90)
+def test_quick_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
+    output = tmp_path / "latest.json"
+    env = dict(os.environ)
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--output", str(output)],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        timeout=80,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    assert "ratio" in proc.stdout.decode()
+
+    data = json.loads(output.read_text())
+    assert set(data) >= {"meta", "figures", "cases"}
+    assert set(data["meta"]) >= {"date", "machine", "versions", "mode", "rounds", "fairness"}
+    assert data["meta"]["mode"] == "quick"
+    assert set(data["meta"]["machine"]) >= {"nproc", "cpu_model", "python"}
+
+    ids = {f["id"] for f in data["figures"]}
+    assert ids >= {
+        "import_ms",
+        "start_ms",
+        "capture_1t_median",
+        "capture_4t_median",
+        "throughput",
+        "throughput_gzip",
+        "outage_p99",
+        "outage_rss_growth",
+        "flags_single",
+        "flags_snapshot",
+        "log_exception_handler",
+    }
+    for f in data["figures"]:
+        assert set(f) >= {"label", "unit", "phactor", "posthog", "ratio", "target", "target_met"}
+
+    # The reference client is always installed, so its side must have run without errors.
+    for run in ("capture_1t", "capture_4t", "throughput", "outage", "flags", "errors", "start"):
+        for result in data["cases"][run]["posthog"]:
+            assert "error" not in result, (run, result)
+    posthog_throughput = data["cases"]["throughput"]["posthog"][0]
+    assert posthog_throughput["complete"] is True
+    assert posthog_throughput["sink_events"] == posthog_throughput["n"]
+    # phactor's side either ran (and has its figure) or says why not; it never breaks the run.
+    expected = {"capture_1t": "median_us", "throughput": "events_per_s", "outage": "p99_us"}
+    for run, field in expected.items():
+        for result in data["cases"][run]["phactor"]:
+            assert field in result or "na" in result or "error" in result, (run, result)
