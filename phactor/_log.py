@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 __all__ = ["PHACTOR_LOGGER", "enable_debug_output", "get_logger"]
@@ -40,7 +41,9 @@ class _LazyLogger:
         return getattr(real, method)
 
 
-def _drop_exc_info(logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _drop_exc_info(
+    logger: Any, method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     # `log.exception()` reaches stdlib's `Logger.exception`, which attaches the traceback to
     # the record itself; rendering it into the message as well would print it twice.
     event_dict.pop("exc_info", None)

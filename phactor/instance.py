@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, cast
 
 import pykka
 
@@ -261,7 +261,7 @@ class Instance(FlagMethods, ErrorTrackingMethods):
             answer = self._supervisor.ask(WhichChildren(), timeout=5.0)
         except (pykka.ActorDeadError, pykka.Timeout):
             return {}
-        return dict(answer)
+        return dict(cast("dict[str, bool]", answer))
 
     @property
     def running(self) -> bool:
@@ -498,10 +498,11 @@ class Instance(FlagMethods, ErrorTrackingMethods):
             top_level=top_level,
         )
         if self._config.before_send is not None:
-            message = self._run_before_send(message)
-            if message is None:
+            changed = self._run_before_send(message)
+            if changed is None:
                 self._drop("before_send", event)
                 return None
+            message = changed
         data = ev.encode(message)
         if len(data) > self._config.max_event_bytes:
             self._drop("event_too_large", event, size=len(data))
