@@ -434,7 +434,7 @@ def outage_checks(cases: dict[str, dict[str, list[dict[str, Any]]]]) -> list[dic
         "id": "outage_rss_bounded",
         "unit": "MiB",
         "better": "lower",
-        "label": "outage: RSS growth bound (queue x 8 KiB + 32 MiB)",
+        "label": "outage: RSS growth bound (2 x queued events' serialized size)",
         "target": "phactor growth <= bound",
         "ratio": None,
     }
@@ -457,8 +457,11 @@ def outage_checks(cases: dict[str, dict[str, list[dict[str, Any]]]]) -> list[dic
         windows[client] = (max(w) / statistics.median(w)) if w else None
         normal = median_over_rounds(cases.get("capture_1t", {}).get(client, []), "p99_us")
         flat[client] = r["p99_us"] / normal if isinstance(normal, float) and normal else None
-        bound[client] = r["max_queue_size"] * 8 / 1024 + 32
         stats = r.get("stats") or {}
+        queued_bytes = stats.get("queued_bytes") if isinstance(stats, dict) else None
+        # The issue's bound: growth <= 2x the serialized size of what sits in the queue. Only
+        # phactor reports that size; posthog's row stays empty.
+        bound[client] = 2 * queued_bytes / 2**20 if queued_bytes else None
         dropped = stats.get("dropped") if isinstance(stats, dict) else None
         drops[client] = (
             f"{r['refused']} refused; counted: {json.dumps(dropped)}"

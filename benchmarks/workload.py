@@ -333,6 +333,9 @@ def case_outage(client: BenchClient, sink: str, params: dict[str, Any]) -> dict[
     down = params["down_url"]
     key = run_key(client, "outage")
     samples = array.array("q", bytes(8 * n))  # preallocated so the samples do not count as growth
+    # Load the HTTP stack before the baseline for both clients: posthog imports requests at
+    # import time, phactor on its first request; neither is queue memory.
+    import requests  # noqa: F401
     client.start(down, key, flush_at=FLUSH_AT)
     work = workload()
     for i in range(200):  # warm the capture path (these go into the queue too)
