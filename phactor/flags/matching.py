@@ -1346,6 +1346,10 @@ def _evaluate_one(
     return _match_conditions(flag, person, bucketing, ctx, groups, group_props, mapping)
 
 
+def _is_mapping_or_none(value: Any) -> bool:
+    return value is None or type(value) is dict or isinstance(value, Mapping)
+
+
 def evaluate(
     defs: Definitions,
     distinct_id: str,
@@ -1361,13 +1365,15 @@ def evaluate(
     ``distinct_id`` is added to the person properties (unless given there) and ``$group_key`` to
     each passed group's properties, as PostHog does. Never raises for malformed definitions.
     """
-    if not isinstance(distinct_id, str):
+    # `type(...) is dict` first: an ABC isinstance check costs more than the rest of a simple
+    # flag's evaluation, and plain dicts are what callers pass.
+    if type(distinct_id) is not str and not isinstance(distinct_id, str):
         raise TypeError(f"distinct_id must be a str, not {type(distinct_id).__name__}")
-    if person_properties is not None and not isinstance(person_properties, Mapping):
+    if not _is_mapping_or_none(person_properties):
         raise TypeError("person_properties must be a mapping")
-    if groups is not None and not isinstance(groups, Mapping):
+    if not _is_mapping_or_none(groups):
         raise TypeError("groups must be a mapping")
-    if group_properties is not None and not isinstance(group_properties, Mapping):
+    if not _is_mapping_or_none(group_properties):
         raise TypeError("group_properties must be a mapping")
     person = dict(person_properties) if person_properties else {}
     person.setdefault("distinct_id", distinct_id)
@@ -1388,7 +1394,12 @@ def evaluate(
             raise TypeError("flag_keys must be an iterable of str, not a str")
         by_key = defs.flags_by_key
         selected = []
-        for key in dict.fromkeys(flag_keys):
+        unique = (
+            flag_keys
+            if type(flag_keys) is tuple and len(flag_keys) == 1
+            else dict.fromkeys(flag_keys)
+        )
+        for key in unique:
             flag = by_key.get(key)
             if flag is None:
                 unresolved[key] = "unknown_flag"

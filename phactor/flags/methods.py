@@ -484,6 +484,8 @@ def _distinct_id(value: Any) -> str:
 
 
 def _flag_keys(flag_keys: Any) -> tuple[str, ...]:
+    if type(flag_keys) is tuple and len(flag_keys) == 1 and type(flag_keys[0]) is str:
+        return flag_keys  # get_feature_flag's own (key,): the per-call fast path
     if isinstance(flag_keys, str) or not isinstance(flag_keys, Iterable):
         raise TypeError("flag_keys must be an iterable of str (not a str)")
     keys = tuple(flag_keys)
