@@ -7,6 +7,8 @@ Start a named instance at boot, then capture through it::
     phactor.capture("signed_up", distinct_id="user-1", properties={"plan": "pro"})
 """
 
+from typing import TYPE_CHECKING, Any
+
 from phactor._version import __version__
 from phactor.api import (
     alias,
@@ -39,8 +41,20 @@ from phactor.api import (
 )
 from phactor.config import Config
 from phactor.errors import AlreadyStarted, ConfigError, DeliveryError, NotStarted, PhactorError
-from phactor.flags.evaluations import FlagEvaluations
 from phactor.instance import Instance
+
+if TYPE_CHECKING:
+    from phactor.flags.evaluations import FlagEvaluations
+
+
+def __getattr__(name: str) -> Any:
+    # `FlagEvaluations` lives with the flag core, which loads on first use (keeps import cheap).
+    if name == "FlagEvaluations":
+        from phactor.flags.evaluations import FlagEvaluations
+
+        return FlagEvaluations
+    raise AttributeError(f"module 'phactor' has no attribute {name!r}")
+
 
 __all__ = [
     "AlreadyStarted",

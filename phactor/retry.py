@@ -6,7 +6,6 @@ tested directly.
 
 from __future__ import annotations
 
-import email.utils
 import enum
 import random
 from collections.abc import Callable
@@ -53,6 +52,8 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     try:
         seconds = float(value)
     except ValueError:
+        import email.utils  # only for the rare HTTP-date form; costs ~10 ms to import
+
         try:
             when = email.utils.parsedate_to_datetime(value)
         except (TypeError, ValueError, IndexError):

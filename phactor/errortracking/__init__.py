@@ -4,31 +4,62 @@
 holds the capture sources (logging handler, except hooks) and their guards; `actor` the
 LoggerHandler that builds events off the app's threads; `methods` the Instance methods and the
 module-level `capture_exception`. See docs/error-tracking.md.
+
+Names are imported on first access (PEP 562), so `import phactor` does not load the formatting
+core, the handler or the actor; an instance with error tracking on loads them at `start()`.
 """
 
-from phactor.errortracking.actor import LoggerHandler
-from phactor.errortracking.formatting import (
-    DEFAULT_MAX_EXCEPTIONS,
-    DEFAULT_MAX_FRAMES,
-    SourceCache,
-    call_site_fingerprint,
-    exception_level,
-    exception_list,
-    exception_properties,
-    is_in_app,
-    message_exception_list,
-    message_exception_properties,
-    traceback_of_caller,
-)
-from phactor.errortracking.handler import (
-    CaptureHandler,
-    TokenBuckets,
-    already_captured,
-    inside_phactor,
-    mark_captured,
-)
-from phactor.errortracking.loop import instrument_asyncio
-from phactor.errortracking.methods import capture_exception
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from phactor.errortracking.actor import LoggerHandler
+    from phactor.errortracking.formatting import (
+        DEFAULT_MAX_EXCEPTIONS,
+        DEFAULT_MAX_FRAMES,
+        SourceCache,
+        call_site_fingerprint,
+        exception_level,
+        exception_list,
+        exception_properties,
+        is_in_app,
+        message_exception_list,
+        message_exception_properties,
+        traceback_of_caller,
+    )
+    from phactor.errortracking.handler import (
+        CaptureHandler,
+        TokenBuckets,
+        already_captured,
+        inside_phactor,
+        mark_captured,
+    )
+    from phactor.errortracking.loop import instrument_asyncio
+    from phactor.errortracking.methods import capture_exception
+
+_EXPORTS = {
+    "LoggerHandler": "actor",
+    "DEFAULT_MAX_EXCEPTIONS": "formatting",
+    "DEFAULT_MAX_FRAMES": "formatting",
+    "SourceCache": "formatting",
+    "call_site_fingerprint": "formatting",
+    "exception_level": "formatting",
+    "exception_list": "formatting",
+    "exception_properties": "formatting",
+    "is_in_app": "formatting",
+    "message_exception_list": "formatting",
+    "message_exception_properties": "formatting",
+    "traceback_of_caller": "formatting",
+    "CaptureHandler": "handler",
+    "TokenBuckets": "handler",
+    "already_captured": "handler",
+    "inside_phactor": "handler",
+    "mark_captured": "handler",
+    "instrument_asyncio": "loop",
+    "capture_exception": "methods",
+}
 
 __all__ = [
     "DEFAULT_MAX_EXCEPTIONS",
@@ -51,3 +82,12 @@ __all__ = [
     "message_exception_properties",
     "traceback_of_caller",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'phactor.errortracking' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"phactor.errortracking.{module}"), name)
+    globals()[name] = value
+    return value

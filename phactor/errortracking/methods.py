@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING, Any, cast
 
 import pykka
 
-from phactor.errortracking.actor import Drain, ExceptionEventBuilder, LoggerHandler
-from phactor.errortracking.formatting import traceback_of_caller
-from phactor.errortracking.handler import Intake, Snapshot, already_captured, mark_captured
 from phactor.supervisor import ChildSpec
 
 if TYPE_CHECKING:
+    from phactor.errortracking.handler import Intake
     from phactor.instance import Instance
+
+# The actor, handler and formatting modules are imported inside the functions below, when an
+# instance first needs them: `import phactor` stays cheap (this mixin is imported with Instance).
 
 __all__ = ["ErrorTrackingMethods", "capture_exception"]
 
@@ -38,6 +39,9 @@ class ErrorTrackingMethods:
         config = inst.config
         if not config.enable_error_tracking or config.disabled:
             return []
+        from phactor.errortracking.actor import ExceptionEventBuilder, LoggerHandler
+        from phactor.errortracking.handler import Intake
+
         intake = inst.__dict__.get("_error_intake")
         if intake is None:
             intake = Intake(inst)
@@ -86,6 +90,8 @@ class ErrorTrackingMethods:
             return True
         if threading.get_ident() == intake.actor_thread:
             return False
+        from phactor.errortracking.actor import Drain
+
         try:
             ref.ask(Drain(), timeout=5.0 if timeout is None else max(timeout, 0.0))
         except pykka.Timeout:
@@ -131,6 +137,10 @@ def _capture_exception(
     *,
     skip: int,
 ) -> str | None:
+    from phactor.errortracking.actor import ExceptionEventBuilder
+    from phactor.errortracking.formatting import traceback_of_caller
+    from phactor.errortracking.handler import Intake, Snapshot, already_captured, mark_captured
+
     if exc is not None and not isinstance(exc, BaseException):
         raise TypeError(f"exc must be an exception or None, got {type(exc).__name__}")
     if properties is not None and not isinstance(properties, Mapping):

@@ -23,24 +23,24 @@ import pykka
 
 from phactor._log import get_logger
 from phactor.context import EMPTY
-from phactor.flags.evaluations import FlagEvaluations, decode_payload
-from phactor.flags.evaluator import (
-    FlagCalledCache,
-    FlagCalledReporter,
-    FlagEvaluator,
-    FlagState,
-    Reload,
-    load_definitions,
-    load_static_flags,
-)
-from phactor.flags.http import FlagsHttp
-from phactor.flags.matching import FlagResult, evaluate
-from phactor.flags.remote import RemoteFlags, build_flags_request
 from phactor.supervisor import ChildSpec
 
 if TYPE_CHECKING:
     from phactor.config import Config
     from phactor.context import ContextStore
+    from phactor.flags.evaluations import FlagEvaluations, decode_payload
+    from phactor.flags.evaluator import (
+        FlagCalledCache,
+        FlagCalledReporter,
+        FlagEvaluator,
+        FlagState,
+        Reload,
+        load_definitions,
+        load_static_flags,
+    )
+    from phactor.flags.http import FlagsHttp
+    from phactor.flags.matching import FlagResult, evaluate
+    from phactor.flags.remote import RemoteFlags, build_flags_request
     from phactor.instance import Instance
     from phactor.supervisor import Registry
 
@@ -55,8 +55,39 @@ __all__ = [
 ]
 
 _state_lock = threading.Lock()
+_core_loaded = False
 
-_Evaluated = tuple[dict[str, FlagResult], dict[str, str], "str | None", str]
+
+def _load_core() -> None:
+    """Import the flag core into this module on first use.
+
+    This mixin is imported with `Instance`, so with `import phactor`; the matching engine, the
+    actor and the HTTP client load only when an instance first touches flags (one bool check
+    per call after that).
+    """
+    global _core_loaded, FlagEvaluations, decode_payload, FlagCalledCache, FlagCalledReporter
+    global FlagEvaluator, FlagState, Reload, load_definitions, load_static_flags, FlagsHttp
+    global FlagResult, evaluate, RemoteFlags, build_flags_request
+    if _core_loaded:
+        return
+    from phactor.flags.evaluations import FlagEvaluations, decode_payload
+    from phactor.flags.evaluator import (
+        FlagCalledCache,
+        FlagCalledReporter,
+        FlagEvaluator,
+        FlagState,
+        Reload,
+        load_definitions,
+        load_static_flags,
+    )
+    from phactor.flags.http import FlagsHttp
+    from phactor.flags.matching import FlagResult, evaluate
+    from phactor.flags.remote import RemoteFlags, build_flags_request
+
+    _core_loaded = True
+
+
+_Evaluated = tuple["dict[str, FlagResult]", "dict[str, str]", "str | None", str]
 
 
 class FlagMethods:
@@ -83,6 +114,7 @@ class FlagMethods:
         state = self._flag_state
         if state is not None:
             return state
+        _load_core()
         with _state_lock:
             if self._flag_state is None:
                 self._flag_state = self._new_flag_state()
@@ -200,6 +232,8 @@ class FlagMethods:
         only_evaluate_locally: Any,
     ) -> _Evaluated:
         """(results, unresolved, request_id, distinct_id) — argument checks, local, then remote."""
+        if not _core_loaded:
+            _load_core()
         if self._forked:
             self._restart_after_fork()
         if distinct_id is None:
