@@ -6,6 +6,7 @@ import itertools
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -58,6 +59,11 @@ def assert_ledger(inst: phactor.Instance) -> dict[str, Any]:
     )
     assert stats["captured"] == accounted, stats
     return stats
+
+
+def stored_uuids(server: DevServer) -> Counter[str]:
+    """How many times the server stored each event uuid (duplicates show as counts > 1)."""
+    return Counter(e["uuid"] for e in server.events())
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.005) -> Any:

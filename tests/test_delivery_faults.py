@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 import pytest
+from conftest import assert_ledger as ledger
+from conftest import stored_uuids
 
 import phactor
 from phactor import DeliveryError
@@ -39,16 +41,6 @@ def fast(**overrides: Any) -> dict[str, Any]:
     }
     options.update(overrides)
     return options
-
-
-def ledger(inst: phactor.Instance) -> dict[str, Any]:
-    s = inst.stats()
-    assert s["captured"] == s["sent"] + sum(s["dropped"].values()) + s["queued"] + s["in_flight"], s
-    return s
-
-
-def stored_uuids(server: DevServer) -> Counter[str]:
-    return Counter(e["uuid"] for e in server.events())
 
 
 def assert_stored_once(server: DevServer, uuids: list[str]) -> None:

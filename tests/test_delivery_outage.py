@@ -11,6 +11,8 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from conftest import assert_ledger as ledger
+from conftest import stored_uuids
 
 import phactor
 from phactor.devserver import DevServer
@@ -32,16 +34,6 @@ def fast(**overrides: Any) -> dict[str, Any]:
     }
     options.update(overrides)
     return options
-
-
-def ledger(inst: phactor.Instance) -> dict[str, Any]:
-    s = inst.stats()
-    assert s["captured"] == s["sent"] + sum(s["dropped"].values()) + s["queued"] + s["in_flight"], s
-    return s
-
-
-def stored(server: DevServer) -> Counter[str]:
-    return Counter(e["uuid"] for e in server.events())
 
 
 def arrival(request: Any) -> float:
@@ -73,7 +65,7 @@ def test_down_then_up_delivers_everything_within_capacity(
     devserver.set_mode("up")
     assert flush_until_true(inst)
     s = ledger(inst)
-    counts = stored(devserver)
+    counts = stored_uuids(devserver)
     assert all(n == 1 for n in counts.values())
     assert set(counts) <= set(accepted)
     assert s["sent"] == len(counts) >= 50
@@ -93,7 +85,7 @@ def test_flush_without_timeout_returns_false_during_an_outage(
     assert s["sent"] == 0 and s["dropped"] == {}
     devserver.set_mode("up")
     assert flush_until_true(inst)  # the next flush retries the requeued batch
-    assert stored(devserver) == Counter({u: 1 for u in uuids})
+    assert stored_uuids(devserver) == Counter({u: 1 for u in uuids})
     ledger(inst)
 
 
@@ -119,7 +111,7 @@ def test_one_probe_at_a_time_while_failing(devserver: DevServer, instance_name: 
     assert min(gaps) >= 0.1, gaps
     s = ledger(inst)
     assert s["sent"] == 40
-    assert all(n == 1 for n in stored(devserver).values())
+    assert all(n == 1 for n in stored_uuids(devserver).values())
 
 
 def test_concurrent_capture_from_8_threads_into_2_instances_during_faults(
@@ -155,7 +147,7 @@ def test_concurrent_capture_from_8_threads_into_2_instances_during_faults(
     assert sum(s["sent"] for s in stats) == 1200
     assert all(s["dropped"] == {} for s in stats)
     assert sum(s["retries"] for s in stats) >= 10
-    assert stored(devserver) == Counter({u: 1 for u in accepted})
+    assert stored_uuids(devserver) == Counter({u: 1 for u in accepted})
 
 
 def test_shutdown_with_the_endpoint_down_is_bounded_and_counted(
@@ -177,7 +169,7 @@ def test_shutdown_with_the_endpoint_down_is_bounded_and_counted(
     assert any("shutdown_dropped" in m for m in messages), messages
     assert not [m for m in messages if API_KEY in m]
     assert inst.capture("ev", "user") is None  # stopped: refused, and counted
-    assert stored(devserver) == Counter()
+    assert stored_uuids(devserver) == Counter()
 
 
 def test_shutdown_while_a_sender_is_blocked_in_a_request(
