@@ -7,8 +7,9 @@ Start a named instance at boot, then capture through it::
     phactor.capture("signed_up", distinct_id="user-1", properties={"plan": "pro"})
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from phactor._lazy import lazy_exports
 from phactor._version import __version__
 from phactor.api import (
     alias,
@@ -47,13 +48,8 @@ if TYPE_CHECKING:
     from phactor.flags.evaluations import FlagEvaluations
 
 
-def __getattr__(name: str) -> Any:
-    # `FlagEvaluations` lives with the flag core, which loads on first use (keeps import cheap).
-    if name == "FlagEvaluations":
-        from phactor.flags.evaluations import FlagEvaluations
-
-        return FlagEvaluations
-    raise AttributeError(f"module 'phactor' has no attribute {name!r}")
+# `FlagEvaluations` lives with the flag core, which loads on first use (keeps import cheap).
+__getattr__ = lazy_exports(__name__, {"FlagEvaluations": "flags.evaluations"}, globals())
 
 
 __all__ = [

@@ -11,8 +11,9 @@ core, the handler or the actor; an instance with error tracking on loads them at
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from phactor._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from phactor.errortracking.actor import LoggerHandler
@@ -84,10 +85,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'phactor.errortracking' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"phactor.errortracking.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -7,8 +7,9 @@ Names are imported on first access (PEP 562): `import phactor` loads only the `I
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from phactor._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from phactor.flags.definitions import Definitions
@@ -65,10 +66,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'phactor.flags' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"phactor.flags.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS, globals())
