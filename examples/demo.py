@@ -9,10 +9,13 @@ through both with per-request context, flushes, and prints what the endpoint rec
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import phactor
 from phactor.devserver import DevServer
+
+log = logging.getLogger("shop")
 
 
 def handle_request(user: str, plan: str) -> None:
@@ -20,6 +23,12 @@ def handle_request(user: str, plan: str) -> None:
     with phactor.context({"distinct_id": user, "plan": plan}, instance="web"):
         phactor.capture("page_viewed", properties={"path": "/pricing"}, instance="web")
         phactor.capture("button_clicked", properties={"button": "upgrade"}, instance="web")
+        if plan == "free":
+            try:
+                raise ValueError("card declined")
+            except ValueError:
+                # Plain logging: "web" turns this into an $exception event for this user.
+                log.exception("checkout failed")
     # The billing project gets its own events, with its own config and context.
     phactor.capture("invoice_paid", user, {"amount": 42.5, "currency": "EUR"}, instance="billing")
 
@@ -27,8 +36,9 @@ def handle_request(user: str, plan: str) -> None:
 def main() -> None:
     with DevServer() as server:
         print(f"local PostHog endpoint: {server.url}")
+        # "web" tracks exceptions too (the default); "billing" opts out.
         phactor.start("web", api_key="phc_web_project", host=server.url,
-                      global_properties={"service": "web"}, enable_error_tracking=False)
+                      global_properties={"service": "web"})
         phactor.start("billing", api_key="phc_billing_project", host=server.url,
                       enable_error_tracking=False)
         phactor.identify("user-1", {"email": "ada@example.com"}, instance="web")
@@ -54,6 +64,9 @@ def main() -> None:
             print(f"\n{len(events)} events arrived for {api_key}:")
             for e in events:
                 props = {k: v for k, v in e["properties"].items() if not k.startswith("$")}
+                if e["event"] == "$exception":
+                    first = e["properties"]["$exception_list"][0]
+                    props = {"type": first["type"], "value": first["value"]}
                 print(f"  {e['event']:<16} {e['distinct_id']:<8} {props}")
         phactor.stop("web")
         phactor.stop("billing")
