@@ -49,6 +49,8 @@ OPERATORS = [
     "not_regex",
     "starts_with",
     "ends_with",
+    "not_starts_with",
+    "not_ends_with",
     "gt",
     "gte",
     "lt",
@@ -297,6 +299,9 @@ def _flag(
         }
     if rng.random() < 0.1:
         filters["early_exit"] = True
+    if rng.random() < 0.1:
+        # Bucket rollouts and variants by device_id instead of distinct_id.
+        filters["bucketing_identifier"] = rng.choice(["device_id", "distinct_id"])
     return {
         "id": index + 1,
         "key": key,
@@ -331,12 +336,17 @@ def generate_case(seed: int) -> dict[str, Any]:
     flag_keys = None
     if rng.random() < 0.15:
         flag_keys = rng.sample(keys, rng.randint(1, len(keys)))
+    definitions: dict[str, Any] = {
+        "flags": flags,
+        "cohorts": cohorts,
+        "group_type_mapping": {"0": "company", "1": "project"},
+    }
+    if rng.random() < 0.3:
+        # Version 2 changes how `exact`/`is_not` treat boolean-like values.
+        definitions["property_matching_version"] = 2
     return {
-        "definitions": {
-            "flags": flags,
-            "cohorts": cohorts,
-            "group_type_mapping": {"0": "company", "1": "project"},
-        },
+        "definitions": definitions,
+        "device_id": rng.choice([None, None, "device-1", f"d{rng.randint(0, 10**6)}"]),
         "distinct_id": distinct_id,
         "person": person,
         "groups": groups,
@@ -380,6 +390,7 @@ def posthog_evaluate(client: Any, case: dict[str, Any]) -> tuple[dict[str, Any],
     client.feature_flags = defs["flags"]
     client.cohorts = defs["cohorts"]
     client.group_type_mapping = defs["group_type_mapping"]
+    client._property_matching_version = defs.get("property_matching_version", 1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ev = client.evaluate_flags(
@@ -388,6 +399,7 @@ def posthog_evaluate(client: Any, case: dict[str, Any]) -> tuple[dict[str, Any],
             person_properties=case["person"],
             group_properties=case["group_props"],
             flag_keys=case["flag_keys"],
+            device_id=case["device_id"],
             only_evaluate_locally=True,
         )
     values = {}
@@ -411,19 +423,47 @@ def phactor_evaluate(case: dict[str, Any]) -> tuple[dict[str, Any], dict[str, st
         person_properties=case["person"],
         group_properties=case["group_props"],
         flag_keys=case["flag_keys"],
+        device_id=case["device_id"],
     )
     values = {k: (r.value, decode_payload(r.payload)) for k, r in results.items()}
     return values, {k: reason_category(v) for k, v in unresolved.items()}
+
+
+def mismatch_report(
+    seed: int,
+    case: dict[str, Any],
+    got: dict[str, Any],
+    expected: dict[str, Any],
+    got_unresolved: dict[str, str],
+) -> str:
+    """Name each disagreeing flag with both answers and its own definition, so a failure is
+    readable without replaying; ``compare(oracle, seed)`` replays it."""
+    lines = [f"phactor and posthog disagree for seed={seed} (replay: compare(oracle, {seed}))"]
+    flags = {f["key"]: f for f in case["definitions"]["flags"]}
+    for key in sorted(set(got) | set(expected)):
+        ours = got.get(key, f"<unresolved: {got_unresolved.get(key)}>")
+        theirs = expected.get(key, "<unresolved>")
+        if ours != theirs:
+            lines.append(f"  flag {key!r}: phactor={ours!r} posthog={theirs!r}")
+            lines.append(f"    definition: {json.dumps(flags.get(key), default=repr)[:1500]}")
+    inputs = {k: case[k] for k in ("distinct_id", "device_id", "person", "groups", "group_props")}
+    lines.append(f"  inputs: {json.dumps(inputs, default=repr)[:1500]}")
+    lines.append(
+        "  cohorts: "
+        + json.dumps(case["definitions"]["cohorts"], default=repr)[:1500]
+        + f" property_matching_version="
+        f"{case['definitions'].get('property_matching_version', 1)}"
+    )
+    return "\n".join(lines)
 
 
 def compare(client: Any, seed: int) -> None:
     case = generate_case(seed)
     expected, expected_unresolved = posthog_evaluate(client, case)
     got, got_unresolved = phactor_evaluate(case)
+    if got != expected:
+        raise AssertionError(mismatch_report(seed, case, got, expected, got_unresolved))
     context = json.dumps(case, default=repr)[:4000]
-    assert got == expected, (
-        f"seed={seed}\n{context}\nunresolved: ours={got_unresolved} theirs={expected_unresolved}"
-    )
     # Both sides leave the same flags unresolved, in the same category. posthog omits a flag its
     # evaluator crashed on from unresolved_flags; we report it as "malformed_definition".
     crashed = {k for k in got_unresolved if k not in expected_unresolved and k not in expected}
@@ -478,3 +518,59 @@ def test_generator_covers_every_family():
         "flag",
         "person",
     } <= kinds
+
+
+RELATIVE_DATES = [d for d in DATES if d.startswith("-") and d != "-3x"]
+
+
+def _single_filter_case(rng: random.Random, op: str, relative: bool) -> dict[str, Any]:
+    key = rng.choice(KEYS[:-2])
+    value = rng.choice(RELATIVE_DATES) if relative else _filter_value(rng, op)
+    group = rng.random() < 0.3
+    prop = {"key": key, "value": value, "operator": op, "type": "group" if group else "person"}
+    flag: dict[str, Any] = {
+        "id": 1,
+        "key": "f",
+        "active": True,
+        "filters": {"groups": [{"properties": [prop], "rollout_percentage": 100}]},
+    }
+    if group:
+        flag["filters"]["aggregation_group_type_index"] = 0
+    props = {key: _person_value(rng, key if rng.random() < 0.7 else rng.choice(KEYS))}
+    return {
+        "definitions": {"flags": [flag], "cohorts": {}, "group_type_mapping": {"0": "company"}},
+        "device_id": None,
+        "distinct_id": "user-1",
+        "person": {} if group else props,
+        "groups": {"company": "acme"} if group else {},
+        "group_props": {"company": props} if group else {},
+        "flag_keys": None,
+    }
+
+
+@pytest.mark.parametrize("relative", [False, True], ids=["any_value", "relative_dates"])
+def test_every_operator_is_decided_both_ways_and_agrees(oracle, relative):
+    """Agreement alone proves little if an operator is always inconclusive: each operator, on
+    person and group properties, must come out True and False (decided locally) against posthog."""
+    operators = (
+        ["is_date_before", "is_date_after"]
+        if relative
+        else [op for op in OPERATORS if op not in (None, "bogus_operator")]
+    )
+    # A missing property is inconclusive, so a decided is_set is always True (is_not_set False).
+    reachable = {"is_set": {True}, "is_not_set": {False}}
+    rng = random.Random(4 if relative else 3)
+    for op in operators:
+        want = reachable.get(op, {True, False})
+        outcomes: set[Any] = set()
+        for i in range(300):
+            case = _single_filter_case(rng, op, relative)
+            expected, _ = posthog_evaluate(oracle, case)
+            got, got_unresolved = phactor_evaluate(case)
+            if got != expected:
+                raise AssertionError(mismatch_report(i, case, got, expected, got_unresolved))
+            if "f" in got:
+                outcomes.add(got["f"][0])
+            if outcomes == want:
+                break
+        assert outcomes == want, f"{op} was only ever {outcomes or 'inconclusive'}"

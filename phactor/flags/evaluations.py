@@ -36,6 +36,11 @@ def decode_payload(raw: Any) -> Any:
     return raw
 
 
+def _check_key(key: Any) -> None:
+    if not isinstance(key, str):
+        raise TypeError(f"flag key must be a str, not {type(key).__name__}")
+
+
 class FlagEvaluations:
     """Flag values for one distinct_id, evaluated once; safe to share between threads.
 
@@ -46,13 +51,13 @@ class FlagEvaluations:
 
     __slots__ = (
         "_accessed",
+        "_distinct_id",
+        "_groups",
         "_lock",
         "_on_access",
+        "_request_id",
         "_results",
         "_unresolved",
-        "distinct_id",
-        "groups",
-        "request_id",
     )
 
     def __init__(
@@ -68,16 +73,32 @@ class FlagEvaluations:
     ) -> None:
         self._results: Mapping[str, FlagResult] = MappingProxyType(dict(results or {}))
         self._unresolved: Mapping[str, str] = MappingProxyType(dict(unresolved or {}))
-        self.distinct_id = distinct_id
-        self.groups: Mapping[str, Any] = MappingProxyType(dict(groups or {}))
-        self.request_id = request_id
+        self._distinct_id = distinct_id
+        self._groups: Mapping[str, Any] = MappingProxyType(dict(groups or {}))
+        self._request_id = request_id
         self._on_access = on_access
         self._accessed: set[str] = set(_accessed)
         self._lock = threading.Lock()
 
+    # Read-only: the access hook reports reads under these, so they must not change after
+    # the evaluation (a snapshot is shared between threads).
+    @property
+    def distinct_id(self) -> str:
+        """The distinct_id the flags were evaluated for."""
+        return self._distinct_id
+
+    @property
+    def groups(self) -> Mapping[str, Any]:
+        """The groups the flags were evaluated with (read-only)."""
+        return self._groups
+
+    @property
+    def request_id(self) -> str | None:
+        """The ``/flags`` request id when some values came from the server, else None."""
+        return self._request_id
+
     def _read(self, key: str) -> FlagResult | None:
-        if not isinstance(key, str):
-            raise TypeError(f"flag key must be a str, not {type(key).__name__}")
+        _check_key(key)
         result = self._results.get(key)
         with self._lock:
             self._accessed.add(key)
@@ -101,6 +122,7 @@ class FlagEvaluations:
 
     def get_flag_payload(self, key: str) -> Any:
         """The decoded JSON payload for the flag's value, or None; does not count as an access."""
+        _check_key(key)
         result = self._results.get(key)
         return None if result is None else decode_payload(result.payload)
 
@@ -148,7 +170,10 @@ class FlagEvaluations:
         """A copy holding only ``keys`` (keys without a value here are dropped)."""
         if isinstance(keys, str):
             raise TypeError("keys must be an iterable of str, not a str")
-        return self._clone(dict.fromkeys(keys))
+        wanted = dict.fromkeys(keys)
+        for key in wanted:
+            _check_key(key)
+        return self._clone(wanted)
 
     def event_properties(self) -> dict[str, Any]:
         """``$feature/<key>`` for every flag and ``$active_feature_flags`` (sorted enabled keys)."""

@@ -239,8 +239,12 @@ class FlagMethods:
         if distinct_id is None:
             distinct_id = self._context.current().properties.get("distinct_id")
         did = _distinct_id(distinct_id)
-        if groups is not None and type(groups) is not dict and not isinstance(groups, Mapping):
-            raise TypeError(f"groups must be a Mapping, got {type(groups).__name__}")
+        if groups is not None:
+            if type(groups) is not dict and not isinstance(groups, Mapping):
+                raise TypeError(f"groups must be a Mapping, got {type(groups).__name__}")
+            for group_type in groups:
+                if type(group_type) is not str:
+                    raise TypeError(f"group types must be str, got {type(group_type).__name__}")
         if person_properties is not None and (
             type(person_properties) is not dict and not isinstance(person_properties, Mapping)
         ):
@@ -253,6 +257,13 @@ class FlagMethods:
             raise TypeError(
                 f"group_properties must be a Mapping, got {type(group_properties).__name__}"
             )
+        if group_properties:
+            for props in group_properties.values():
+                if props is not None and type(props) is not dict and not isinstance(props, Mapping):
+                    raise TypeError(
+                        "group_properties must map a group type to a Mapping, got "
+                        f"{type(props).__name__}"
+                    )
         keys = None if flag_keys is None else _flag_keys(flag_keys)
         if type(only_evaluate_locally) is not bool:
             raise TypeError("only_evaluate_locally must be True or False")
@@ -401,6 +412,8 @@ class FlagMethods:
         """
         if type(key) is not str:
             raise TypeError(f"flag key must be a str, not {type(key).__name__}")
+        if type(send_feature_flag_events) is not bool:
+            raise TypeError("send_feature_flag_events must be True or False")
         results, unresolved, request_id, did = self._evaluate_flags(
             distinct_id, groups, person_properties, group_properties, (key,),
             only_evaluate_locally,
@@ -489,6 +502,10 @@ class FlagMethods:
         `timeout` defaults to a few `request_timeout`s; on timeout the load goes on in the
         background and this returns False.
         """
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+        ):
+            raise TypeError(f"timeout must be a number or None, got {type(timeout).__name__}")
         if self._disabled:
             return False
         if self._forked:
