@@ -26,7 +26,7 @@ from phactor.config import Config
 from phactor.context import EMPTY, ContextState, ContextStore
 from phactor.errortracking.methods import ErrorTrackingMethods
 from phactor.flags.methods import FlagMethods
-from phactor.sender import Delivery, Sender, SenderIdle
+from phactor.sender import Delivery, Sender, SenderIdle, delivering_for
 from phactor.supervisor import (
     ChildSpec,
     Crash,
@@ -58,10 +58,12 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         self._debug_handler = _enable_debug_output(name) if config.debug else None
         self._forked = False
         self._state = "stopped"
-        self._final_stats: dict[str, Any] | None = None
+        # One stop() at a time: a second caller must not report "stopped" mid-drain.
+        self._stop_lock = threading.Lock()
         self._test_events: list[dict[str, Any]] = []
         self._test_lock = threading.Lock()
-        self._sync_lock = threading.Lock()
+        # Reentrant: `on_error` runs inside a sync_mode delivery and may capture again.
+        self._sync_lock = threading.RLock()
         self._sync_delivery: Delivery | None = None
         self._drop_log_at: dict[str, int] = {}
         self._sender_names = [f"sender-{i}" for i in range(config.senders)]
@@ -184,13 +186,17 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         if self._pid == os.getpid():
             return
         # The parent still owns (and will send) what was queued before the fork.
-        self._sync_lock = threading.Lock()
+        # Reentrant: `on_error` runs inside a sync_mode delivery and may capture again.
+        self._sync_lock = threading.RLock()
         self._test_lock = threading.Lock()
         self._test_events = []
         self._reset_runtime()
         if self._state == "running":
             self._start_tree()
             self._log.info("restarted_after_fork", pid=self._pid)
+        else:
+            # Stopped (or given up) before the fork: nothing will ever send from this buffer.
+            self._buffer.close("stopped")
 
     def stop(self, timeout: float | None = None) -> bool:
         """Flush (within `timeout`, default `shutdown_timeout`), then stop the tree.
@@ -201,17 +207,31 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         from phactor import api  # the module registry of instances
 
         api._forget(self)
+        timeout = self._config.shutdown_timeout if timeout is None else max(timeout, 0.0)
+        # Called from on_error, i.e. from inside a delivery of this instance: that delivery
+        # cannot finish while we wait for it, so never wait for it (nor for another stop()).
+        inside = delivering_for(self._buffer)
+        if not self._stop_lock.acquire(timeout=0 if inside else timeout + 3 * _STOP_GRACE):
+            return False  # another stop() is still draining this instance
+        try:
+            return self._stop(timeout, inside)
+        finally:
+            self._stop_lock.release()
+
+    def _stop(self, timeout: float, inside: bool) -> bool:
         if self._state != "running" or self._disabled:
             if self._state == "failed":
                 self._run_stop_hooks()
+                # Batches a dead child held when the tree gave up will never settle.
+                left = self._buffer.abandon_in_flight("stopped")
+                if left:
+                    self._log.warning("stop_dropped", in_flight=left)
             self._state = "stopped"
-            self._final_stats = self.stats()
             self._disable_debug_output()
             return True
         if self._forked:
             self._restart_after_fork()
-        timeout = self._config.shutdown_timeout if timeout is None else timeout
-        deadline = time.monotonic() + max(timeout, 0.0)
+        deadline = time.monotonic() + timeout
         self._state = "stopping"
         self._run_stop_hooks()
         ok = self.flush(max(deadline - time.monotonic(), 0.0))
@@ -221,7 +241,7 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         if self._supervisor is not None:
             # A Sender blocked in a request cannot be interrupted: wait only a short grace for
             # it, then count what it holds as `shutdown` (its late settle is ignored).
-            grace = max(deadline - time.monotonic(), 0.0) + _STOP_GRACE
+            grace = 0.0 if inside else max(deadline - time.monotonic(), 0.0) + _STOP_GRACE
             try:
                 self._supervisor.tell(shutdown_message(grace))
                 self._supervisor.stop(block=True, timeout=grace + _STOP_GRACE)
@@ -231,8 +251,7 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         if left_queued or left_in_flight:
             self._log.warning("shutdown_dropped", queued=left_queued, in_flight=left_in_flight)
         self._state = "stopped"
-        self._final_stats = self.stats()
-        self._log.info("stopped", stats=self._final_stats)
+        self._log.info("stopped", stats=self.stats())
         self._disable_debug_output()
         return ok and not left_queued and not left_in_flight
 
@@ -590,12 +609,17 @@ class Instance(FlagMethods, ErrorTrackingMethods):
 
         Returns False when `timeout` seconds pass first (never blocks past it), or as soon as
         a batch of those events ran out of retries and went back to the queue (the endpoint
-        is failing; they are retried later). See docs/delivery.md.
+        is failing; they are retried later). See docs/delivery.md. Called from `on_error`
+        (inside a delivery, which cannot end while it waits) it only starts a flush and
+        returns False at once.
         """
         if self._disabled or self._state not in ("running", "stopping"):
             return True
         if self._forked:
             self._restart_after_fork()
+        if delivering_for(self._buffer):
+            self._registry.tell("batcher", FlushNow())
+            return False
         deadline = None if timeout is None else time.monotonic() + timeout
         # Exceptions logged before this call may still be snapshots in the LoggerHandler's
         # mailbox: turn them into queued events first, so this flush covers them.
@@ -613,9 +637,11 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         return self._buffer.queue_length()
 
     def stats(self) -> dict[str, Any]:
-        """Delivery counters; `captured == sent + sum(dropped) + queued + in_flight` always."""
-        if self._final_stats is not None and self._state == "stopped":
-            return dict(self._final_stats)
+        """Delivery counters; `captured == sent + sum(dropped) + queued + in_flight` always.
+
+        After stop() they stay readable and final, except that later captures still count
+        (as dropped `stopped`).
+        """
         return self._buffer.stats()
 
     def __repr__(self) -> str:

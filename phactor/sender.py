@@ -21,7 +21,16 @@ from phactor.retry import Verdict, backoff_delay, classify, parse_retry_after
 from phactor.supervisor import SupervisedActor
 from phactor.transport import Response, Transport
 
-__all__ = ["Delivery", "Outcome", "Send", "Sender", "SenderIdle"]
+__all__ = ["Delivery", "Outcome", "Send", "Sender", "SenderIdle", "delivering_for"]
+
+# Which buffer the current thread is delivering for (a Sender's thread, or a sync_mode caller):
+# `on_error` runs there, and a flush()/stop() from it must not wait for its own batch.
+_delivering = threading.local()
+
+
+def delivering_for(buffer: EventBuffer) -> bool:
+    """True on a thread that is inside `Delivery.deliver` for `buffer` (e.g. in `on_error`)."""
+    return getattr(_delivering, "buffer", None) is buffer
 
 
 @dataclass(frozen=True)
@@ -79,9 +88,12 @@ class Delivery:
     def deliver(self, batch: Batch) -> Outcome:
         """Deliver every event of `batch` (splitting on 413); never raises for HTTP trouble."""
         outcome = Outcome()
+        outer = getattr(_delivering, "buffer", None)
+        _delivering.buffer = self.buffer
         try:
             self._deliver(batch.holder, batch.items, outcome)
         finally:
+            _delivering.buffer = outer
             # An exception between acquire and the answer must not leave the probe slot taken.
             self.breaker.release(batch.holder)
         return outcome
