@@ -27,7 +27,11 @@ API_KEY = "phc_secret_project_key_0123456789"
 
 
 def fast(**overrides: Any) -> dict[str, Any]:
-    """Small delays so the suite stays quick; one batch per `flush_at` events."""
+    """Small delays so the suite stays quick; one batch per `flush_at` events.
+
+    Tests that count requests exactly pass `flush_interval=3600`, so a timer tick can never cut
+    a batch in two while they capture.
+    """
     options: dict[str, Any] = {
         "api_key": API_KEY,
         "flush_at": 10,
@@ -64,7 +68,7 @@ def arrival(request: Any) -> float:
 
 def test_500_for_the_first_requests_then_200(devserver: DevServer, instance_name: str) -> None:
     devserver.fail_next(3, 500)
-    inst = phactor.start(instance_name, host=devserver.url, **fast())
+    inst = phactor.start(instance_name, host=devserver.url, **fast(flush_interval=3600))
     uuids = capture(inst, 10)
     assert inst.flush(10)
     assert devserver.request_count() == 4
@@ -78,7 +82,7 @@ def test_500_for_the_first_requests_then_200(devserver: DevServer, instance_name
 @pytest.mark.parametrize("status", [408, 429, 502, 503])
 def test_other_retryable_statuses(devserver: DevServer, instance_name: str, status: int) -> None:
     devserver.fail_next(1, status)
-    inst = phactor.start(instance_name, host=devserver.url, **fast())
+    inst = phactor.start(instance_name, host=devserver.url, **fast(flush_interval=3600))
     uuids = capture(inst, 10)
     assert inst.flush(10)
     assert devserver.request_count() == 2
@@ -215,7 +219,9 @@ def test_400_drops_as_rejected_without_retry(devserver: DevServer, instance_name
     errors: list[DeliveryError] = []
     devserver.fail_next(1, 400, body=b'{"detail": "bad batch"}')
     inst = phactor.start(
-        instance_name, host=devserver.url, **fast(on_error=lambda e, evs: errors.append(e))
+        instance_name,
+        host=devserver.url,
+        **fast(flush_interval=3600, on_error=lambda e, evs: errors.append(e)),
     )
     capture(inst, 10)
     uuids = capture(inst, 10)  # the second batch is fine
@@ -247,7 +253,7 @@ def test_413_splits_the_batch_and_drops_a_single_oversized_event(
 
 
 def test_wire_format_gzip_user_agent_keep_alive(devserver: DevServer, instance_name: str) -> None:
-    inst = phactor.start(instance_name, host=devserver.url, **fast())
+    inst = phactor.start(instance_name, host=devserver.url, **fast(flush_interval=3600))
     uuids = capture(inst, 30)
     assert inst.flush(10)
     requests = devserver.requests
@@ -260,7 +266,7 @@ def test_wire_format_gzip_user_agent_keep_alive(devserver: DevServer, instance_n
 
 
 def test_gzip_off_sends_plain_json(devserver: DevServer, instance_name: str) -> None:
-    inst = phactor.start(instance_name, host=devserver.url, **fast(gzip=False))
+    inst = phactor.start(instance_name, host=devserver.url, **fast(flush_interval=3600, gzip=False))
     uuids = capture(inst, 10)
     assert inst.flush(10)
     (request,) = devserver.requests

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from conftest import assert_ledger as ledger
-from conftest import stored_uuids
+from conftest import stored_uuids, wait_until
 
 import phactor
 from phactor.devserver import DevServer
@@ -180,10 +180,10 @@ def test_shutdown_while_a_sender_is_blocked_in_a_request(
     for i in range(10):
         inst.capture("ev", "user", {"i": i})
     inst.flush(0)
-    # Wait until the batch is in flight, i.e. the Sender is inside its request.
-    deadline = time.monotonic() + 10
-    while inst.stats()["in_flight"] != 10 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    # Wait until the batch is in flight and the request reached the server: the Sender is
+    # inside its request.
+    assert wait_until(lambda: inst.stats()["in_flight"] == 10, timeout=10)
+    assert devserver.wait_for_arrivals(1, timeout=10)
     sender = inst._registry.get("sender-0")
     assert sender is not None
     began = time.monotonic()

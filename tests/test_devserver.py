@@ -426,6 +426,9 @@ def test_stop_ends_a_hanging_request() -> None:
 
     poster = threading.Thread(target=post)
     poster.start()
+    # The request must be inside the server (held by the delay) before stop(), or a stop that
+    # wins the race would fail the POST at connect and prove nothing about cutting it short.
+    assert server.wait_for_arrivals(1, timeout=10)
     server.stop()
     poster.join(timeout=20)
     assert not poster.is_alive()

@@ -42,7 +42,9 @@ Every request to a capture, flags or definitions endpoint is recorded as a :clas
 *before* the response is written, including those answered with an injected fault and those dropped
 without an answer. :attr:`DevServer.requests`, :meth:`DevServer.request_count`,
 :meth:`DevServer.uuid_counts` (how often each event uuid arrived) and
-:meth:`DevServer.wait_for_requests` let a test count exactly what reached the wire.
+:meth:`DevServer.wait_for_requests` let a test count exactly what reached the wire;
+:meth:`DevServer.wait_for_arrivals` returns as soon as requests were *read*, before any delay or
+fault, so a test knows a client is inside a request.
 
 Fault injection
 ---------------
@@ -505,6 +507,7 @@ class DevServer:
 
         self._log_cond = threading.Condition()
         self._requests: list[ReceivedRequest] = []
+        self._arrivals: collections.Counter[str] = collections.Counter()
 
         self._fault_lock = threading.Lock()
         self._faults: list[_Fault] = []
@@ -640,6 +643,7 @@ class DevServer:
             self._stored_count = 0
         with self._log_cond:
             self._requests.clear()
+            self._arrivals.clear()
 
     @staticmethod
     def _filters(
@@ -698,6 +702,24 @@ class DevServer:
 
         def reached() -> bool:
             return sum(1 for r in self._requests if _matches(endpoint, r.endpoint)) >= count
+
+        with self._log_cond:
+            return self._log_cond.wait_for(reached, timeout)
+
+    def wait_for_arrivals(
+        self, count: int, timeout: float | None = 5.0, endpoint: Endpoint = "capture"
+    ) -> bool:
+        """Block until ``count`` requests to ``endpoint`` were read (before any delay or fault).
+
+        Unlike :meth:`wait_for_requests` (answered or dropped requests), this tells a test that
+        a client is now *inside* a request, e.g. held by :meth:`delay`.
+        """
+        _check_endpoint(endpoint)
+
+        def reached() -> bool:
+            if endpoint == "any":
+                return sum(self._arrivals.values()) >= count
+            return self._arrivals[endpoint] >= count
 
         with self._log_cond:
             return self._log_cond.wait_for(reached, timeout)
@@ -854,6 +876,9 @@ class DevServer:
         received_at = _now_iso()
         headers = {k.lower(): v for k, v in handler.headers.items()}
         raw = handler.read_body()
+        with self._log_cond:
+            self._arrivals[endpoint] += 1
+            self._log_cond.notify_all()
         mode, mode_status, fault, delay = self._take_fault(endpoint)
         record = {
             "method": method,
