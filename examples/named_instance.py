@@ -1,7 +1,8 @@
 """Capture through a named instance from anywhere in the code base.
 
 Start it once (at boot) under a name; elsewhere, look it up by name — no client object to pass
-around. Uses the embedded dev endpoint unless POSTHOG_HOST is set.
+around. Sends to the embedded dev endpoint (and prints what arrived there) unless POSTHOG_HOST
+is set.
 
     python examples/named_instance.py
 """
@@ -30,5 +31,6 @@ if __name__ == "__main__":
         phactor.flush(timeout=5, instance="analytics")
         print(phactor.stats(instance="analytics"))
         phactor.stop("analytics")
-        for e in dev.events():
-            print(e["event"], e["distinct_id"], e["raw"].get("$set"))
+        if not os.environ.get("POSTHOG_HOST"):
+            for e in dev.events():
+                print(e["event"], e["distinct_id"], e["raw"].get("$set"))

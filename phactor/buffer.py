@@ -90,7 +90,7 @@ class CircuitBreaker:
                 self._cond.wait(wait)
 
     def succeeded(self, holder: str) -> None:
-        """The server answered `holder`'s request (whatever the status): close the breaker."""
+        """The server gave `holder` a non-retryable answer (2xx, or 4xx but 408/429): close."""
         with self._cond:
             if self._probe == holder:
                 self._probe = None
