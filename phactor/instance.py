@@ -19,6 +19,7 @@ from typing import Any, cast
 import pykka
 
 from phactor import events as ev
+from phactor._guard import inside_phactor
 from phactor._log import PHACTOR_LOGGER, get_logger
 from phactor.batcher import ENVELOPE_BYTES, Batcher, FlushNow, Reclaim, Wake
 from phactor.buffer import EventBuffer
@@ -540,7 +541,9 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         # through changing the event, the event goes on exactly as it was built.
         draft = {k: dict(v) if isinstance(v, dict) else v for k, v in message.items()}
         try:
-            result = hook(draft)
+            # Whatever the hook logs is the hook's business, not an app error to capture.
+            with inside_phactor():
+                result = hook(draft)
         except Exception as error:
             self._log.error(
                 "before_send_failed", error=repr(error), event_name=message.get("event")
@@ -575,7 +578,10 @@ class Instance(FlagMethods, ErrorTrackingMethods):
             batch = self._buffer.take(holder, self._config.flush_at, budget)
             if batch is None:
                 return
-            outcome = self._sync_delivery.deliver(batch)
+            # The send (and the requests/urllib3 logging and on_error it may trigger) runs on
+            # the app's thread here: nothing it logs is an app error to capture.
+            with inside_phactor():
+                outcome = self._sync_delivery.deliver(batch)
             self._buffer.settle(
                 holder, sent=outcome.sent, dropped=outcome.dropped, requeue=outcome.requeue or ()
             )

@@ -90,6 +90,7 @@ class ExceptionEventBuilder:
         Precedence, later wins: instance context < event-scoped context for `$exception` <
         record extras / call properties < the record's fields < the exception's description.
         """
+        snapshot.expand_record()
         props: dict[str, Any] = {}
         state = snapshot.state
         if state is not EMPTY:
@@ -125,6 +126,7 @@ class ExceptionEventBuilder:
 
     def describe(self, snapshot: Snapshot) -> dict[str, Any]:
         """The `$exception_*` properties of the snapshot."""
+        snapshot.expand_record()
         config = self.config
         if snapshot.exc is None:
             return message_exception_properties(
@@ -193,6 +195,24 @@ class LoggerHandler(SupervisedActor):
         # A predecessor may have died with snapshots pending and its wake-up lost.
         intake.wake_sent = True
         self.actor_ref.tell(WAKE)
+
+    def stopped(self) -> None:
+        # A normal stop comes only from the Supervisor stopping the whole tree: at `stop()`
+        # (which already uninstalled and drained) or when the tree gives up. In the latter case
+        # nothing will ever drain again, so the handler and hooks go now, and the snapshots left
+        # behind are counted instead of pinning their tracebacks forever. (A crash does not get
+        # here: pykka calls on_failure, and the restarted actor drains what is pending.)
+        intake = self.intake
+        intake.uninstall()
+        inst = intake.instance
+        reason = "shutdown" if inst._state == "stopping" else "stopped"
+        pending = intake.pending
+        while pending:
+            try:
+                pending.popleft()
+            except IndexError:
+                break
+            inst._drop(reason, "$exception")
 
     def handle(self, message: Any) -> Any:
         if isinstance(message, Wake):

@@ -20,6 +20,7 @@ must act before any work is done:
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import time
@@ -31,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 import pykka
 
+from phactor._guard import flags as _guard_flags
+from phactor._guard import inside_phactor
 from phactor.context import ContextState
 from phactor.supervisor import SupervisedActor, Supervisor
 
@@ -72,14 +75,21 @@ HOOK_WAIT_SECONDS = 2.0
 
 _MARK = "__phactor_captured__"
 
-
-class _ThreadFlags(threading.local):
-    # Class defaults: a missing attribute would cost an AttributeError on every record.
-    inside = False
-    phactor_thread: bool | None = None
+# One lock for every instance: each hook is a read-modify-write of a process-wide global, and two
+# instances installing at once (a start and a restart-after-fork, say) must not lose one hook.
+_HOOKS_LOCK = threading.Lock()
 
 
-_local = _ThreadFlags()
+def _new_hooks_lock_after_fork() -> None:
+    global _HOOKS_LOCK
+    _HOOKS_LOCK = threading.Lock()  # another thread may have held it at fork time
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_hooks_lock_after_fork)
+
+
+_local = _guard_flags  # the per-thread flags, shared with phactor._guard
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _RECORD_FIELDS = frozenset(
@@ -107,18 +117,6 @@ def on_phactor_thread() -> bool:
     return value
 
 
-class inside_phactor:
-    """Mark the current thread as running phactor code: nothing logged meanwhile is captured."""
-
-    __slots__ = ("_before",)
-
-    def __enter__(self) -> None:
-        self._before = _local.inside
-        _local.inside = True
-
-    def __exit__(self, *exc_info: object) -> None:
-        _local.inside = self._before
-
 
 def is_guarded_logger(name: object) -> bool:
     """True for phactor's own loggers, whose records are never captured."""
@@ -140,11 +138,12 @@ def already_captured(exc: BaseException, instance_name: str) -> bool:
 def mark_captured(exc: BaseException, instance_name: str) -> bool:
     """Mark `exc` as captured by `instance_name`; False when it already was (skip it then)."""
     try:
-        marks: frozenset[str] = getattr(exc, _MARK, frozenset())
+        marks: tuple[str, ...] = getattr(exc, _MARK, ())
         if instance_name in marks:
             return False
-        # A new frozenset each time: two threads marking at once never corrupt a shared set.
-        setattr(exc, _MARK, frozenset(marks) | {instance_name})
+        # A new tuple each time: two threads marking at once never corrupt a shared object. A
+        # tuple, not a set: there are a handful of instances, and this runs on the logging thread.
+        setattr(exc, _MARK, (*marks, instance_name))
     except Exception:
         pass  # an exception that refuses attributes is captured, just not de-duplicated
     return True
@@ -196,12 +195,11 @@ class TokenBuckets:
 
     def _forget_full(self, now: float) -> None:
         # Replaced, not mutated: `allow` reads the dict without the lock.
-        full = [
-            k
-            for k, (tokens, at) in self._buckets.items()
-            if tokens + (now - at) * self.per_second >= self.burst
-        ]
-        kept = {k: v for k, v in self._buckets.items() if k not in set(full)}
+        kept = {
+            k: v
+            for k, v in self._buckets.items()
+            if v[0] + (now - v[1]) * self.per_second < self.burst
+        }
         self._buckets = kept if len(kept) < self.max_keys else {}
 
 
@@ -242,6 +240,27 @@ class Snapshot:
     distinct_id: Any = None
     properties: Mapping[str, Any] | None = None
     synthetic_traceback: TracebackType | None = None
+    record: dict[str, Any] | None = None
+
+    def expand_record(self) -> None:
+        """Fill the record's fields and `extras` from `record` (a copy of a LogRecord's dict).
+
+        The logging handler only copies the record's dict on the app's thread (one C-level
+        copy); the actor sorts it out here. Idempotent.
+        """
+        record = self.record
+        if record is None:
+            return
+        self.record = None
+        get = record.get
+        self.logger_name = get("name")
+        self.level_name = get("levelname")
+        self.function = get("funcName")
+        self.pathname = get("pathname")
+        self.lineno = get("lineno")
+        self.thread_name = get("threadName")
+        extras = {k: v for k, v in record.items() if k not in _RECORD_FIELDS and k[:1] != "_"}
+        self.extras = extras or None
 
 
 def _exception_key(exc: BaseException) -> str:
@@ -277,7 +296,6 @@ class Intake:
         self.thread_hook: ChainedHook | None = None
         self.actor_thread: int | None = None  # ident of the LoggerHandler's thread
         self.fallback: Callable[[Snapshot], str | None] | None = None
-        self._install_lock = threading.Lock()
 
     # -- install ------------------------------------------------------------------------------
 
@@ -288,7 +306,7 @@ class Intake:
 
     def install(self) -> None:
         """Attach the handler to the root logger and chain the except hooks (once)."""
-        with self._install_lock:
+        with _HOOKS_LOCK:
             if self.sys_hook is not None:
                 return
             logging.getLogger().addHandler(self.handler)
@@ -299,18 +317,18 @@ class Intake:
 
     def uninstall(self) -> None:
         """Remove the handler and unchain the hooks; safe in any order across instances."""
-        with self._install_lock:
+        with _HOOKS_LOCK:
             logging.getLogger().removeHandler(self.handler)
             sys_hook, thread_hook = self.sys_hook, self.thread_hook
             self.sys_hook = self.thread_hook = None
-        if sys_hook is not None:
-            sys_hook.closed = True
-            if sys.excepthook is sys_hook:
-                sys.excepthook = sys_hook.resolve_previous()
-        if thread_hook is not None:
-            thread_hook.closed = True
-            if threading.excepthook is thread_hook:
-                threading.excepthook = thread_hook.resolve_previous()
+            if sys_hook is not None:
+                sys_hook.closed = True
+                if sys.excepthook is sys_hook:
+                    sys.excepthook = sys_hook.resolve_previous()
+            if thread_hook is not None:
+                thread_hook.closed = True
+                if threading.excepthook is thread_hook:
+                    threading.excepthook = thread_hook.resolve_previous()
 
     # -- sources ------------------------------------------------------------------------------
 
@@ -489,10 +507,6 @@ class CaptureHandler(logging.Handler):
                 message = record.getMessage()
             except Exception:
                 message = _safe_str(record.msg)
-            record_dict = record.__dict__
-            extras = {
-                k: v for k, v in record_dict.items() if k not in _RECORD_FIELDS and k[:1] != "_"
-            }
             snapshot = Snapshot(
                 "logging",
                 exc,
@@ -501,14 +515,9 @@ class CaptureHandler(logging.Handler):
                 "generic",
                 intake.instance._context.current(),
                 record.created,
-                logger_name=record.name,
-                level_name=record.levelname,
                 message=message,
-                function=record.funcName,
-                pathname=record.pathname,
-                lineno=record.lineno,
-                thread_name=record.threadName,
-                extras=extras or None,
+                # The rest of the record (its fields, `extra=`) is sorted out by the actor.
+                record=record.__dict__.copy(),
             )
             intake.submit(snapshot, wait=None, admitted=True)
         except Exception:
