@@ -20,43 +20,11 @@ from typing import Any
 
 import posthog
 import pytest
+from test_flags_api import LOCAL, NEEDS_EMAIL, OFF, PERSONAL_KEY
 
 import phactor
 from phactor.devserver import DevServer
 
-PERSONAL_KEY = "phx_personal_test_key"
-
-LOCAL = {
-    "id": 1,
-    "key": "local",
-    "version": 4,
-    "active": True,
-    "filters": {
-        "groups": [{"properties": [], "rollout_percentage": 100}],
-        "payloads": {"true": '{"color": "blue"}'},
-    },
-}
-NEEDS_EMAIL = {
-    "id": 2,
-    "key": "needs-email",
-    "active": True,
-    "filters": {
-        "groups": [
-            {
-                "properties": [
-                    {"key": "email", "value": "a@b.c", "operator": "exact", "type": "person"}
-                ],
-                "rollout_percentage": 100,
-            }
-        ]
-    },
-}
-OFF = {
-    "id": 3,
-    "key": "off",
-    "active": False,
-    "filters": {"groups": [{"properties": [], "rollout_percentage": 100}]},
-}
 VARIANT = {
     "id": 9,
     "key": "mv",
