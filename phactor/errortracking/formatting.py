@@ -143,6 +143,10 @@ class SourceCache:
         self._loader = loader if loader is not None else _read_source_file
         self._files: OrderedDict[str, tuple[str, ...]] = OrderedDict()
         self._lock = threading.Lock()
+        # Per call site (file, module, line, in_app rules): everything a frame needs that does
+        # not change between two exceptions raised there. An exception storm repeats the same
+        # sites, so this saves most of the per-frame work (paths, source lines, in_app).
+        self.sites: dict[tuple[Any, ...], tuple[Any, ...]] = {}
 
     def lines(self, filename: str) -> tuple[str, ...]:
         """The lines of `filename` without line endings; empty when it cannot be read."""
@@ -302,6 +306,44 @@ def _serialize_frame(
     except Exception:
         module = None
 
+    key: tuple[Any, ...] | None = (filename, module, lineno, project_root, in_app_modules)
+    try:
+        site = sources.sites.get(key)
+    except TypeError:  # unhashable in_app_modules (a list): no caching for this call
+        key, site = None, None
+    if site is None:
+        site = _site(filename, module, lineno, sources, in_app_modules, project_root)
+        if key is not None:
+            if len(sources.sites) >= _MAX_SITES:
+                sources.sites.clear()
+            sources.sites[key] = site
+    abs_path, shown, pre, line, post, in_app = site
+    return {
+        "platform": "python",
+        "filename": shown,
+        "abs_path": abs_path,
+        "function": function,
+        "module": module,
+        "lineno": lineno,
+        "pre_context": list(pre),
+        "context_line": line,
+        "post_context": list(post),
+        "in_app": in_app,
+    }
+
+
+_MAX_SITES = 4096
+
+
+def _site(
+    filename: str | None,
+    module: str | None,
+    lineno: int | None,
+    sources: SourceCache,
+    in_app_modules: Sequence[str],
+    project_root: str | None,
+) -> tuple[Any, ...]:
+    """What a frame at this call site shows: (abs_path, filename, pre, line, post, in_app)."""
     abs_path: str | None = None
     if filename:
         abs_path = filename if _is_pseudo_filename(filename) else os.path.abspath(filename)
@@ -309,20 +351,14 @@ def _serialize_frame(
         pre, line, post = _source_context(sources, abs_path, lineno)
     except Exception:
         pre, line, post = [], None, []
-    return {
-        "platform": "python",
-        "filename": _frame_filename(module, abs_path) if abs_path else None,
-        "abs_path": abs_path,
-        "function": function,
-        "module": module,
-        "lineno": lineno,
-        "pre_context": pre,
-        "context_line": line,
-        "post_context": post,
-        "in_app": is_in_app(
-            module, abs_path, in_app_modules=in_app_modules, project_root=project_root
-        ),
-    }
+    return (
+        abs_path,
+        _frame_filename(module, abs_path) if abs_path else None,
+        tuple(pre),
+        line,
+        tuple(post),
+        is_in_app(module, abs_path, in_app_modules=in_app_modules, project_root=project_root),
+    )
 
 
 def _traceback_entries(
