@@ -306,14 +306,15 @@ def _serialize_frame(
     except Exception:
         module = None
 
-    key: tuple[Any, ...] | None = (filename, module, lineno, project_root, in_app_modules)
+    key = (filename, module, lineno, project_root, in_app_modules)
+    cacheable = True
     try:
         site = sources.sites.get(key)
     except TypeError:  # unhashable in_app_modules (a list): no caching for this call
-        key, site = None, None
+        cacheable, site = False, None
     if site is None:
         site = _site(filename, module, lineno, sources, in_app_modules, project_root)
-        if key is not None:
+        if cacheable:
             if len(sources.sites) >= _MAX_SITES:
                 sources.sites.clear()
             sources.sites[key] = site
