@@ -836,3 +836,29 @@ def test_source_cache_reads_each_file_once_across_calls():
     for _ in range(5):
         exception_list(exc, handled=True, sources=cache)
     assert calls == [THIS_FILE]
+
+
+def test_site_cache_gives_the_same_frames_and_independent_lists():
+    sources = SourceCache()
+
+    def fail() -> None:
+        raise ValueError("same site")
+
+    entries = []
+    for _ in range(2):
+        try:
+            fail()
+        except ValueError as exc:
+            entries.append(exception_list(exc, handled=True, sources=sources))
+    assert sources.sites  # the second exception was served from the site cache
+    first, second = (e[0]["stacktrace"]["frames"] for e in entries)
+    assert first == second
+    first[-1]["pre_context"].append("mutated by a before_send hook")
+    assert "mutated by a before_send hook" not in second[-1]["pre_context"]
+    # in_app rules are part of the key: other rules, other answer for the same site.
+    try:
+        fail()
+    except ValueError as exc:
+        other = exception_list(exc, handled=True, sources=sources, project_root="/nowhere")
+    assert other[0]["stacktrace"]["frames"][-1]["in_app"] is False
+    assert first[-1]["in_app"] is True
