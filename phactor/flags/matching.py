@@ -32,6 +32,7 @@ import datetime as _dt
 import hashlib
 import json
 import math
+import operator as _op
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -697,8 +698,20 @@ class _Regex(_Filter):
         return found is not self.negate
 
 
+# Comparison operators by name, chosen once when a filter is compiled (numeric and semver
+# filters share them; anything unlisted falls back to `<=`, as the last branch always did).
+_ORDERINGS = {
+    "gt": _op.gt,
+    "gte": _op.ge,
+    "lt": _op.lt,
+    "lte": _op.le,
+    "eq": _op.eq,
+    "neq": _op.ne,
+}
+
+
 class _Numeric(_Filter):
-    __slots__ = ("operator", "threshold")
+    __slots__ = ("compare", "threshold")
 
     def __init__(self, key: Any, operator: str, value: Any) -> None:
         threshold = _to_number(value)
@@ -709,7 +722,7 @@ class _Numeric(_Filter):
             else _Undecided(f"invalid_filter_value:{key}", _UNSUPPORTED),
         )
         self.threshold = threshold
-        self.operator = operator
+        self.compare = _ORDERINGS.get(operator, _op.le)
 
     def match(self, props: Mapping[str, Any], ctx: _Context) -> Any:
         value = props.get(self.key, _MISSING)
@@ -721,14 +734,7 @@ class _Numeric(_Filter):
         number = _to_number(value)
         if number is None:
             return False
-        op = self.operator
-        if op == "gt":
-            return number > threshold
-        if op == "gte":
-            return number >= threshold
-        if op == "lt":
-            return number < threshold
-        return number <= threshold
+        return self.compare(number, threshold)
 
 
 class _Date(_Filter):
@@ -777,7 +783,7 @@ class _Date(_Filter):
 
 
 class _Semver(_Filter):
-    __slots__ = ("bounds", "operator")
+    __slots__ = ("bounds", "compare")
 
     def __init__(self, key: Any, operator: str, value: Any) -> None:
         bounds = _semver_bounds(operator, value)
@@ -786,7 +792,12 @@ class _Semver(_Filter):
             None if bounds is not None else _Undecided(f"invalid_filter_value:{key}", _UNSUPPORTED),
         )
         self.bounds = bounds
-        self.operator = operator
+        # None: a range operator (tilde/caret/wildcard), matched as lower <= version < upper.
+        self.compare = (
+            None
+            if operator in ("semver_tilde", "semver_caret", "semver_wildcard")
+            else _ORDERINGS.get(operator.removeprefix("semver_"), _op.le)
+        )
 
     def match(self, props: Mapping[str, Any], ctx: _Context) -> Any:
         value = props.get(self.key, _MISSING)
@@ -800,20 +811,10 @@ class _Semver(_Filter):
         version = _parse_semver(value)
         if version is None:
             return self.bad_value
-        op = self.operator
-        if op in ("semver_tilde", "semver_caret", "semver_wildcard"):
+        compare = self.compare
+        if compare is None:
             return bounds[0] <= version < bounds[1]
-        if op == "semver_eq":
-            return version == bounds
-        if op == "semver_neq":
-            return version != bounds
-        if op == "semver_gt":
-            return version > bounds
-        if op == "semver_gte":
-            return version >= bounds
-        if op == "semver_lt":
-            return version < bounds
-        return version <= bounds
+        return compare(version, bounds)
 
 
 class _Cohort(_Filter):
