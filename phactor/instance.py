@@ -561,12 +561,20 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         self._drop_logged(reason, event, **details)
 
     def _drop_logged(self, reason: str, event: str, **details: Any) -> None:
-        # Log the 1st, 10th, 100th, ... drop of each reason: visible, never a flood.
+        if self._drop_log_due(reason):
+            self._log_drop(reason, event, **details)
+
+    def _drop_log_due(self, reason: str) -> bool:
+        # Log the 1st, 2nd, 4th, 8th, ... and every 1000th drop of each reason: visible, never
+        # a flood.
         n = self._drop_log_at.get(reason, 0) + 1
         self._drop_log_at[reason] = n
-        if n & (n - 1) == 0 or n % 1000 == 0:
-            # `event` is structlog's own positional (the log message): name ours `event_name`.
-            self._log.warning("event_dropped", reason=reason, event_name=event, count=n, **details)
+        return n & (n - 1) == 0 or n % 1000 == 0
+
+    def _log_drop(self, reason: str, event: str, **details: Any) -> None:
+        # `event` is structlog's own positional (the log message): name ours `event_name`.
+        count = self._drop_log_at.get(reason, 0)
+        self._log.warning("event_dropped", reason=reason, event_name=event, count=count, **details)
 
     def _send_now(self) -> None:
         # sync_mode: deliver on the caller's thread, one request per capture.

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import pykka
+
 from phactor._log import get_logger
 from phactor.config import Config
 from phactor.context import EMPTY
@@ -25,8 +27,16 @@ from phactor.errortracking.formatting import (
     exception_properties,
     message_exception_properties,
 )
-from phactor.errortracking.handler import WAKE, Intake, Snapshot, Wake
+from phactor.errortracking.handler import (
+    LINGER_SECONDS,
+    WAKE,
+    Intake,
+    Snapshot,
+    Wake,
+    as_snapshot,
+)
 from phactor.supervisor import SupervisedActor
+from phactor.timer import scheduler
 
 __all__ = ["Drain", "ExceptionEventBuilder", "LoggerHandler"]
 
@@ -164,9 +174,15 @@ def _cwd() -> str | None:
 class LoggerHandler(SupervisedActor):
     """Child "logger_handler" of an instance with error tracking on.
 
-    Messages: `Wake` (told when the logging handler left snapshots in `Intake.pending`), a
-    `Snapshot` (asked by except hooks and `capture_exception`, which get the event uuid back)
-    and `Drain` (asked by flush and stop). Each message first drains what is pending.
+    Messages: `Wake` (told when the logging handler left records in `Intake.pending`, and by
+    itself), a `Snapshot` (asked by except hooks and `capture_exception`, which get the event
+    uuid back) and `Drain` (asked by flush and stop). Each message first drains what is pending.
+
+    The wake-up protocol: `Intake.wake_sent` is True from the moment someone decides to wake the
+    actor until the actor finds `pending` empty on a `Wake`. While it keeps finding records, it
+    wakes itself again after `LINGER_SECONDS` (the shared scheduler), so during a burst the
+    logging threads only append; when a `Wake` finds nothing it clears the flag and looks once
+    more, so a record appended meanwhile is never left behind.
     """
 
     def __init__(
@@ -186,6 +202,7 @@ class LoggerHandler(SupervisedActor):
         self.config = config
         self.capture = capture
         self.builder: ExceptionEventBuilder | None = None
+        self._linger: int | None = None  # the scheduler handle of the next self-wake
 
     def started(self) -> None:
         # One SourceCache per incarnation; project_root is the working directory at start.
@@ -202,6 +219,8 @@ class LoggerHandler(SupervisedActor):
         # nothing will ever drain again, so the handler and hooks go now, and the snapshots left
         # behind are counted instead of pinning their tracebacks forever. (A crash does not get
         # here: pykka calls on_failure, and the restarted actor drains what is pending.)
+        if self._linger is not None:
+            scheduler.cancel(self._linger)
         intake = self.intake
         intake.uninstall()
         inst = intake.instance
@@ -216,7 +235,17 @@ class LoggerHandler(SupervisedActor):
 
     def handle(self, message: Any) -> Any:
         if isinstance(message, Wake):
-            self.drain_pending()
+            self._linger = None
+            if self.drain_pending():
+                self._wake_later()
+                return None
+            intake = self.intake
+            intake.wake_sent = False
+            # A record appended just before the flag went down saw it up and did not wake us.
+            if intake.pending:
+                intake.wake_sent = True
+                self.drain_pending()
+                self._wake_later()
             return None
         # Asks come after what was told before them: drain first, keep the order.
         self.drain_pending()
@@ -227,15 +256,28 @@ class LoggerHandler(SupervisedActor):
             return True
         return None
 
-    def drain_pending(self) -> None:
-        """Queue every pending snapshot (clearing the wake flag first, see `Intake.submit`)."""
-        assert self.builder is not None
-        intake = self.intake
-        intake.wake_sent = False
-        pending = intake.pending
+    def _wake_later(self) -> None:
+        ref = self.actor_ref
+
+        def wake() -> None:
+            try:
+                ref.tell(WAKE)
+            except pykka.ActorDeadError:
+                pass  # this incarnation is gone; its successor wakes itself at start
+
+        self._linger = scheduler.call_later(LINGER_SECONDS, wake)
+
+    def drain_pending(self) -> int:
+        """Queue every pending record's event; how many there were."""
+        builder = self.builder
+        assert builder is not None
+        pending = self.intake.pending
+        count = 0
         while pending:
             try:
-                snapshot = pending.popleft()
+                item = pending.popleft()
             except IndexError:
-                return
-            self.builder.queue(snapshot)
+                break
+            count += 1
+            builder.queue(as_snapshot(item))
+        return count

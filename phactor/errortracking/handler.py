@@ -43,18 +43,22 @@ if TYPE_CHECKING:
 __all__ = [
     "CAPTURE_MESSAGES_DEFAULT",
     "HOOK_WAIT_SECONDS",
+    "LINGER_SECONDS",
     "MAX_BACKLOG",
     "RATE_LIMIT_BURST",
     "RATE_LIMIT_PER_SECOND",
     "CaptureHandler",
     "ChainedHook",
     "Intake",
+    "Pending",
     "Snapshot",
     "TokenBuckets",
     "Wake",
     "already_captured",
+    "as_snapshot",
     "inside_phactor",
     "is_guarded_logger",
+    "key_name",
     "mark_captured",
     "on_phactor_thread",
 ]
@@ -72,6 +76,9 @@ MAX_BACKLOG = 1000
 CAPTURE_MESSAGES_DEFAULT = False
 #: How long an except hook (the thread or process is dying) waits for its event to be queued.
 HOOK_WAIT_SECONDS = 2.0
+#: Once woken, the LoggerHandler looks at `Intake.pending` again after this long, for as long as
+#: it finds records there: during a burst the logging threads never have to wake it.
+LINGER_SECONDS = 0.02
 
 _MARK = "__phactor_captured__"
 
@@ -117,7 +124,6 @@ def on_phactor_thread() -> bool:
     return value
 
 
-
 def is_guarded_logger(name: object) -> bool:
     """True for phactor's own loggers, whose records are never captured."""
     return isinstance(name, str) and (name == "phactor" or name.startswith("phactor."))
@@ -127,10 +133,16 @@ def _guarded(logger_name: object) -> bool:
     return is_guarded_logger(logger_name) or _local.inside or on_phactor_thread()
 
 
+# The mark lives in the exception's instance dict, reached through BaseException's own
+# descriptor: no attribute lookup through the exception's class (each new class would miss the
+# type cache, on the logging thread), and no custom __getattr__/__setattr__ runs.
+_exception_dict = BaseException.__dict__["__dict__"].__get__
+
+
 def already_captured(exc: BaseException, instance_name: str) -> bool:
     """Whether instance `instance_name` already captured this exception object."""
     try:
-        return instance_name in getattr(exc, _MARK, ())
+        return instance_name in _exception_dict(exc).get(_MARK, ())
     except Exception:
         return False
 
@@ -138,14 +150,15 @@ def already_captured(exc: BaseException, instance_name: str) -> bool:
 def mark_captured(exc: BaseException, instance_name: str) -> bool:
     """Mark `exc` as captured by `instance_name`; False when it already was (skip it then)."""
     try:
-        marks: tuple[str, ...] = getattr(exc, _MARK, ())
+        attrs = _exception_dict(exc)
+        marks: tuple[str, ...] = attrs.get(_MARK, ())
         if instance_name in marks:
             return False
         # A new tuple each time: two threads marking at once never corrupt a shared object. A
         # tuple, not a set: there are a handful of instances, and this runs on the logging thread.
-        setattr(exc, _MARK, (*marks, instance_name))
+        attrs[_MARK] = (*marks, instance_name)
     except Exception:
-        pass  # an exception that refuses attributes is captured, just not de-duplicated
+        pass  # not an exception object after all: captured, just not de-duplicated
     return True
 
 
@@ -177,27 +190,38 @@ class TokenBuckets:
     def allow(self, key: Any) -> bool:
         """Take a token for `key`; False when its bucket is empty."""
         now = self.clock()
-        bucket = self._buckets.get(key)
+        buckets = self._buckets
+        bucket = buckets.get(key)
         if bucket is None:
-            with self._lock:
-                if len(self._buckets) >= self.max_keys:
+            if len(buckets) >= self.max_keys:
+                with self._lock:
                     self._forget_full(now)
-                bucket = self._buckets.setdefault(key, [self.burst, now])
-        # No lock on the hot path: a race between two threads can only let one extra capture
-        # through, which a rate limit can afford; a lock on every record costs more.
-        tokens = bucket[0] + max(0.0, now - bucket[1]) * self.per_second
-        bucket[1] = now
+                buckets = self._buckets
+            bucket = buckets.setdefault(key, [self.burst, now])
+        # No lock: a race between two threads (on one bucket, or a bucket added while the
+        # buckets are replaced) can only let one extra capture through, which a rate limit can
+        # afford; a lock on every record costs more.
+        tokens = bucket[0]
+        elapsed = now - bucket[1]
+        if elapsed > 0.0:
+            tokens += elapsed * self.per_second
+            if tokens > self.burst:
+                tokens = self.burst
+            bucket[1] = now
         if tokens >= 1.0:
-            bucket[0] = min(self.burst, tokens) - 1.0
+            bucket[0] = tokens - 1.0
             return True
-        bucket[0] = min(self.burst, tokens)
+        bucket[0] = tokens
         return False
 
     def _forget_full(self, now: float) -> None:
-        # Replaced, not mutated: `allow` reads the dict without the lock.
+        # Under the lock. Replaced, not mutated: `allow` reads and adds without the lock (so
+        # the items are copied in one C-level step before they are looked at).
+        if len(self._buckets) < self.max_keys:
+            return  # another thread just did it
         kept = {
             k: v
-            for k, v in self._buckets.items()
+            for k, v in list(self._buckets.items())
             if v[0] + (now - v[1]) * self.per_second < self.burst
         }
         self._buckets = kept if len(kept) < self.max_keys else {}
@@ -263,9 +287,37 @@ class Snapshot:
         self.extras = extras or None
 
 
-def _exception_key(exc: BaseException) -> str:
-    cls = type(exc)
-    return f"{cls.__module__}.{cls.__qualname__}"
+#: What the logging handler leaves in `Intake.pending`: (exception, message, a copy of the
+#: record's dict, the thread's context). The actor makes it a Snapshot (`as_snapshot`); other
+#: sources leave Snapshots.
+RecordItem = tuple[BaseException | None, str, dict[str, Any], ContextState]
+Pending = Snapshot | RecordItem
+
+
+def as_snapshot(item: Pending) -> Snapshot:
+    """The Snapshot of a pending item (a logging record's tuple is expanded here, off the app)."""
+    if isinstance(item, Snapshot):
+        return item
+    exc, message, record, state = item
+    created = record.get("created")
+    return Snapshot(
+        "logging",
+        exc,
+        record.get("levelno", logging.ERROR),
+        True,
+        "generic",
+        state,
+        created if isinstance(created, float | int) else time.time(),
+        message=message,
+        record=record,
+    )
+
+
+def key_name(key: Any) -> str:
+    """A rate-limit key for logs: `module.Qualname` for an exception type, else `str(key)`."""
+    if isinstance(key, type):
+        return f"{key.__module__}.{key.__qualname__}"
+    return str(key)
 
 
 class Intake:
@@ -289,7 +341,7 @@ class Intake:
         )
         self.max_backlog = MAX_BACKLOG
         # Snapshots told (not asked) wait here for the actor; deque appends are thread-safe.
-        self.pending: deque[Snapshot] = deque()
+        self.pending: deque[Pending] = deque()
         self.wake_sent = False
         self.handler = CaptureHandler(self)
         self.sys_hook: ChainedHook | None = None
@@ -410,7 +462,10 @@ class Intake:
         """Take a rate-limit token for `key` (an exception type or a call site); counts drops."""
         if self.limiter.allow(key):
             return True
-        self.instance._drop("rate_limited", "$exception", key=str(key))
+        inst = self.instance
+        inst._buffer.drop_at_capture("rate_limited")
+        if inst._drop_log_due("rate_limited"):
+            inst._log_drop("rate_limited", "$exception", key=key_name(key))
         return False
 
     def submit(
@@ -426,23 +481,11 @@ class Intake:
             inst._restart_after_fork()
         if not admitted:
             exc = snapshot.exc
-            key = (
-                _exception_key(exc)
-                if exc is not None
-                else (snapshot.logger_name, snapshot.function)
-            )
+            key = type(exc) if exc is not None else (snapshot.logger_name, snapshot.function)
             if not self.admit(key):
                 return None
         if wait is None:
-            if len(self.pending) >= self.max_backlog:
-                inst._drop("exception_backlog", "$exception")
-                return None
-            # Append before reading the flag: the actor clears the flag before it drains.
-            self.pending.append(snapshot)
-            if not self.wake_sent:
-                self.wake_sent = True
-                if not inst._registry.tell("logger_handler", WAKE):
-                    self.wake_sent = False  # not running: a restarted actor drains at start
+            self.hand_off(snapshot)
             return None
         ref = inst._registry.get("logger_handler")
         if ref is not None and threading.get_ident() != self.actor_thread:
@@ -455,6 +498,26 @@ class Intake:
             else:
                 return result if isinstance(result, str) else None
         return self._build_here(snapshot)
+
+    def hand_off(self, item: Pending) -> None:
+        """Leave `item` in `pending` for the actor, waking it only when it is not already due.
+
+        The actor, once woken, keeps coming back every `LINGER_SECONDS` while it finds work, so
+        a burst of records costs the logging threads no message (and no thread switch) at all.
+        """
+        inst = self.instance
+        if inst._forked:
+            inst._restart_after_fork()
+        pending = self.pending
+        if len(pending) >= self.max_backlog:
+            inst._drop("exception_backlog", "$exception")
+            return
+        # Append before reading the flag: the actor clears the flag, then looks at `pending`.
+        pending.append(item)
+        if not self.wake_sent:
+            self.wake_sent = True
+            if not inst._registry.tell("logger_handler", WAKE):
+                self.wake_sent = False  # not running: a restarted actor drains at start
 
     def _build_here(self, snapshot: Snapshot) -> str | None:
         fallback = self.fallback
@@ -486,19 +549,28 @@ class CaptureHandler(logging.Handler):
         return True
 
     def emit(self, record: logging.LogRecord) -> None:
-        intake = self.intake
+        # This is all error tracking costs the logging thread: a few attribute reads, the dedup
+        # mark, a rate-limit token, formatting the message, one dict copy and a deque append.
+        # The record is turned into a Snapshot (and then an event) by the actor.
         exc_info = record.exc_info
         exc = exc_info[1] if exc_info else None
+        intake = self.intake
         if exc is None and not intake.capture_messages:
             return
-        if _guarded(record.name):
+        flags = _local
+        if flags.inside:
             return
-        _local.inside = True
+        ours = flags.phactor_thread
+        if ours is None:
+            ours = on_phactor_thread()
+        if ours or is_guarded_logger(record.name):
+            return
+        flags.inside = True
         try:
             if exc is not None:
                 if not mark_captured(exc, intake.name):
                     return
-                key: Any = _exception_key(exc)
+                key: Any = type(exc)
             else:
                 key = (record.name, record.funcName)
             if not intake.admit(key):
@@ -507,23 +579,14 @@ class CaptureHandler(logging.Handler):
                 message = record.getMessage()
             except Exception:
                 message = _safe_str(record.msg)
-            snapshot = Snapshot(
-                "logging",
-                exc,
-                record.levelno,
-                True,
-                "generic",
-                intake.instance._context.current(),
-                record.created,
-                message=message,
-                # The rest of the record (its fields, `extra=`) is sorted out by the actor.
-                record=record.__dict__.copy(),
+            # The rest of the record (its fields, `extra=`) is sorted out by the actor.
+            intake.hand_off(
+                (exc, message, record.__dict__.copy(), intake.instance._context.current())
             )
-            intake.submit(snapshot, wait=None, admitted=True)
         except Exception:
             pass  # logging must never fail because of us
         finally:
-            _local.inside = False
+            flags.inside = False
 
 
 def _safe_str(value: object) -> str:

@@ -1,0 +1,198 @@
+"""The logging thread's side of error tracking: the lean hand-off to the LoggerHandler.
+
+The logging handler leaves a small tuple in `Intake.pending` and wakes the actor only when it is
+not already due; the actor, once woken, keeps coming back while it finds records. These tests
+check that nothing is left behind by that protocol (many threads, bursts, idle gaps), that the
+actor stops waking itself after a burst, and the cheaper guards: the de-duplication mark written
+to the exception's own dict, and the rate limiter's lock-free bucket table.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from conftest import wait_until
+
+import phactor
+import phactor.testing
+from phactor.errortracking import TokenBuckets
+from phactor.errortracking.handler import already_captured, key_name
+
+log = logging.getLogger("app.hotpath")
+
+
+@pytest.fixture
+def inst(instance_name: str) -> Iterator[phactor.Instance]:
+    # A bucket large enough that no record of these tests is rate-limited.
+    instance = phactor.start(instance_name, test_mode=True, exception_rate_limit_burst=100_000)
+    try:
+        yield instance
+    finally:
+        instance.stop(timeout=5)
+
+
+def exception_events(instance: phactor.Instance) -> list[dict[str, Any]]:
+    return [e for e in phactor.testing.events(instance.name) if e["event"] == "$exception"]
+
+
+def log_failures(prefix: str, count: int) -> None:
+    for i in range(count):
+        try:
+            raise ValueError(f"{prefix}-{i}")
+        except ValueError:
+            log.exception("failure %s %d", prefix, i)
+
+
+def test_records_from_many_threads_in_bursts_all_become_events(inst):
+    threads = [
+        threading.Thread(target=log_failures, args=(f"t{n}", 300), name=f"app-{n}")
+        for n in range(4)
+    ]
+    for t in threads:
+        t.start()
+    log_failures("main", 300)
+    for t in threads:
+        t.join()
+
+    assert inst._error_tracking_drain(10.0)
+    messages = [e["properties"]["log_message"] for e in exception_events(inst)]
+    assert len(messages) == 1500
+    expected = {f"failure {p} {i}" for p in ("main", "t0", "t1", "t2", "t3") for i in range(300)}
+    assert set(messages) == expected
+    assert inst.stats()["dropped"] == {}
+
+
+def test_the_actor_stops_waking_itself_after_a_burst_and_wakes_again_for_a_new_record(inst):
+    intake = inst.__dict__["_error_intake"]
+    log_failures("burst", 200)
+    # The actor drains on its own (no flush): every record becomes an event, then it goes idle.
+    assert wait_until(lambda: len(exception_events(inst)) == 200, timeout=10)
+    assert wait_until(lambda: not intake.wake_sent, timeout=5)
+    assert not intake.pending
+
+    # Idle: a single record wakes it again, still without any flush.
+    log_failures("after-idle", 1)
+    assert wait_until(lambda: len(exception_events(inst)) == 201, timeout=5)
+    assert exception_events(inst)[-1]["properties"]["log_message"] == "failure after-idle 0"
+
+
+def test_the_message_is_formatted_on_the_logging_thread(inst):
+    # Arguments that change after the call must not change the event.
+    cart = ["book"]
+    try:
+        raise ValueError("checkout")
+    except ValueError:
+        log.exception("cart was %s", cart)
+    cart.append("pen")
+    assert inst._error_tracking_drain(5.0)
+    [event] = exception_events(inst)
+    assert event["properties"]["log_message"] == "cart was ['book']"
+
+
+class RefusesAttributes(Exception):
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{name} is read-only")
+
+
+class SlottedError(ValueError):
+    __slots__ = ("code",)
+
+
+@pytest.mark.parametrize("error_type", [RefusesAttributes, SlottedError])
+def test_exceptions_that_refuse_attributes_are_still_sent_once(inst, error_type):
+    try:
+        raise error_type("odd")
+    except Exception as error:
+        log.exception("first")
+        assert already_captured(error, inst.name)
+        assert inst.capture_exception(error) is None  # already captured by the handler
+        log.error("again", exc_info=True)
+    assert inst._error_tracking_drain(5.0)
+    assert [e["properties"]["$exception_list"][0]["type"] for e in exception_events(inst)] == [
+        error_type.__name__
+    ]
+
+
+def test_rate_limited_drops_are_logged_with_the_exception_type_name(instance_name, caplog):
+    instance = phactor.start(instance_name, test_mode=True, exception_rate_limit_burst=1)
+    try:
+        with caplog.at_level(logging.WARNING, logger="phactor"):
+            log_failures("limited", 3)
+        assert instance.stats()["dropped"]["rate_limited"] == 2
+        drops = [r.getMessage() for r in caplog.records if "rate_limited" in r.getMessage()]
+        assert drops, "the first drop of a reason is always logged"
+        assert all("builtins.ValueError" in m for m in drops)
+    finally:
+        instance.stop(timeout=5)
+
+
+def test_key_name_of_types_and_call_sites():
+    assert key_name(KeyError) == "builtins.KeyError"
+    assert key_name(SlottedError) == f"{__name__}.SlottedError"
+    assert key_name(("app.orders", "checkout")) == "('app.orders', 'checkout')"
+
+
+def test_token_buckets_under_concurrent_new_keys_never_fail():
+    # Keys are added without a lock while another thread may be replacing the table (max_keys
+    # is small, so that happens constantly). Nothing may raise, and a fresh key always starts
+    # with a full bucket.
+    buckets = TokenBuckets(5, 0.0, max_keys=200)
+    errors: list[BaseException] = []
+    refused = [0]
+    start = threading.Barrier(4)
+    # Switch threads as often as possible, so that adds land in the middle of a replacement.
+    switch_before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+
+    def hammer(n: int) -> None:
+        try:
+            start.wait()
+            for i in range(20_000):
+                if not buckets.allow((n, i)):
+                    refused[0] += 1
+        except BaseException as e:  # pragma: no cover - the failure this test looks for
+            errors.append(e)
+
+    threads = [threading.Thread(target=hammer, args=(n,)) for n in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(switch_before)
+    assert errors == []
+    assert refused[0] == 0
+    assert len(buckets._buckets) <= 200 + 4  # bounded (a racing add may land just past a reset)
+
+
+def test_token_buckets_replacement_tolerates_an_add_in_the_middle():
+    # Deterministic version of the race above: while the full table is being replaced, another
+    # thread adds a bucket (the unlocked `setdefault` in `allow`). The replacement must neither
+    # fail nor keep a half-read table.
+    class RacingBuckets(TokenBuckets):
+        adds = 0
+
+        @property  # read once per bucket while the table is replaced
+        def per_second(self) -> float:
+            if self._lock.locked() and self.adds < 3:
+                self.adds += 1
+                self._buckets.setdefault(("racer", self.adds), [self.burst, 0.0])
+            return 0.0
+
+        @per_second.setter
+        def per_second(self, value: float) -> None:
+            pass
+
+    now = [0.0]
+    buckets = RacingBuckets(2, 0.0, clock=lambda: now[0], max_keys=4)
+    for key in "abcd":
+        assert buckets.allow(key)
+    assert buckets.allow("e")  # the table is full: replaced while "racers" are added
+    assert buckets.adds == 3
+    assert buckets.allow("a")  # a fresh bucket after the reset
