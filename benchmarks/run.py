@@ -50,6 +50,7 @@ class Sizes:
     outage_n: int
     flag_samples: int
     error_samples: int
+    error_log_samples: int
     start_instances: int
     child_timeout: float
 
@@ -63,6 +64,7 @@ FULL = Sizes(
     outage_n=1_000_000,
     flag_samples=5_000,
     error_samples=2_000,
+    error_log_samples=6_000,
     start_instances=5,
     child_timeout=900,
 )
@@ -75,6 +77,7 @@ QUICK = Sizes(
     outage_n=5_000,
     flag_samples=200,
     error_samples=40,
+    error_log_samples=80,
     start_instances=2,
     child_timeout=60,
 )
@@ -89,7 +92,10 @@ def case_plan(sizes: Sizes, down: str) -> dict[str, tuple[str, dict[str, Any]]]:
         "throughput_gzip": ("throughput", {"n": sizes.throughput_n, "gzip": True}),
         "outage": ("outage", {"n": sizes.outage_n, "down_url": down, "stop_timeout": 2.0}),
         "flags": ("flags", {"samples": sizes.flag_samples}),
-        "errors": ("errors", {"samples": sizes.error_samples}),
+        "errors": (
+            "errors",
+            {"samples": sizes.error_samples, "log_samples": sizes.error_log_samples},
+        ),
         "start": ("start", {"instances": sizes.start_instances}),
     }
 
@@ -316,6 +322,13 @@ FIGURES = [
     ),
     Figure("log_exception_base", "log.exception, no handler", "µs", "errors", "baseline.median_us"),
     Figure(
+        "log_exception_detached",
+        "log.exception, handler detached, 1 type",
+        "µs",
+        "errors",
+        "with_handler.detached.median_us",
+    ),
+    Figure(
         "log_exception_handler",
         "log.exception, with handler, 1 type",
         "µs",
@@ -328,6 +341,13 @@ FIGURES = [
         "",
         "errors",
         "with_handler.delivered_of_calls",
+    ),
+    Figure(
+        "log_exception_detached_distinct",
+        "log.exception, handler detached, distinct types",
+        "µs",
+        "errors",
+        "with_handler_distinct.detached.median_us",
     ),
     Figure(
         "log_exception_handler_distinct",
@@ -407,6 +427,7 @@ def compute_figures(cases: dict[str, dict[str, list[dict[str, Any]]]]) -> list[d
             }
         )
     rows.extend(outage_checks(cases))
+    rows.extend(error_checks(cases))
     rows.append(flags_agreement(cases))
     return rows
 
@@ -476,6 +497,34 @@ def outage_checks(cases: dict[str, dict[str, list[dict[str, Any]]]]) -> list[dic
         else ph[0]["rss_growth_mib"] <= bound["phactor"]
     )
     return [flat, windows, bound, drops]
+
+
+def error_checks(cases: dict[str, dict[str, list[dict[str, Any]]]]) -> list[dict[str, Any]]:
+    """Issue 5's bound: log.exception with the handler <= 2x the same call without it.
+
+    Judged per client on the interleaved blocks of one process (attached median / detached
+    median), median over rounds; posthog has no logging handler, so its cells stay empty.
+    """
+    rows = []
+    for section, label in (
+        ("with_handler", "log.exception with / without handler, 1 type"),
+        ("with_handler_distinct", "log.exception with / without handler, distinct types"),
+    ):
+        row: dict[str, Any] = {
+            "id": f"log_exception_ratio_{section}",
+            "unit": "x",
+            "better": "lower",
+            "label": label,
+            "target": "phactor <= 2",
+            "ratio": None,
+        }
+        for client in CLIENTS:
+            value = median_over_rounds(cases.get("errors", {}).get(client, []), f"{section}.ratio")
+            row[client] = value if isinstance(value, float) else None
+        ph = row.get("phactor")
+        row["target_met"] = None if ph is None else ph <= 2.0
+        rows.append(row)
+    return rows
 
 
 def flags_agreement(cases: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any]:

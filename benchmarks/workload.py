@@ -438,9 +438,9 @@ def _raise_nested(depth: int, exc_type: type[Exception] = ValueError) -> None:
     _raise_nested(depth - 1, exc_type)
 
 
-def _exception_types(count: int) -> list[type[Exception]]:
+def _exception_types(count: int, batch: int = 0) -> list[type[Exception]]:
     """Distinct exception classes: a client that rate-limits per type captures every one."""
-    return [type(f"CheckoutError{i}", (ValueError,), {}) for i in range(count)]
+    return [type(f"CheckoutError{batch}_{i}", (ValueError,), {}) for i in range(count)]
 
 
 def settled_count(
@@ -469,42 +469,46 @@ def settled_count(
 def case_errors(client: BenchClient, sink: str, params: dict[str, Any]) -> dict[str, Any]:
     """`log.exception` cost without and with the client's error tracking, and capture_exception.
 
+    "baseline" is `log.exception` before the client starts (the row compared across clients).
+    The handler's own cost is then measured in the same process, in alternating blocks: a block
+    of calls with the client's logging handlers detached from the root logger, then a block with
+    them attached, and so on. Every pair shares the same moment of the run, so a machine that
+    speeds up or slows down (frequency scaling, neighbours on a shared VM) moves both sides
+    alike. Before each detached block the client is flushed, so background work caused by the
+    attached block (building and sending events) never runs during a detached one; during an
+    attached block nothing is flushed, so whatever the client does in the background while the
+    app logs is part of what the attached block costs.
+
     Each is measured with one exception type repeated (what a failing endpoint produces; a
     client may rate-limit it) and with a distinct type per call (every one captured), and the
     events each part delivered to the sink are recorded next to its timing.
     """
     samples_n = int(params["samples"])
+    log_samples = int(params.get("log_samples", samples_n))
+    block = max(1, min(int(params.get("block", 1000)), log_samples // 2))
+    pairs = max(2, log_samples // block)
     warm = min(100, samples_n)
     # The app has logging configured (a handler on root) so that the baseline does not pay for
     # Python's last-resort stderr handler.
-    logging.getLogger().addHandler(logging.NullHandler())
+    root = logging.getLogger()
+    root.addHandler(logging.NullHandler())
     log = logging.getLogger("app.checkout")
     clock = time.perf_counter_ns
     key = run_key(client, "errors")
-    started = False
+    type_ids = iter(range(10**9))
 
-    def measure(call: Callable[[Exception, int], Any], distinct: bool) -> dict[str, Any]:
-        types = _exception_types(samples_n + warm) if distinct else [ValueError]
-        before = remote_counts(sink, key)["events"] if started else 0
+    def run_block(call: Callable[[Exception, int], Any], n: int, distinct: bool) -> list[int]:
+        types = _exception_types(n, next(type_ids)) if distinct else [ValueError]
         out = []
-        for i in range(samples_n + warm):
+        for i in range(n):
             try:
                 _raise_nested(8, types[i % len(types)])
             except ValueError as e:
                 t0 = clock()
                 call(e, i)
                 dt = clock() - t0
-            if i >= warm:
-                out.append(dt)
-            if started and i % 200 == 199:
-                client.flush(30)
-        summary: dict[str, Any] = summarize_ns(out)
-        if started:
-            client.flush(30)
-            summary["delivered"] = settled_count(sink, key, lambda: client.flush(30)) - before
-            summary["calls"] = samples_n + warm
-            summary["delivered_of_calls"] = f"{summary['delivered']} of {summary['calls']}"
-        return summary
+            out.append(dt)
+        return out
 
     def log_exception(e: Exception, i: int) -> None:
         log.exception("checkout failed for order %d", i)
@@ -512,18 +516,58 @@ def case_errors(client: BenchClient, sink: str, params: dict[str, Any]) -> dict[
     def capture_exception(e: Exception, i: int) -> None:
         client.capture_exception(e, f"user-{i % 1000}")
 
-    result: dict[str, Any] = {"baseline": measure(log_exception, distinct=False)}
+    def delivered(summary: dict[str, Any], before: int, calls: int) -> None:
+        client.flush(30)
+        summary["delivered"] = settled_count(sink, key, lambda: client.flush(30)) - before
+        summary["calls"] = calls
+        summary["delivered_of_calls"] = f"{summary['delivered']} of {calls}"
+
+    def interleaved(handlers: list[logging.Handler], distinct: bool) -> dict[str, Any]:
+        before = remote_counts(sink, key)["events"]
+        attached: list[int] = []
+        detached: list[int] = []
+        for h in handlers:
+            root.removeHandler(h)
+        run_block(log_exception, warm, distinct)
+        for _ in range(pairs):
+            client.flush(30)  # the attached block's background work ends before this block
+            detached.extend(run_block(log_exception, block, distinct))
+            for h in handlers:
+                root.addHandler(h)
+            attached.extend(run_block(log_exception, block, distinct))
+            for h in handlers:
+                root.removeHandler(h)
+        for h in handlers:
+            root.addHandler(h)
+        summary: dict[str, Any] = summarize_ns(attached)
+        summary["detached"] = summarize_ns(detached)
+        summary["ratio"] = summary["median_us"] / summary["detached"]["median_us"]
+        summary["pairs"] = pairs
+        summary["block"] = block
+        delivered(summary, before, pairs * block)
+        return summary
+
+    baseline = run_block(log_exception, warm + samples_n, distinct=False)
+    result: dict[str, Any] = {"baseline": summarize_ns(baseline[warm:])}
+    handlers_before = list(root.handlers)
     client.start(sink, key, flush_at=FLUSH_AT, error_tracking=True)
-    started = True
     if client.error_handler_installed():
-        result["with_handler"] = measure(log_exception, distinct=False)
-        result["with_handler_distinct"] = measure(log_exception, distinct=True)
+        handlers = [h for h in root.handlers if h not in handlers_before]
+        result["with_handler"] = interleaved(handlers, distinct=False)
+        result["with_handler_distinct"] = interleaved(handlers, distinct=True)
     else:
         na = {"na": f"{client.name} does not capture log.exception"}
         result["with_handler"] = result["with_handler_distinct"] = na
     for name, distinct in (("capture_exception", False), ("capture_exception_distinct", True)):
         try:
-            result[name] = measure(capture_exception, distinct=distinct)
+            before = remote_counts(sink, key)["events"]
+            out: list[int] = []
+            for start in range(0, warm + samples_n, 200):
+                out.extend(run_block(capture_exception, min(200, warm + samples_n - start), distinct))
+                client.flush(30)
+            summary = summarize_ns(out[warm:])
+            delivered(summary, before, len(out))
+            result[name] = summary
         except NotAvailable as e:
             result[name] = {"na": str(e)}
     result["sink_events"] = remote_counts(sink, key)["events"]

@@ -52,6 +52,9 @@ def test_quick_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
         "flags_single",
         "flags_snapshot",
         "log_exception_handler",
+        "log_exception_detached",
+        "log_exception_ratio_with_handler",
+        "log_exception_ratio_with_handler_distinct",
     }
     for f in data["figures"]:
         assert set(f) >= {"label", "unit", "phactor", "posthog", "ratio", "target", "target_met"}
