@@ -29,6 +29,7 @@ __all__ = [
     "format_timestamp",
     "json_safe",
     "new_uuid",
+    "new_uuid4",
     "normalize_uuid",
     "now_iso",
 ]
@@ -51,6 +52,13 @@ def new_uuid() -> str:
         | (0b10 << 62)
         | (rand & 0x3FFF_FFFF_FFFF_FFFF)
     )
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def new_uuid4() -> str:
+    """A random UUIDv4 string (an id that must not reveal when it was made, unlike `new_uuid`)."""
+    value = (random.getrandbits(128) & ~(0xF << 76) & ~(0b11 << 62)) | (0x4 << 76) | (0b10 << 62)
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 

@@ -218,7 +218,7 @@ def test_without_a_distinct_id_each_event_gets_a_fresh_uuid(inst):
     ids = [e["distinct_id"] for e in exception_events(inst)]
     assert len(set(ids)) == 2
     for value in ids:
-        uuid.UUID(value)
+        assert uuid.UUID(value).version == 4
 
 
 def test_global_properties_apply_and_extras_can_carry_the_distinct_id(instance_name):

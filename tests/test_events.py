@@ -36,6 +36,17 @@ def test_new_uuid_is_v7_and_time_ordered() -> None:
     assert prefixes == sorted(prefixes)
 
 
+def test_new_uuid4_is_random_v4() -> None:
+    ids = [ev.new_uuid4() for _ in range(500)]
+    assert len(set(ids)) == 500
+    for value in ids:
+        parsed = uuid_module.UUID(value)
+        assert (parsed.version, parsed.variant) == (4, uuid_module.RFC_4122)
+        assert str(parsed) == value
+    # Random, not time-ordered: the leading digits of consecutive ids do not follow each other.
+    assert len({v[:4] for v in ids}) > 100
+
+
 def test_now_iso_is_utc_with_milliseconds() -> None:
     assert ISO_MS.match(ev.now_iso())
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import threading
-import uuid as uuid_module
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +34,7 @@ from phactor.errortracking.handler import (
     Wake,
     as_snapshot,
 )
+from phactor.events import new_uuid4
 from phactor.supervisor import SupervisedActor
 from phactor.timer import scheduler
 
@@ -129,7 +129,7 @@ class ExceptionEventBuilder:
             distinct_id = props.pop("distinct_id", None)
         if distinct_id is None or distinct_id == "":
             # Nobody known: a fresh id, and no person profile (as PostHog's SDKs do).
-            distinct_id = str(uuid_module.uuid4())
+            distinct_id = new_uuid4()
             props["$process_person_profile"] = False
         props.pop("distinct_id", None)
         return str(distinct_id), props

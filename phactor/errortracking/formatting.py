@@ -62,6 +62,7 @@ MAX_SOURCE_FILE_BYTES = 1024 * 1024
 
 _EXTERNAL_PATH_RE = re.compile(r"[\\/](?:site|dist)-packages[\\/]")
 _HIDE_FLAGS = ("__tracebackhide__", "__traceback_hide__")
+_HIDE_FLAG_SET = frozenset(_HIDE_FLAGS)
 
 _LEVELS = {
     "fatal": "fatal",
@@ -277,7 +278,7 @@ def _frame_filename(module: str | None, abs_path: str) -> str:
 def _is_hidden(frame: types.FrameType) -> bool:
     # Reading f_locals copies a frame's locals, so only frames whose code declares the flag pay.
     code = frame.f_code
-    if not any(flag in code.co_varnames for flag in _HIDE_FLAGS):
+    if _HIDE_FLAG_SET.isdisjoint(code.co_varnames):
         return False
     try:
         local_vars = frame.f_locals
