@@ -15,8 +15,15 @@ __all__ = ["ThreadFlags", "flags", "inside_phactor"]
 
 
 class ThreadFlags(threading.local):
-    # Class defaults: a missing attribute would cost an AttributeError on every record.
-    inside = False
+    """Per-thread flags read by the logging handler on every record (class defaults: a missing
+    attribute would cost an AttributeError each time).
+
+    `inside` is None until the handler has classified the thread: then True on one of
+    phactor's own threads (for good) and False on an app thread, set to True while it runs
+    phactor code. One read answers "capture nothing here?" on the hot path.
+    """
+
+    inside: bool | None = None
     phactor_thread: bool | None = None
 
 

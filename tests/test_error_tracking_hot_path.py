@@ -21,7 +21,7 @@ from conftest import wait_until
 import phactor
 import phactor.testing
 from phactor.errortracking import TokenBuckets
-from phactor.errortracking.handler import already_captured, key_name
+from phactor.errortracking.handler import already_captured, key_name, record_message
 
 log = logging.getLogger("app.hotpath")
 
@@ -36,8 +36,9 @@ def inst(instance_name: str) -> Iterator[phactor.Instance]:
         instance.stop(timeout=5)
 
 
-def exception_events(instance: phactor.Instance) -> list[dict[str, Any]]:
-    return [e for e in phactor.testing.events(instance.name) if e["event"] == "$exception"]
+def exception_events(instance: phactor.Instance, *, flush: bool = True) -> list[dict[str, Any]]:
+    events = phactor.testing.events(instance.name, flush=flush)
+    return [e for e in events if e["event"] == "$exception"]
 
 
 def log_failures(prefix: str, count: int) -> None:
@@ -69,16 +70,21 @@ def test_records_from_many_threads_in_bursts_all_become_events(inst):
 
 def test_the_actor_stops_waking_itself_after_a_burst_and_wakes_again_for_a_new_record(inst):
     intake = inst.__dict__["_error_intake"]
+
+    def unflushed() -> list[dict[str, Any]]:
+        return exception_events(inst, flush=False)
+
     log_failures("burst", 200)
-    # The actor drains on its own (no flush): every record becomes an event, then it goes idle.
-    assert wait_until(lambda: len(exception_events(inst)) == 200, timeout=10)
+    # The actor drains on its own (nothing flushes): every record becomes an event, then it
+    # goes idle.
+    assert wait_until(lambda: len(unflushed()) == 200, timeout=10)
     assert wait_until(lambda: not intake.wake_sent, timeout=5)
     assert not intake.pending
 
     # Idle: a single record wakes it again, still without any flush.
     log_failures("after-idle", 1)
-    assert wait_until(lambda: len(exception_events(inst)) == 201, timeout=5)
-    assert exception_events(inst)[-1]["properties"]["log_message"] == "failure after-idle 0"
+    assert wait_until(lambda: len(unflushed()) == 201, timeout=5)
+    assert unflushed()[-1]["properties"]["log_message"] == "failure after-idle 0"
 
 
 def test_the_message_is_formatted_on_the_logging_thread(inst):
@@ -92,6 +98,49 @@ def test_the_message_is_formatted_on_the_logging_thread(inst):
     assert inst._error_tracking_drain(5.0)
     [event] = exception_events(inst)
     assert event["properties"]["log_message"] == "cart was ['book']"
+
+
+@pytest.mark.parametrize(
+    ("msg", "args", "expected"),
+    [
+        ("plain %s and %d", ("text", 7), "plain text and 7"),  # formatted by the actor
+        ("no args at all", (), "no args at all"),
+        ("mapping %(a)s", ({"a": "b"},), "mapping b"),  # not plain: formatted at once
+    ],
+)
+def test_log_message_is_the_records_message(inst, msg, args, expected):
+    try:
+        raise ValueError("x")
+    except ValueError:
+        log.exception(msg, *args)
+    assert inst._error_tracking_drain(5.0)
+    [event] = exception_events(inst)
+    assert event["properties"]["log_message"] == expected
+
+
+def test_record_message_of_a_records_dict():
+    assert record_message({"msg": "a %s", "args": ("b",)}) == "a b"
+    assert record_message({"msg": "100%", "args": ()}) == "100%"  # no args: not formatted
+    assert record_message({"msg": "bad %d", "args": ("x",)}) == "bad %d"  # fails: raw message
+    assert record_message({"msg": 42, "args": None}) == "42"
+
+
+def test_a_message_object_is_formatted_on_the_logging_thread(inst):
+    class Changing:
+        text = "before"
+
+        def __str__(self) -> str:
+            return self.text
+
+    message = Changing()
+    try:
+        raise ValueError("x")
+    except ValueError:
+        log.exception(message)
+    message.text = "after"
+    assert inst._error_tracking_drain(5.0)
+    [event] = exception_events(inst)
+    assert event["properties"]["log_message"] == "before"
 
 
 class RefusesAttributes(Exception):

@@ -38,13 +38,18 @@ from phactor.events import new_uuid4
 from phactor.supervisor import SupervisedActor
 from phactor.timer import scheduler
 
-__all__ = ["Drain", "ExceptionEventBuilder", "LoggerHandler"]
+__all__ = ["SELF_WAKE", "Drain", "ExceptionEventBuilder", "LoggerHandler"]
 
 #: Source files whose lines the LoggerHandler keeps for context lines.
 SOURCE_CACHE_FILES = 64
 
 # The `_capture` signature of Instance, bound to one instance.
 CaptureFn = Callable[..., str | None]
+
+
+#: The Wake the LoggerHandler sends itself after `LINGER_SECONDS` (told apart by identity, so
+#: that one chain of self-wakes runs at a time).
+SELF_WAKE = Wake()
 
 
 @dataclass(frozen=True)
@@ -209,6 +214,9 @@ class LoggerHandler(SupervisedActor):
         self.builder = ExceptionEventBuilder(self.instance_name, self.config, self.capture)
         intake = self.intake
         intake.actor_thread = threading.get_ident()
+        # Published before the first drain: a thread that reads the old ref appended its
+        # record before this, so the drain below finds it (see `Intake.hand_off`).
+        intake.actor_ref = self.actor_ref
         # A predecessor may have died with snapshots pending and its wake-up lost.
         intake.wake_sent = True
         self.actor_ref.tell(WAKE)
@@ -235,7 +243,8 @@ class LoggerHandler(SupervisedActor):
 
     def handle(self, message: Any) -> Any:
         if isinstance(message, Wake):
-            self._linger = None
+            if message is SELF_WAKE:
+                self._linger = None
             if self.drain_pending():
                 self._wake_later()
                 return None
@@ -257,11 +266,13 @@ class LoggerHandler(SupervisedActor):
         return None
 
     def _wake_later(self) -> None:
+        if self._linger is not None:
+            return  # already due (a Wake from a logging thread came in between)
         ref = self.actor_ref
 
         def wake() -> None:
             try:
-                ref.tell(WAKE)
+                ref.tell(SELF_WAKE)
             except pykka.ActorDeadError:
                 pass  # this incarnation is gone; its successor wakes itself at start
 

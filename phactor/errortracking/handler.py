@@ -24,6 +24,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -61,6 +62,7 @@ __all__ = [
     "key_name",
     "mark_captured",
     "on_phactor_thread",
+    "record_message",
 ]
 
 #: Captures of one exception type allowed at once (the bucket size); the default of the config
@@ -78,7 +80,7 @@ CAPTURE_MESSAGES_DEFAULT = False
 HOOK_WAIT_SECONDS = 2.0
 #: Once woken, the LoggerHandler looks at `Intake.pending` again after this long, for as long as
 #: it finds records there: during a burst the logging threads never have to wake it.
-LINGER_SECONDS = 0.02
+LINGER_SECONDS = 0.005
 
 _MARK = "__phactor_captured__"
 
@@ -90,6 +92,12 @@ _HOOKS_LOCK = threading.Lock()
 def _new_hooks_lock_after_fork() -> None:
     global _HOOKS_LOCK
     _HOOKS_LOCK = threading.Lock()  # another thread may have held it at fork time
+    for intake in list(_INTAKES):
+        intake._after_fork_in_child()
+
+
+# Every Intake, so that a forked child can forget the records its parent handed off.
+_INTAKES: weakref.WeakSet[Intake] = weakref.WeakSet()
 
 
 if hasattr(os, "register_at_fork"):
@@ -288,9 +296,10 @@ class Snapshot:
 
 
 #: What the logging handler leaves in `Intake.pending`: (exception, message, a copy of the
-#: record's dict, the thread's context). The actor makes it a Snapshot (`as_snapshot`); other
-#: sources leave Snapshots.
-RecordItem = tuple[BaseException | None, str, dict[str, Any], ContextState]
+#: record's dict, the thread's context); message None when the actor may format it itself
+#: (a str message with immutable scalar arguments). The actor makes it a Snapshot
+#: (`as_snapshot`); other sources leave Snapshots.
+RecordItem = tuple[BaseException | None, str | None, dict[str, Any], ContextState]
 Pending = Snapshot | RecordItem
 
 
@@ -299,6 +308,8 @@ def as_snapshot(item: Pending) -> Snapshot:
     if isinstance(item, Snapshot):
         return item
     exc, message, record, state = item
+    if message is None:
+        message = record_message(record)
     created = record.get("created")
     return Snapshot(
         "logging",
@@ -311,6 +322,14 @@ def as_snapshot(item: Pending) -> Snapshot:
         message=message,
         record=record,
     )
+
+
+def _type_key(cls: type) -> str:
+    # By name, not by class object: a class statement run per call (a retry helper, an error
+    # factory) makes a new class each time, and a flood of it must share one bucket (the
+    # limiter would also keep those classes alive). Both reads go through `type`'s own
+    # descriptors, so a new class costs no lookup through its MRO.
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def key_name(key: Any) -> str:
@@ -347,7 +366,20 @@ class Intake:
         self.sys_hook: ChainedHook | None = None
         self.thread_hook: ChainedHook | None = None
         self.actor_thread: int | None = None  # ident of the LoggerHandler's thread
+        # The running LoggerHandler incarnation, set by itself at start (before it drains).
+        self.actor_ref: pykka.ActorRef[Any] | None = None
         self.fallback: Callable[[Snapshot], str | None] | None = None
+        _INTAKES.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        # Runs inside os.fork(), before any thread of the child can hand off: the records in
+        # `pending` belong to the parent, which still sends them (the child would send them
+        # twice); the actor that was due to drain them, and its ref, stayed in the parent.
+        self.pending.clear()
+        self.wake_sent = False
+        self.actor_ref = None
+        self.actor_thread = None
+        self.limiter._lock = threading.Lock()  # another thread may have held it at fork time
 
     # -- install ------------------------------------------------------------------------------
 
@@ -459,7 +491,7 @@ class Intake:
     # -- hand-off -----------------------------------------------------------------------------
 
     def admit(self, key: Any) -> bool:
-        """Take a rate-limit token for `key` (an exception type or a call site); counts drops."""
+        """Take a rate-limit token for `key` (a type name or a call site); counts drops."""
         if self.limiter.allow(key):
             return True
         inst = self.instance
@@ -481,7 +513,11 @@ class Intake:
             inst._restart_after_fork()
         if not admitted:
             exc = snapshot.exc
-            key = type(exc) if exc is not None else (snapshot.logger_name, snapshot.function)
+            key = (
+                _type_key(type(exc))
+                if exc is not None
+                else (snapshot.logger_name, snapshot.function)
+            )
             if not self.admit(key):
                 return None
         if wait is None:
@@ -516,8 +552,16 @@ class Intake:
         pending.append(item)
         if not self.wake_sent:
             self.wake_sent = True
-            if not inst._registry.tell("logger_handler", WAKE):
-                self.wake_sent = False  # not running: a restarted actor drains at start
+            # The incarnation's own ref, not the registry's: a restarted actor drains (and
+            # lowers the flag) before the Supervisor registers it, and a wake-up sent to "not
+            # registered" in between would be lost with the record.
+            ref = self.actor_ref
+            try:
+                if ref is None:
+                    raise pykka.ActorDeadError("not started")
+                ref.tell(WAKE)
+            except pykka.ActorDeadError:
+                self.wake_sent = False  # not running: the next incarnation drains at start
 
     def _build_here(self, snapshot: Snapshot) -> str | None:
         fallback = self.fallback
@@ -558,27 +602,31 @@ class CaptureHandler(logging.Handler):
         if exc is None and not intake.capture_messages:
             return
         flags = _local
-        if flags.inside:
-            return
-        ours = flags.phactor_thread
-        if ours is None:
-            ours = on_phactor_thread()
-        if ours or is_guarded_logger(record.name):
+        skip = flags.inside
+        if skip is None:  # first record on this thread: is it one of ours?
+            skip = flags.inside = on_phactor_thread()
+        if skip or is_guarded_logger(record.name):
             return
         flags.inside = True
         try:
             if exc is not None:
                 if not mark_captured(exc, intake.name):
                     return
-                key: Any = type(exc)
+                key: Any = _type_key(type(exc))
             else:
                 key = (record.name, record.funcName)
             if not intake.admit(key):
                 return
-            try:
-                message = record.getMessage()
-            except Exception:
-                message = _safe_str(record.msg)
+            msg, args = record.msg, record.args
+            if type(msg) is str and (not args or (type(args) is tuple and _plain(args))):
+                # Formatting later gives the same text (immutable parts): the actor does it.
+                message = None
+            else:
+                # The arguments may change once the call returns: format them now.
+                try:
+                    message = record.getMessage()
+                except Exception:
+                    message = _safe_str(msg)
             # The rest of the record (its fields, `extra=`) is sorted out by the actor.
             intake.hand_off(
                 (exc, message, record.__dict__.copy(), intake.instance._context.current())
@@ -587,6 +635,28 @@ class CaptureHandler(logging.Handler):
             pass  # logging must never fail because of us
         finally:
             flags.inside = False
+
+
+_PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
+
+
+def _plain(args: tuple[Any, ...]) -> bool:
+    """True when every argument is an immutable scalar (its `%` text can never change)."""
+    for arg in args:  # noqa: SIM110 - a plain loop: all() with a generator costs 2x here
+        if type(arg) not in _PLAIN_TYPES:
+            return False
+    return True
+
+
+def record_message(record: Mapping[str, Any]) -> str:
+    """`LogRecord.getMessage()` of a record's dict (copy); never raises."""
+    msg = record.get("msg")
+    try:
+        text = str(msg)
+        args = record.get("args")
+        return text % args if args else text
+    except Exception:
+        return _safe_str(msg)
 
 
 def _safe_str(value: object) -> str:

@@ -85,7 +85,9 @@ class ErrorTrackingMethods:
         intake: Intake | None = inst.__dict__.get("_error_intake")
         if intake is None:
             return True
-        ref = inst._registry.get("logger_handler")
+        # A restarted LoggerHandler drains before the Supervisor registers it: its own ref
+        # (published at its start) covers that gap.
+        ref = inst._registry.get("logger_handler") or intake.actor_ref
         if ref is None:
             return True
         if threading.get_ident() == intake.actor_thread:
