@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -158,8 +159,9 @@ def test_exceptions_that_refuse_attributes_are_still_sent_once(inst, error_type)
         raise error_type("odd")
     except Exception as error:
         log.exception("first")
+        # Marked by the actor (in order: the record first), so capture_exception declines it.
+        assert inst.capture_exception(error) is None
         assert already_captured(error, inst.name)
-        assert inst.capture_exception(error) is None  # already captured by the handler
         log.error("again", exc_info=True)
     assert inst._error_tracking_drain(5.0)
     assert [e["properties"]["$exception_list"][0]["type"] for e in exception_events(inst)] == [
@@ -172,6 +174,7 @@ def test_rate_limited_drops_are_logged_with_the_exception_type_name(instance_nam
     try:
         with caplog.at_level(logging.WARNING, logger="phactor"):
             log_failures("limited", 3)
+            assert instance.flush(timeout=5)  # the actor takes the tokens (and logs drops)
         assert instance.stats()["dropped"]["rate_limited"] == 2
         drops = [r.getMessage() for r in caplog.records if "rate_limited" in r.getMessage()]
         assert drops, "the first drop of a reason is always logged"
@@ -245,3 +248,63 @@ def test_token_buckets_replacement_tolerates_an_add_in_the_middle():
     assert buckets.allow("e")  # the table is full: replaced while "racers" are added
     assert buckets.adds == 3
     assert buckets.allow("a")  # a fresh bucket after the reset
+
+
+def test_a_flood_of_one_type_is_refused_on_the_logging_thread(instance_name):
+    instance = phactor.start(
+        instance_name,
+        test_mode=True,
+        exception_rate_limit_burst=2,
+        exception_rate_limit_per_second=0,
+    )
+    intake = instance.__dict__["_error_intake"]
+    try:
+        log_failures("first", 3)
+        assert instance.flush(timeout=5)  # the actor took both tokens and refused the third
+        assert instance.stats()["dropped"] == {"rate_limited": 1}
+        assert ValueError in intake.refusing
+
+        # From now on the logging thread refuses ValueError itself: with the actor never woken
+        # (a wake-up is pretended to be due), nothing is left for it, and the drop is counted
+        # at once.
+        intake.wake_sent = True
+        log_failures("flood", 5)
+        assert not intake.pending
+        assert instance.stats()["dropped"] == {"rate_limited": 6}
+        # capture_exception of the same type is refused the same way, without asking the actor.
+        assert instance.capture_exception(ValueError("explicit")) is None
+        assert instance.stats()["dropped"] == {"rate_limited": 7}
+        # Another type is still handed over.
+        try:
+            raise KeyError("other")
+        except KeyError:
+            log.exception("other type")
+        assert len(intake.pending) == 1
+        intake.wake_sent = False
+        assert instance.flush(timeout=5)
+        types = [e["properties"]["$exception_list"][0]["type"] for e in exception_events(instance)]
+        assert types == ["ValueError", "ValueError", "KeyError"]
+    finally:
+        instance.stop(timeout=5)
+
+
+def test_refusing_ends_when_the_bucket_has_a_token_again(instance_name):
+    instance = phactor.start(
+        instance_name,
+        test_mode=True,
+        exception_rate_limit_burst=1,
+        exception_rate_limit_per_second=20.0,  # a token every 50 ms
+    )
+    intake = instance.__dict__["_error_intake"]
+    try:
+        log_failures("pair", 2)
+        assert instance.flush(timeout=5)
+        until = intake.refusing[ValueError]
+        assert until > 0
+        assert wait_until(lambda: time.monotonic() >= until, timeout=5)
+        log_failures("later", 1)
+        assert instance.flush(timeout=5)
+        messages = [e["properties"]["log_message"] for e in exception_events(instance)]
+        assert messages == ["failure pair 0", "failure later 0"]
+    finally:
+        instance.stop(timeout=5)

@@ -260,6 +260,8 @@ class LoggerHandler(SupervisedActor):
         self.drain_pending()
         if isinstance(message, Snapshot):
             assert self.builder is not None
+            if not self.intake.accept(message):
+                return None
             return self.builder.queue(message)
         if isinstance(message, Drain):
             return True
@@ -282,7 +284,8 @@ class LoggerHandler(SupervisedActor):
         """Queue every pending record's event; how many there were."""
         builder = self.builder
         assert builder is not None
-        pending = self.intake.pending
+        intake = self.intake
+        pending = intake.pending
         count = 0
         while pending:
             try:
@@ -290,5 +293,7 @@ class LoggerHandler(SupervisedActor):
             except IndexError:
                 break
             count += 1
-            builder.queue(as_snapshot(item))
+            snapshot = as_snapshot(item)
+            if intake.accept(snapshot):
+                builder.queue(snapshot)
         return count

@@ -222,6 +222,18 @@ class TokenBuckets:
         bucket[0] = tokens
         return False
 
+    def next_token_in(self, key: Any) -> float:
+        """Seconds until `key`'s bucket has a token again (0 when it has one; inf: never)."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return 0.0
+        tokens = bucket[0] + max(0.0, self.clock() - bucket[1]) * self.per_second
+        if tokens >= 1.0:
+            return 0.0
+        if self.per_second <= 0.0:
+            return float("inf")
+        return (1.0 - tokens) / self.per_second
+
     def _forget_full(self, now: float) -> None:
         # Under the lock. Replaced, not mutated: `allow` reads and adds without the lock (so
         # the items are copied in one C-level step before they are looked at).
@@ -359,6 +371,9 @@ class Intake:
             config.exception_rate_limit_per_second,
         )
         self.max_backlog = MAX_BACKLOG
+        # Rate-limit keys being refused, and until when (monotonic): written by the actor,
+        # read by the app's threads (see `accept`).
+        self.refusing: dict[Any, float] = {}
         # Snapshots told (not asked) wait here for the actor; deque appends are thread-safe.
         self.pending: deque[Pending] = deque()
         self.wake_sent = False
@@ -421,8 +436,6 @@ class Intake:
     ) -> None:
         if exc is None or isinstance(exc, KeyboardInterrupt) or _guarded(None):
             return
-        if not mark_captured(exc, self.name):
-            return
         snapshot = Snapshot(
             "sys.excepthook",
             exc,
@@ -437,8 +450,6 @@ class Intake:
     def _threading_excepthook(self, args: Any) -> None:
         exc = args.exc_value
         if exc is None or isinstance(exc, SystemExit) or _guarded(None):
-            return
-        if not mark_captured(exc, self.name):
             return
         thread = args.thread
         snapshot = Snapshot(
@@ -470,8 +481,6 @@ class Intake:
             return
         if exc is None:
             return
-        if not mark_captured(exc, self.name):
-            return
         snapshot = Snapshot(
             source,
             exc,
@@ -490,36 +499,68 @@ class Intake:
 
     # -- hand-off -----------------------------------------------------------------------------
 
-    def admit(self, key: Any) -> bool:
-        """Take a rate-limit token for `key` (a type name or a call site); counts drops."""
+    def accept(self, snapshot: Snapshot) -> bool:
+        """Whether `snapshot` becomes an event: the de-duplication mark, then a rate-limit token.
+
+        Run by the LoggerHandler (or, when it is not running, by the thread that builds the
+        event), not by a logging thread: the actor sees every source's snapshots in the order
+        they were handed over (asks drain what was told before them), so the first capture of
+        an exception object wins. When the bucket is empty, the key is noted in `refusing`
+        until its next token, so that the app's threads refuse the rest of a flood themselves
+        (`refused_early`) instead of handing every record over.
+        """
+        exc = snapshot.exc
+        if exc is not None:
+            if not mark_captured(exc, self.name):
+                return False
+            key: Any = _type_key(type(exc))
+            quick_key: Any = type(exc)
+        else:
+            snapshot.expand_record()
+            key = quick_key = (snapshot.logger_name, snapshot.function)
         if self.limiter.allow(key):
             return True
+        refusing = self.refusing
+        if len(refusing) >= self.limiter.max_keys:
+            refusing.clear()  # bounded; a forgotten key is only refused a little later
+        refusing[quick_key] = time.monotonic() + self.limiter.next_token_in(key)
+        self._count_refusal(key)
+        return False
+
+    def refused_early(self, exc: BaseException | None, quick_key: Any) -> bool:
+        """On the app's thread: True when `quick_key` (an exception class, or a call site) is
+        being refused right now; the record is then marked and counted here, not handed over.
+        """
+        until = self.refusing.get(quick_key)
+        if until is None or until <= time.monotonic():
+            return False
+        if exc is not None and not mark_captured(exc, self.name):
+            return True  # already captured: nothing to count
+        self._count_refusal(_type_key(quick_key) if exc is not None else quick_key)
+        return True
+
+    def _count_refusal(self, key: Any) -> None:
         inst = self.instance
         inst._buffer.drop_at_capture("rate_limited")
         if inst._drop_log_due("rate_limited"):
             inst._log_drop("rate_limited", "$exception", key=key_name(key))
-        return False
 
-    def submit(
-        self, snapshot: Snapshot, *, wait: float | None, admitted: bool = False
-    ) -> str | None:
-        """Rate-limit `snapshot` and hand it to the actor; with `wait`, return the event uuid.
+    def submit(self, snapshot: Snapshot, *, wait: float | None) -> str | None:
+        """Hand `snapshot` to the actor; with `wait`, wait for it and return the event uuid.
 
-        Without `wait` the snapshot joins `pending`, and the actor is told only when it may be
-        idle: one wake-up per burst instead of one message (and one thread switch) per record.
+        Without `wait` the snapshot joins `pending` (see `hand_off`). With `wait` it is asked:
+        None when it was not captured (already captured, rate-limited, dropped) or the wait ran
+        out. When the actor is not running, the event is built on this thread.
         """
         inst = self.instance
         if inst._forked:
-            inst._restart_after_fork()
-        if not admitted:
-            exc = snapshot.exc
-            key = (
-                _type_key(type(exc))
-                if exc is not None
-                else (snapshot.logger_name, snapshot.function)
-            )
-            if not self.admit(key):
-                return None
+            with inside_phactor():
+                inst._restart_after_fork()
+        exc = snapshot.exc
+        if self.refused_early(
+            exc, type(exc) if exc is not None else (snapshot.logger_name, snapshot.function)
+        ):
+            return None
         if wait is None:
             self.hand_off(snapshot)
             return None
@@ -543,7 +584,8 @@ class Intake:
         """
         inst = self.instance
         if inst._forked:
-            inst._restart_after_fork()
+            with inside_phactor():  # restarting logs; none of it is the app's error
+                inst._restart_after_fork()
         pending = self.pending
         if len(pending) >= self.max_backlog:
             inst._drop("exception_backlog", "$exception")
@@ -569,6 +611,8 @@ class Intake:
             self.instance._drop("error_tracking_unavailable", "$exception")
             return None
         with inside_phactor():
+            if not self.accept(snapshot):
+                return None
             return fallback(snapshot)
 
 
@@ -593,9 +637,9 @@ class CaptureHandler(logging.Handler):
         return True
 
     def emit(self, record: logging.LogRecord) -> None:
-        # This is all error tracking costs the logging thread: a few attribute reads, the dedup
-        # mark, a rate-limit token, formatting the message, one dict copy and a deque append.
-        # The record is turned into a Snapshot (and then an event) by the actor.
+        # This is all error tracking costs the logging thread: a few attribute reads, the
+        # message when it must be formatted now, one dict copy and a deque append. The
+        # de-duplication mark, the rate limit and everything else happen in the actor.
         exc_info = record.exc_info
         exc = exc_info[1] if exc_info else None
         intake = self.intake
@@ -607,34 +651,31 @@ class CaptureHandler(logging.Handler):
             skip = flags.inside = on_phactor_thread()
         if skip or is_guarded_logger(record.name):
             return
-        flags.inside = True
         try:
-            if exc is not None:
-                if not mark_captured(exc, intake.name):
-                    return
-                key: Any = _type_key(type(exc))
-            else:
-                key = (record.name, record.funcName)
-            if not intake.admit(key):
-                return
+            if intake.refusing and intake.refused_early(
+                exc, type(exc) if exc is not None else (record.name, record.funcName)
+            ):
+                return  # a flood of one type or call site: refused here, without the actor
             msg, args = record.msg, record.args
             if type(msg) is str and (not args or (type(args) is tuple and _plain(args))):
                 # Formatting later gives the same text (immutable parts): the actor does it.
                 message = None
             else:
-                # The arguments may change once the call returns: format them now.
+                # The arguments may change once the call returns: format them now (and a
+                # __str__ that logs must not come back here).
+                flags.inside = True
                 try:
                     message = record.getMessage()
                 except Exception:
                     message = _safe_str(msg)
+                finally:
+                    flags.inside = False
             # The rest of the record (its fields, `extra=`) is sorted out by the actor.
             intake.hand_off(
                 (exc, message, record.__dict__.copy(), intake.instance._context.current())
             )
         except Exception:
             pass  # logging must never fail because of us
-        finally:
-            flags.inside = False
 
 
 _PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})

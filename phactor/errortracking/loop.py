@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from phactor.errortracking.handler import Intake, Snapshot, mark_captured
+from phactor.errortracking.handler import Intake, Snapshot
 
 __all__ = ["instrument_asyncio"]
 
@@ -58,7 +58,7 @@ def _capture(inst: Any, context: dict[str, Any]) -> None:
     exc = context.get("exception")
     if not isinstance(exc, BaseException) or isinstance(exc, asyncio.CancelledError):
         return
-    if inst._disabled or not mark_captured(exc, inst.name):
+    if inst._disabled:
         return
     # The handler runs in the loop's own context, not in the one the failing callback or task
     # ran in (where a request set its distinct_id). Tasks and handles know theirs: public

@@ -141,7 +141,7 @@ def _capture_exception(
 ) -> str | None:
     from phactor.errortracking.actor import ExceptionEventBuilder
     from phactor.errortracking.formatting import traceback_of_caller
-    from phactor.errortracking.handler import Intake, Snapshot, already_captured, mark_captured
+    from phactor.errortracking.handler import Intake, Snapshot
 
     if exc is not None and not isinstance(exc, BaseException):
         raise TypeError(f"exc must be an exception or None, got {type(exc).__name__}")
@@ -153,8 +153,6 @@ def _capture_exception(
         exc = sys.exc_info()[1]
         if exc is None:
             return None
-    if already_captured(exc, inst.name):
-        return None
     synthetic = None
     if exc.__traceback__ is None:
         # skip: this helper and the public function that called it.
@@ -179,5 +177,6 @@ def _capture_exception(
         intake = Intake(inst)
         intake.fallback = ExceptionEventBuilder(inst.name, inst.config, inst._capture).queue
         inst.__dict__["_error_intake_off"] = intake
-    mark_captured(exc, inst.name)
+    # The actor (or, without one, this thread) marks it and takes a rate-limit token, in
+    # order after what was logged before: None when it was already captured.
     return intake.submit(snapshot, wait=_CALL_WAIT_SECONDS)
