@@ -64,7 +64,7 @@ FULL = Sizes(
     outage_n=1_000_000,
     flag_samples=5_000,
     error_samples=2_000,
-    error_log_samples=6_000,
+    error_log_samples=8_000,
     start_instances=5,
     child_timeout=900,
 )
@@ -503,27 +503,36 @@ def error_checks(cases: dict[str, dict[str, list[dict[str, Any]]]]) -> list[dict
     """Issue 5's bound: log.exception with the handler <= 2x the same call without it.
 
     Judged per client on the interleaved blocks of one process (attached median / detached
-    median), median over rounds; posthog has no logging handler, so its cells stay empty.
+    median), median over rounds; posthog has no logging handler, so its cells stay empty. The
+    mean ratio (it includes GIL stalls while the background builds events) and the background
+    time left after the attached blocks are shown next to it, without a target.
     """
     rows = []
-    for section, label in (
-        ("with_handler", "log.exception with / without handler, 1 type"),
-        ("with_handler_distinct", "log.exception with / without handler, distinct types"),
-    ):
-        row: dict[str, Any] = {
-            "id": f"log_exception_ratio_{section}",
-            "unit": "x",
-            "better": "lower",
-            "label": label,
-            "target": "phactor <= 2",
-            "ratio": None,
-        }
-        for client in CLIENTS:
-            value = median_over_rounds(cases.get("errors", {}).get(client, []), f"{section}.ratio")
-            row[client] = value if isinstance(value, float) else None
-        ph = row.get("phactor")
-        row["target_met"] = None if ph is None else ph <= 2.0
-        rows.append(row)
+    for section, kind in (("with_handler", "1 type"), ("with_handler_distinct", "distinct types")):
+        for field, label, target in (
+            ("ratio", f"log.exception with / without handler, {kind}", 2.0),
+            ("mean_ratio", f"  same, ratio of means, {kind}", None),
+            (
+                "loop_wall_us.drain_after_attached",
+                f"  flush after attached blocks, per call, {kind}",
+                None,
+            ),
+        ):
+            row: dict[str, Any] = {
+                "id": f"log_exception_{field.split('.')[-1]}_{section}",
+                "unit": "µs" if field.startswith("loop") else "x",
+                "better": "lower",
+                "label": label,
+                "target": f"phactor <= {target:g}" if target else "",
+                "ratio": None,
+            }
+            for client in CLIENTS:
+                rounds = cases.get("errors", {}).get(client, [])
+                value = median_over_rounds(rounds, f"{section}.{field}")
+                row[client] = value if isinstance(value, float) else None
+            ph = row.get("phactor")
+            row["target_met"] = None if ph is None or target is None else ph <= target
+            rows.append(row)
     return rows
 
 

@@ -54,6 +54,7 @@ def test_quick_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
         "log_exception_handler",
         "log_exception_detached",
         "log_exception_ratio_with_handler",
+        "log_exception_mean_ratio_with_handler_distinct",
         "log_exception_ratio_with_handler_distinct",
     }
     for f in data["figures"]:
