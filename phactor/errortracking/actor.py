@@ -88,16 +88,17 @@ class ExceptionEventBuilder:
                 None,
             )
         except Exception as error:
-            kind = type(error).__name__
-            if kind not in self._failed_kinds:
-                self._failed_kinds.add(kind)
-                self.log.error(
-                    "exception_event_failed",
-                    kind=kind,
-                    error=repr(error)[:500],
-                    source=snapshot.source,
-                )
+            self.failed(error, snapshot.source)
             return None
+
+    def failed(self, error: Exception, source: str | None) -> None:
+        """Log a failure to handle a snapshot, once per kind (the error's type)."""
+        kind = type(error).__name__
+        if kind not in self._failed_kinds:
+            self._failed_kinds.add(kind)
+            self.log.error(
+                "exception_event_failed", kind=kind, error=repr(error)[:500], source=source
+            )
 
     def build(self, snapshot: Snapshot) -> tuple[str, dict[str, Any]]:
         """(distinct_id, properties) of the `$exception` event for `snapshot`.
@@ -260,7 +261,7 @@ class LoggerHandler(SupervisedActor):
         self.drain_pending()
         if isinstance(message, Snapshot):
             assert self.builder is not None
-            if not self.intake.accept(message):
+            if not self.accept(message):
                 return None
             return self.builder.queue(message)
         if isinstance(message, Drain):
@@ -293,7 +294,20 @@ class LoggerHandler(SupervisedActor):
             except IndexError:
                 break
             count += 1
-            snapshot = as_snapshot(item)
-            if intake.accept(snapshot):
+            try:
+                snapshot = as_snapshot(item)
+            except Exception as error:  # never let one odd record crash the actor
+                builder.failed(error, "logging")
+                continue
+            if self.accept(snapshot):
                 builder.queue(snapshot)
         return count
+
+    def accept(self, snapshot: Snapshot) -> bool:
+        """`Intake.accept`, whose failure (an odd record or exception) only skips the snapshot."""
+        try:
+            return self.intake.accept(snapshot)
+        except Exception as error:
+            assert self.builder is not None
+            self.builder.failed(error, snapshot.source)
+            return False

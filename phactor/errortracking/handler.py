@@ -303,7 +303,12 @@ class Snapshot:
         self.pathname = get("pathname")
         self.lineno = get("lineno")
         self.thread_name = get("threadName")
-        extras = {k: v for k, v in record.items() if k not in _RECORD_FIELDS and k[:1] != "_"}
+        # `extra=` may carry keys that are not strings: they cannot be property names.
+        extras = {
+            k: v
+            for k, v in record.items()
+            if type(k) is str and k not in _RECORD_FIELDS and k[:1] != "_"
+        }
         self.extras = extras or None
 
 
@@ -518,12 +523,17 @@ class Intake:
         else:
             snapshot.expand_record()
             key = quick_key = (snapshot.logger_name, snapshot.function)
-        if self.limiter.allow(key):
+        limiter = self.limiter
+        if limiter.allow(key):
             return True
         refusing = self.refusing
-        if len(refusing) >= self.limiter.max_keys:
+        if len(refusing) >= limiter.max_keys:
             refusing.clear()  # bounded; a forgotten key is only refused a little later
-        refusing[quick_key] = time.monotonic() + self.limiter.next_token_in(key)
+        try:
+            # On the limiter's clock (injectable), as `refused_early` reads it.
+            refusing[quick_key] = limiter.clock() + limiter.next_token_in(key)
+        except TypeError:
+            pass  # a class whose metaclass makes it unhashable: refused by the actor only
         self._count_refusal(key)
         return False
 
@@ -531,8 +541,11 @@ class Intake:
         """On the app's thread: True when `quick_key` (an exception class, or a call site) is
         being refused right now; the record is then marked and counted here, not handed over.
         """
-        until = self.refusing.get(quick_key)
-        if until is None or until <= time.monotonic():
+        try:
+            until = self.refusing.get(quick_key)
+        except TypeError:  # an unhashable class (its metaclass defines __eq__ only)
+            return False
+        if until is None or until <= self.limiter.clock():
             return False
         if exc is not None and not mark_captured(exc, self.name):
             return True  # already captured: nothing to count
@@ -657,7 +670,11 @@ class CaptureHandler(logging.Handler):
             ):
                 return  # a flood of one type or call site: refused here, without the actor
             msg, args = record.msg, record.args
-            if type(msg) is str and (not args or (type(args) is tuple and _plain(args))):
+            if (
+                type(msg) is str
+                and (not args or (type(args) is tuple and _plain(args)))
+                and type(record).getMessage is _GET_MESSAGE
+            ):
                 # Formatting later gives the same text (immutable parts): the actor does it.
                 message = None
             else:
@@ -679,6 +696,9 @@ class CaptureHandler(logging.Handler):
 
 
 _PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
+# `record_message` is this method's text: a record class with its own (brace style, say) is
+# formatted on the logging thread.
+_GET_MESSAGE = logging.LogRecord.getMessage
 
 
 def _plain(args: tuple[Any, ...]) -> bool:
