@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 
 import phactor
+import phactor.testing
 from phactor.devserver import DevServer
 
 _names = itertools.count(1)
@@ -34,6 +36,44 @@ def devserver() -> Iterator[DevServer]:
 def instance_name(request: pytest.FixtureRequest) -> str:
     """A name no other test uses, so instances never collide (or share context)."""
     return f"t{os.getpid()}-{next(_names)}-{request.node.name[:40]}"
+
+
+class StartTestMode(Protocol):
+    """Starts a test-mode instance with the given options (see the `start_test_mode` fixture)."""
+
+    def __call__(self, **config: Any) -> phactor.Instance: ...
+
+
+@pytest.fixture
+def start_test_mode(instance_name: str) -> Iterator[StartTestMode]:
+    """Start test-mode instances; every one started is stopped after the test, pass or fail.
+
+    The first is called `instance_name`, later ones `f"{instance_name}-{n}"` (n = 2, 3, ...).
+    """
+    numbers = itertools.count(1)
+    with contextlib.ExitStack() as stops:
+
+        def start(**config: Any) -> phactor.Instance:
+            n = next(numbers)
+            name = instance_name if n == 1 else f"{instance_name}-{n}"
+            instance = phactor.start(name, test_mode=True, **config)
+            # Last started, first stopped; a failing stop still lets the others run.
+            stops.callback(instance.stop, timeout=5)
+            return instance
+
+        yield start
+
+
+def exception_events(instance: phactor.Instance, *, flush: bool = True) -> list[dict[str, Any]]:
+    """The `$exception` events of a test-mode instance.
+
+    With `flush`, the LoggerHandler is drained and the instance flushed first; without it, only
+    what the actor turned into events on its own so far.
+    """
+    if flush:
+        assert instance._error_tracking_drain(5.0)
+    events = phactor.testing.events(instance.name, flush=flush)
+    return [e for e in events if e["event"] == "$exception"]
 
 
 @pytest.fixture(autouse=True)

@@ -12,14 +12,13 @@ import sys
 import textwrap
 import threading
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
+from conftest import StartTestMode, exception_events
 
 import phactor
-import phactor.testing
 from phactor.devserver import DevServer
 from phactor.errortracking import TokenBuckets, capture_exception
 from phactor.errortracking.handler import CaptureHandler, ChainedHook
@@ -28,18 +27,8 @@ log = logging.getLogger("app.checkout")
 
 
 @pytest.fixture
-def inst(instance_name: str) -> Iterator[phactor.Instance]:
-    instance = phactor.start(instance_name, test_mode=True)
-    try:
-        yield instance
-    finally:
-        instance.stop(timeout=5)
-
-
-def exception_events(instance: phactor.Instance) -> list[dict[str, Any]]:
-    """The `$exception` events of a test-mode instance, after the LoggerHandler drained."""
-    assert instance._error_tracking_drain(5.0)
-    return [e for e in phactor.testing.events(instance.name) if e["event"] == "$exception"]
+def inst(start_test_mode: StartTestMode) -> phactor.Instance:
+    return start_test_mode()
 
 
 def our_handlers(instance: phactor.Instance) -> list[logging.Handler]:
@@ -114,17 +103,14 @@ def test_records_below_capture_level_or_without_exception_are_ignored(inst):
     assert exception_events(inst) == []
 
 
-def test_capture_level_is_configurable(instance_name):
-    inst = phactor.start(instance_name, test_mode=True, capture_level="WARNING")
+def test_capture_level_is_configurable(start_test_mode):
+    inst = start_test_mode(capture_level="WARNING")
     try:
-        try:
-            charge(1)
-        except ValueError:
-            log.warning("now captured", exc_info=True)
-        [event] = exception_events(inst)
-        assert event["properties"]["$exception_level"] == "warning"
-    finally:
-        inst.stop(timeout=5)
+        charge(1)
+    except ValueError:
+        log.warning("now captured", exc_info=True)
+    [event] = exception_events(inst)
+    assert event["properties"]["$exception_level"] == "warning"
 
 
 def test_chained_and_grouped_exceptions_end_to_end(inst):
@@ -163,18 +149,15 @@ def test_in_app_marks_project_frames_true_and_site_packages_frames_false(inst):
     assert by_module["requests.models"] is False
 
 
-def test_in_app_modules_claim_third_party_frames(instance_name):
-    inst = phactor.start(instance_name, test_mode=True, in_app_modules=["requests"])
+def test_in_app_modules_claim_third_party_frames(start_test_mode):
+    inst = start_test_mode(in_app_modules=["requests"])
     try:
-        try:
-            requests.models.PreparedRequest().prepare_url("no-scheme.example", None)
-        except requests.exceptions.MissingSchema:
-            log.exception("bad url")
-        [event] = exception_events(inst)
-        entry = event["properties"]["$exception_list"][0]
-        assert {f["module"]: f["in_app"] for f in frames(entry)}["requests.models"] is True
-    finally:
-        inst.stop(timeout=5)
+        requests.models.PreparedRequest().prepare_url("no-scheme.example", None)
+    except requests.exceptions.MissingSchema:
+        log.exception("bad url")
+    [event] = exception_events(inst)
+    entry = event["properties"]["$exception_list"][0]
+    assert {f["module"]: f["in_app"] for f in frames(entry)}["requests.models"] is True
 
 
 # -- context and distinct_id --------------------------------------------------------------------
@@ -221,18 +204,15 @@ def test_without_a_distinct_id_each_event_gets_a_fresh_uuid(inst):
         assert uuid.UUID(value).version == 4
 
 
-def test_global_properties_apply_and_extras_can_carry_the_distinct_id(instance_name):
-    inst = phactor.start(instance_name, test_mode=True, global_properties={"service": "api"})
+def test_global_properties_apply_and_extras_can_carry_the_distinct_id(start_test_mode):
+    inst = start_test_mode(global_properties={"service": "api"})
     try:
-        try:
-            charge(1)
-        except ValueError:
-            log.exception("failed", extra={"distinct_id": "from-extra"})
-        [event] = exception_events(inst)
-        assert event["distinct_id"] == "from-extra"
-        assert event["properties"]["service"] == "api"
-    finally:
-        inst.stop(timeout=5)
+        charge(1)
+    except ValueError:
+        log.exception("failed", extra={"distinct_id": "from-extra"})
+    [event] = exception_events(inst)
+    assert event["distinct_id"] == "from-extra"
+    assert event["properties"]["service"] == "api"
 
 
 # -- uncaught exceptions ------------------------------------------------------------------------
@@ -408,16 +388,13 @@ def test_an_exception_object_is_captured_once_per_instance(inst):
     assert len(exception_events(inst)) == 1
 
 
-def test_capture_exception_works_with_error_tracking_off(instance_name):
-    inst = phactor.start(instance_name, test_mode=True, enable_error_tracking=False)
-    try:
-        assert "logger_handler" not in inst.children()
-        assert our_handlers(inst) == []
-        assert inst.capture_exception(ValueError("x"), distinct_id="u") is not None
-        [event] = exception_events(inst)
-        assert event["properties"]["$exception_list"][0]["value"] == "x"
-    finally:
-        inst.stop(timeout=5)
+def test_capture_exception_works_with_error_tracking_off(start_test_mode):
+    inst = start_test_mode(enable_error_tracking=False)
+    assert "logger_handler" not in inst.children()
+    assert our_handlers(inst) == []
+    assert inst.capture_exception(ValueError("x"), distinct_id="u") is not None
+    [event] = exception_events(inst)
+    assert event["properties"]["$exception_list"][0]["value"] == "x"
 
 
 def test_capture_exception_after_stop_is_counted(instance_name):
@@ -550,21 +527,17 @@ def test_a_failure_while_building_is_logged_once_and_never_raised(inst, caplog):
 # -- several instances, install and uninstall ---------------------------------------------------
 
 
-def test_each_instance_captures_independently_and_one_may_opt_out(instance_name):
-    first = phactor.start(f"{instance_name}-a", test_mode=True)
-    second = phactor.start(f"{instance_name}-b", test_mode=True)
-    off = phactor.start(f"{instance_name}-c", test_mode=True, enable_error_tracking=False)
+def test_each_instance_captures_independently_and_one_may_opt_out(start_test_mode):
+    first = start_test_mode()
+    second = start_test_mode()
+    off = start_test_mode(enable_error_tracking=False)
     try:
-        try:
-            charge(1)
-        except ValueError:
-            log.exception("seen by two instances")
-        assert len(exception_events(first)) == 1
-        assert len(exception_events(second)) == 1
-        assert exception_events(off) == []
-    finally:
-        for instance in (first, second, off):
-            instance.stop(timeout=5)
+        charge(1)
+    except ValueError:
+        log.exception("seen by two instances")
+    assert len(exception_events(first)) == 1
+    assert len(exception_events(second)) == 1
+    assert exception_events(off) == []
 
 
 @pytest.mark.parametrize("order", ["first-in-first-out", "last-in-first-out"])

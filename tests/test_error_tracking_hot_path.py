@@ -13,14 +13,12 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import wait_until
+from conftest import StartTestMode, exception_events, wait_until
 
 import phactor
-import phactor.testing
 from phactor.errortracking import TokenBuckets
 from phactor.errortracking.handler import already_captured, key_name, record_message
 
@@ -28,18 +26,9 @@ log = logging.getLogger("app.hotpath")
 
 
 @pytest.fixture
-def inst(instance_name: str) -> Iterator[phactor.Instance]:
+def inst(start_test_mode: StartTestMode) -> phactor.Instance:
     # A bucket large enough that no record of these tests is rate-limited.
-    instance = phactor.start(instance_name, test_mode=True, exception_rate_limit_burst=100_000)
-    try:
-        yield instance
-    finally:
-        instance.stop(timeout=5)
-
-
-def exception_events(instance: phactor.Instance, *, flush: bool = True) -> list[dict[str, Any]]:
-    events = phactor.testing.events(instance.name, flush=flush)
-    return [e for e in events if e["event"] == "$exception"]
+    return start_test_mode(exception_rate_limit_burst=100_000)
 
 
 def log_failures(prefix: str, count: int) -> None:
@@ -169,18 +158,15 @@ def test_exceptions_that_refuse_attributes_are_still_sent_once(inst, error_type)
     ]
 
 
-def test_rate_limited_drops_are_logged_with_the_exception_type_name(instance_name, caplog):
-    instance = phactor.start(instance_name, test_mode=True, exception_rate_limit_burst=1)
-    try:
-        with caplog.at_level(logging.WARNING, logger="phactor"):
-            log_failures("limited", 3)
-            assert instance.flush(timeout=5)  # the actor takes the tokens (and logs drops)
-        assert instance.stats()["dropped"]["rate_limited"] == 2
-        drops = [r.getMessage() for r in caplog.records if "rate_limited" in r.getMessage()]
-        assert drops, "the first drop of a reason is always logged"
-        assert all("builtins.ValueError" in m for m in drops)
-    finally:
-        instance.stop(timeout=5)
+def test_rate_limited_drops_are_logged_with_the_exception_type_name(start_test_mode, caplog):
+    instance = start_test_mode(exception_rate_limit_burst=1)
+    with caplog.at_level(logging.WARNING, logger="phactor"):
+        log_failures("limited", 3)
+        assert instance.flush(timeout=5)  # the actor takes the tokens (and logs drops)
+    assert instance.stats()["dropped"]["rate_limited"] == 2
+    drops = [r.getMessage() for r in caplog.records if "rate_limited" in r.getMessage()]
+    assert drops, "the first drop of a reason is always logged"
+    assert all("builtins.ValueError" in m for m in drops)
 
 
 def test_key_name_of_types_and_call_sites():
@@ -250,61 +236,48 @@ def test_token_buckets_replacement_tolerates_an_add_in_the_middle():
     assert buckets.allow("a")  # a fresh bucket after the reset
 
 
-def test_a_flood_of_one_type_is_refused_on_the_logging_thread(instance_name):
-    instance = phactor.start(
-        instance_name,
-        test_mode=True,
-        exception_rate_limit_burst=2,
-        exception_rate_limit_per_second=0,
-    )
+def test_a_flood_of_one_type_is_refused_on_the_logging_thread(start_test_mode):
+    instance = start_test_mode(exception_rate_limit_burst=2, exception_rate_limit_per_second=0)
     intake = instance.__dict__["_error_intake"]
+    log_failures("first", 3)
+    assert instance.flush(timeout=5)  # the actor took both tokens and refused the third
+    assert instance.stats()["dropped"] == {"rate_limited": 1}
+    assert ValueError in intake.refusing
+
+    # From now on the logging thread refuses ValueError itself: with the actor never woken
+    # (a wake-up is pretended to be due), nothing is left for it, and the drop is counted
+    # at once.
+    intake.wake_sent = True
+    log_failures("flood", 5)
+    assert not intake.pending
+    assert instance.stats()["dropped"] == {"rate_limited": 6}
+    # capture_exception of the same type is refused the same way, without asking the actor.
+    assert instance.capture_exception(ValueError("explicit")) is None
+    assert instance.stats()["dropped"] == {"rate_limited": 7}
+    # Another type is still handed over.
     try:
-        log_failures("first", 3)
-        assert instance.flush(timeout=5)  # the actor took both tokens and refused the third
-        assert instance.stats()["dropped"] == {"rate_limited": 1}
-        assert ValueError in intake.refusing
-
-        # From now on the logging thread refuses ValueError itself: with the actor never woken
-        # (a wake-up is pretended to be due), nothing is left for it, and the drop is counted
-        # at once.
-        intake.wake_sent = True
-        log_failures("flood", 5)
-        assert not intake.pending
-        assert instance.stats()["dropped"] == {"rate_limited": 6}
-        # capture_exception of the same type is refused the same way, without asking the actor.
-        assert instance.capture_exception(ValueError("explicit")) is None
-        assert instance.stats()["dropped"] == {"rate_limited": 7}
-        # Another type is still handed over.
-        try:
-            raise KeyError("other")
-        except KeyError:
-            log.exception("other type")
-        assert len(intake.pending) == 1
-        intake.wake_sent = False
-        assert instance.flush(timeout=5)
-        types = [e["properties"]["$exception_list"][0]["type"] for e in exception_events(instance)]
-        assert types == ["ValueError", "ValueError", "KeyError"]
-    finally:
-        instance.stop(timeout=5)
+        raise KeyError("other")
+    except KeyError:
+        log.exception("other type")
+    assert len(intake.pending) == 1
+    intake.wake_sent = False
+    assert instance.flush(timeout=5)
+    types = [e["properties"]["$exception_list"][0]["type"] for e in exception_events(instance)]
+    assert types == ["ValueError", "ValueError", "KeyError"]
 
 
-def test_refusing_ends_when_the_bucket_has_a_token_again(instance_name):
-    instance = phactor.start(
-        instance_name,
-        test_mode=True,
+def test_refusing_ends_when_the_bucket_has_a_token_again(start_test_mode):
+    instance = start_test_mode(
         exception_rate_limit_burst=1,
         exception_rate_limit_per_second=20.0,  # a token every 50 ms
     )
     intake = instance.__dict__["_error_intake"]
-    try:
-        log_failures("pair", 2)
-        assert instance.flush(timeout=5)
-        until = intake.refusing[ValueError]
-        assert until > 0
-        assert wait_until(lambda: time.monotonic() >= until, timeout=5)
-        log_failures("later", 1)
-        assert instance.flush(timeout=5)
-        messages = [e["properties"]["log_message"] for e in exception_events(instance)]
-        assert messages == ["failure pair 0", "failure later 0"]
-    finally:
-        instance.stop(timeout=5)
+    log_failures("pair", 2)
+    assert instance.flush(timeout=5)
+    until = intake.refusing[ValueError]
+    assert until > 0
+    assert wait_until(lambda: time.monotonic() >= until, timeout=5)
+    log_failures("later", 1)
+    assert instance.flush(timeout=5)
+    messages = [e["properties"]["log_message"] for e in exception_events(instance)]
+    assert messages == ["failure pair 0", "failure later 0"]

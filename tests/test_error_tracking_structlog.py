@@ -3,29 +3,19 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import structlog
+from conftest import StartTestMode, exception_events
 
 import phactor
-import phactor.testing
 from phactor.integrations.structlog import capture_exceptions, capture_exceptions_for
 
 
 @pytest.fixture
-def inst(instance_name: str) -> Iterator[phactor.Instance]:
-    instance = phactor.start(instance_name, test_mode=True)
-    try:
-        yield instance
-    finally:
-        instance.stop(timeout=5)
-
-
-def exception_events(instance: phactor.Instance) -> list[dict[str, Any]]:
-    assert instance._error_tracking_drain(5.0)
-    return [e for e in phactor.testing.events(instance.name) if e["event"] == "$exception"]
+def inst(start_test_mode: StartTestMode) -> phactor.Instance:
+    return start_test_mode()
 
 
 def stdlib_logger(instance_name: str, name: str = "app.structlog") -> Any:
@@ -109,17 +99,14 @@ def test_default_processor_targets_the_default_instance():
         inst.stop(timeout=5)
 
 
-def test_no_instance_or_error_tracking_off_is_a_no_op(instance_name):
+def test_no_instance_or_error_tracking_off_is_a_no_op(instance_name, start_test_mode):
     processor = capture_exceptions_for(instance_name)
     event_dict = {"event": "x", "exc_info": ValueError("nobody listens")}
     assert processor(None, "error", event_dict) is event_dict  # no such instance: fine
 
-    inst = phactor.start(instance_name, test_mode=True, enable_error_tracking=False)
-    try:
-        assert processor(None, "error", event_dict) is event_dict
-        assert exception_events(inst) == []
-    finally:
-        inst.stop(timeout=5)
+    inst = start_test_mode(enable_error_tracking=False)
+    assert processor(None, "error", event_dict) is event_dict
+    assert exception_events(inst) == []
 
 
 def test_bad_instance_name_is_a_type_error():

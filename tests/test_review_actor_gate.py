@@ -12,31 +12,19 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import assert_ledger, wait_until
+from conftest import StartTestMode, assert_ledger, exception_events, wait_until
 
 import phactor
-import phactor.testing
 
 log = logging.getLogger("app.review.gate")
 
 
 @pytest.fixture
-def inst(instance_name: str) -> Iterator[phactor.Instance]:
-    instance = phactor.start(instance_name, test_mode=True, exception_rate_limit_burst=100_000)
-    try:
-        yield instance
-    finally:
-        instance.stop(timeout=5)
-
-
-def exception_events(instance: phactor.Instance) -> list[dict[str, Any]]:
-    assert instance._error_tracking_drain(5.0)
-    events = phactor.testing.events(instance.name, flush=True)
-    return [e for e in events if e["event"] == "$exception"]
+def inst(start_test_mode: StartTestMode) -> phactor.Instance:
+    return start_test_mode(exception_rate_limit_burst=100_000)
 
 
 def intake_of(instance: phactor.Instance) -> Any:
@@ -100,47 +88,35 @@ def test_the_same_exception_logged_on_two_threads_is_one_event(inst):
     assert_ledger(inst)
 
 
-def test_two_instances_each_capture_the_same_exception_once(instance_name):
-    first = phactor.start(instance_name + "-a", test_mode=True)
-    second = phactor.start(instance_name + "-b", test_mode=True)
-    try:
-        error = raised(ValueError("twice"))
-        log.error("one", exc_info=error)
-        log.error("two", exc_info=error)
-        assert first.capture_exception(error) is None
-        assert second.capture_exception(error) is None
-        for instance in (first, second):
-            events = exception_events(instance)
-            assert [e["properties"]["log_message"] for e in events] == ["one"]
-            assert_ledger(instance)
-    finally:
-        second.stop(timeout=5)
-        first.stop(timeout=5)
+def test_two_instances_each_capture_the_same_exception_once(start_test_mode):
+    first = start_test_mode()
+    second = start_test_mode()
+    error = raised(ValueError("twice"))
+    log.error("one", exc_info=error)
+    log.error("two", exc_info=error)
+    assert first.capture_exception(error) is None
+    assert second.capture_exception(error) is None
+    for instance in (first, second):
+        events = exception_events(instance)
+        assert [e["properties"]["log_message"] for e in events] == ["one"]
+        assert_ledger(instance)
 
 
-def test_capture_exception_with_error_tracking_off_captures_once(instance_name):
-    instance = phactor.start(instance_name, test_mode=True, enable_error_tracking=False)
-    try:
-        error = raised(ValueError("off"))
-        assert instance.capture_exception(error) is not None
-        assert instance.capture_exception(error) is None
-        assert len(exception_events(instance)) == 1
-    finally:
-        instance.stop(timeout=5)
+def test_capture_exception_with_error_tracking_off_captures_once(start_test_mode):
+    instance = start_test_mode(enable_error_tracking=False)
+    error = raised(ValueError("off"))
+    assert instance.capture_exception(error) is not None
+    assert instance.capture_exception(error) is None
+    assert len(exception_events(instance)) == 1
 
 
 # -- rate-limit accounting ------------------------------------------------------------------------
 
 
-def test_refusals_on_app_threads_racing_with_the_actor_keep_the_ledger(instance_name):
+def test_refusals_on_app_threads_racing_with_the_actor_keep_the_ledger(start_test_mode):
     # A bucket that empties and refills while four threads flood one type: records are refused
     # both by the actor and early on the app threads; each is an event or one rate_limited drop.
-    instance = phactor.start(
-        instance_name,
-        test_mode=True,
-        exception_rate_limit_burst=3,
-        exception_rate_limit_per_second=500.0,
-    )
+    instance = start_test_mode(exception_rate_limit_burst=3, exception_rate_limit_per_second=500.0)
     per_thread = 400
 
     def flood(n: int) -> None:
@@ -152,66 +128,50 @@ def test_refusals_on_app_threads_racing_with_the_actor_keep_the_ledger(instance_
                 if i % 7 == 0:  # and the same object again through capture_exception
                     instance.capture_exception()
 
-    try:
-        threads = [threading.Thread(target=flood, args=(n,)) for n in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        events = exception_events(instance)
-        stats = assert_ledger(instance)
-        assert len(events) + stats["dropped"].get("rate_limited", 0) == 4 * per_thread, stats
-        assert set(stats["dropped"]) <= {"rate_limited"}, stats
-    finally:
-        instance.stop(timeout=5)
+    threads = [threading.Thread(target=flood, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    events = exception_events(instance)
+    stats = assert_ledger(instance)
+    assert len(events) + stats["dropped"].get("rate_limited", 0) == 4 * per_thread, stats
+    assert set(stats["dropped"]) <= {"rate_limited"}, stats
 
 
-def test_one_exception_refused_early_then_by_a_hook_is_counted_once(instance_name):
-    instance = phactor.start(
-        instance_name,
-        test_mode=True,
-        exception_rate_limit_burst=1,
-        exception_rate_limit_per_second=0,
-    )
+def test_one_exception_refused_early_then_by_a_hook_is_counted_once(start_test_mode):
+    instance = start_test_mode(exception_rate_limit_burst=1, exception_rate_limit_per_second=0)
     intake = intake_of(instance)
-    try:
-        log.error("takes the token", exc_info=raised(ValueError("a")))
-        log.error("refused by the actor", exc_info=raised(ValueError("b")))
-        assert instance.flush(timeout=5)
-        assert ValueError in intake.refusing
-        error = raised(ValueError("c"))
-        log.error("refused early", exc_info=error)
-        intake._sys_excepthook(type(error), error, error.__traceback__)
-        assert instance.capture_exception(error) is None
-        assert instance.stats()["dropped"] == {"rate_limited": 2}
-        assert len(exception_events(instance)) == 1
-        assert_ledger(instance)
-    finally:
-        instance.stop(timeout=5)
+    log.error("takes the token", exc_info=raised(ValueError("a")))
+    log.error("refused by the actor", exc_info=raised(ValueError("b")))
+    assert instance.flush(timeout=5)
+    assert ValueError in intake.refusing
+    error = raised(ValueError("c"))
+    log.error("refused early", exc_info=error)
+    intake._sys_excepthook(type(error), error, error.__traceback__)
+    assert instance.capture_exception(error) is None
+    assert instance.stats()["dropped"] == {"rate_limited": 2}
+    assert len(exception_events(instance)) == 1
+    assert_ledger(instance)
 
 
-def test_refusing_follows_the_limiters_clock(instance_name):
+def test_refusing_follows_the_limiters_clock(start_test_mode):
     # TokenBuckets' clock is injectable (tests, a paused clock): the refusal window must be on
     # the same clock, or a refilled bucket keeps being refused on the app's threads.
     now = [1000.0]
-    instance = phactor.start(
-        instance_name,
-        test_mode=True,
+    instance = start_test_mode(
         exception_rate_limit_burst=1,
         exception_rate_limit_per_second=0.001,  # a token every 1000 s of the clock
     )
     intake = intake_of(instance)
     intake.limiter.clock = lambda: now[0]
-    try:
-        log.error("first", exc_info=raised(ValueError("1")))
-        log.error("refused", exc_info=raised(ValueError("2")))
-        assert instance.flush(timeout=5)
-        now[0] += 2000.0  # two tokens' worth later
-        log.error("after the refill", exc_info=raised(ValueError("3")))
-        messages = [e["properties"]["log_message"] for e in exception_events(instance)]
-        assert messages == ["first", "after the refill"]
-    finally:
-        instance.stop(timeout=5)
+    log.error("first", exc_info=raised(ValueError("1")))
+    log.error("refused", exc_info=raised(ValueError("2")))
+    assert instance.flush(timeout=5)
+    now[0] += 2000.0  # two tokens' worth later
+    log.error("after the refill", exc_info=raised(ValueError("3")))
+    messages = [e["properties"]["log_message"] for e in exception_events(instance)]
+    assert messages == ["first", "after the refill"]
 
 
 # -- the message formatted by the actor -----------------------------------------------------------
@@ -247,49 +207,38 @@ class UnhashableTypeError(Exception, metaclass=_EqualByNameMeta):
     pass
 
 
-def test_an_exception_class_that_is_not_hashable_is_limited_without_harm(instance_name):
+def test_an_exception_class_that_is_not_hashable_is_limited_without_harm(start_test_mode):
     with pytest.raises(TypeError):
         hash(UnhashableTypeError)
-    instance = phactor.start(
-        instance_name,
-        test_mode=True,
-        exception_rate_limit_burst=1,
-        exception_rate_limit_per_second=0,
-    )
+    instance = start_test_mode(exception_rate_limit_burst=1, exception_rate_limit_per_second=0)
     intake = intake_of(instance)
-    try:
-        ref = wait_until(lambda: intake.actor_ref)  # published by the actor as it starts
-        assert ref is not None
-        for i in range(3):
-            log.error("odd %d", i, exc_info=raised(UnhashableTypeError(i)))
-        assert instance.flush(timeout=5)
-        assert intake.actor_ref is ref, "the LoggerHandler was restarted"
-        # Another type is being refused: the app's threads look their types up in `refusing`.
-        log.error("v", exc_info=raised(ValueError("v")))
-        log.error("v", exc_info=raised(ValueError("w")))
-        assert instance.flush(timeout=5)
-        assert intake.refusing
-        assert instance.capture_exception(UnhashableTypeError("explicit")) is None
-        assert len(exception_events(instance)) == 2
-        assert instance.stats()["dropped"] == {"rate_limited": 4}
-        assert_ledger(instance)
-    finally:
-        instance.stop(timeout=5)
+    ref = wait_until(lambda: intake.actor_ref)  # published by the actor as it starts
+    assert ref is not None
+    for i in range(3):
+        log.error("odd %d", i, exc_info=raised(UnhashableTypeError(i)))
+    assert instance.flush(timeout=5)
+    assert intake.actor_ref is ref, "the LoggerHandler was restarted"
+    # Another type is being refused: the app's threads look their types up in `refusing`.
+    log.error("v", exc_info=raised(ValueError("v")))
+    log.error("v", exc_info=raised(ValueError("w")))
+    assert instance.flush(timeout=5)
+    assert intake.refusing
+    assert instance.capture_exception(UnhashableTypeError("explicit")) is None
+    assert len(exception_events(instance)) == 2
+    assert instance.stats()["dropped"] == {"rate_limited": 4}
+    assert_ledger(instance)
 
 
-def test_a_message_record_with_a_non_str_extra_key_does_not_kill_the_actor(instance_name):
-    instance = phactor.start(instance_name, test_mode=True, capture_messages=True)
+def test_a_message_record_with_a_non_str_extra_key_does_not_kill_the_actor(start_test_mode):
+    instance = start_test_mode(capture_messages=True)
     intake = intake_of(instance)
-    try:
-        ref = wait_until(lambda: intake.actor_ref)  # published by the actor as it starts
-        assert ref is not None
-        log.error("odd extra", extra={1: "one", "ok": 2})
-        assert instance.flush(timeout=5)
-        assert intake.actor_ref is ref, "the LoggerHandler was restarted"
-        [event] = exception_events(instance)
-        assert event["properties"]["ok"] == 2
-    finally:
-        instance.stop(timeout=5)
+    ref = wait_until(lambda: intake.actor_ref)  # published by the actor as it starts
+    assert ref is not None
+    log.error("odd extra", extra={1: "one", "ok": 2})
+    assert instance.flush(timeout=5)
+    assert intake.actor_ref is ref, "the LoggerHandler was restarted"
+    [event] = exception_events(instance)
+    assert event["properties"]["ok"] == 2
 
 
 def test_a_hook_while_the_actor_restarts_still_sends_one_event(inst):

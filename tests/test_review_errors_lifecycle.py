@@ -9,10 +9,9 @@ import sys
 import threading
 
 import pytest
-from conftest import assert_ledger, wait_until
+from conftest import assert_ledger, exception_events, wait_until
 
 import phactor
-import phactor.testing
 from phactor.errortracking.handler import CaptureHandler, Snapshot, TokenBuckets
 
 log = logging.getLogger("app.review")
@@ -84,12 +83,7 @@ def test_three_instances_stopped_in_any_order_restore_the_original_hooks(instanc
                 hook.capture(RuntimeError, error, None)
             hook = hook.previous
         for inst in alive:
-            assert inst._error_tracking_drain(5)
-            sources = [
-                e["properties"]["$exception_source"]
-                for e in phactor.testing.events(inst.name)
-                if e["event"] == "$exception"
-            ]
+            sources = [e["properties"]["$exception_source"] for e in exception_events(inst)]
             assert sources.count("sys.excepthook") == position + 1
     assert sys.excepthook is sys_before
     assert threading.excepthook is thread_before
@@ -107,8 +101,7 @@ def test_interleaved_start_and_stop_keeps_capturing_and_restores_hooks(instance_
     except LookupError as error:
         sys.excepthook(type(error), error, error.__traceback__)
     for inst in (b, c):
-        assert inst._error_tracking_drain(5)
-        events = [e for e in phactor.testing.events(inst.name) if e["event"] == "$exception"]
+        events = exception_events(inst)
         assert [e["properties"]["$exception_source"] for e in events] == ["sys.excepthook"]
     b.stop(timeout=5)
     c.stop(timeout=5)

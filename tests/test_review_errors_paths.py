@@ -9,31 +9,20 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import structlog
+from conftest import StartTestMode, exception_events
 
 import phactor
-import phactor.testing
 from phactor.integrations.structlog import capture_exceptions_for
 
 log = logging.getLogger("app.review.paths")
 
 
 @pytest.fixture
-def inst(instance_name: str) -> Iterator[phactor.Instance]:
-    instance = phactor.start(instance_name, test_mode=True)
-    try:
-        yield instance
-    finally:
-        instance.stop(timeout=5)
-
-
-def exception_events(instance: phactor.Instance) -> list[dict[str, Any]]:
-    assert instance._error_tracking_drain(5.0)
-    return [e for e in phactor.testing.events(instance.name) if e["event"] == "$exception"]
+def inst(start_test_mode: StartTestMode) -> phactor.Instance:
+    return start_test_mode()
 
 
 class Tagger(logging.Handler):

@@ -14,15 +14,13 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pykka
 import pytest
-from conftest import assert_ledger, wait_until
+from conftest import StartTestMode, assert_ledger, exception_events, wait_until
 
 import phactor
-import phactor.testing
 from phactor.errortracking import handler as handler_module
 from phactor.errortracking.actor import LoggerHandler
 
@@ -30,18 +28,8 @@ log = logging.getLogger("app.review_hot_path")
 
 
 @pytest.fixture
-def inst(instance_name: str) -> Iterator[phactor.Instance]:
-    instance = phactor.start(instance_name, test_mode=True, exception_rate_limit_burst=100_000)
-    try:
-        yield instance
-    finally:
-        instance.stop(timeout=5)
-
-
-def exception_events(instance: phactor.Instance) -> list[dict[str, Any]]:
-    # No flush: these tests check that the actor drains on its own.
-    events = phactor.testing.events(instance.name, flush=False)
-    return [e for e in events if e["event"] == "$exception"]
+def inst(start_test_mode: StartTestMode) -> phactor.Instance:
+    return start_test_mode(exception_rate_limit_burst=100_000)
 
 
 def incarnation(intake: Any, generation: int) -> Any:
@@ -212,7 +200,7 @@ def test_a_forked_child_can_rate_limit_after_its_parent_held_the_limiter_lock():
 
 
 def test_flush_covers_records_logged_while_the_restarted_actor_is_not_yet_registered(
-    instance_name,
+    start_test_mode,
 ):
     entered, release = threading.Event(), threading.Event()
 
@@ -222,7 +210,7 @@ def test_flush_covers_records_logged_while_the_restarted_actor_is_not_yet_regist
             release.wait(10)
         return event
 
-    inst = phactor.start(instance_name, test_mode=True, before_send=hold_first)
+    inst = start_test_mode(before_send=hold_first)
     intake = inst.__dict__["_error_intake"]
     try:
         with handler_module._HOOKS_LOCK:  # holds the restart before registration (see above)
@@ -248,38 +236,29 @@ def test_flush_covers_records_logged_while_the_restarted_actor_is_not_yet_regist
         assert flushed
         assert captured == 2, "flush returned before the records logged before it were queued"
     finally:
-        release.set()
-        inst.stop(timeout=5)
+        release.set()  # before the instance stops: the actor may still be held in before_send
 
 
-def test_an_exception_type_defined_per_call_is_still_rate_limited(instance_name):
+def test_an_exception_type_defined_per_call_is_still_rate_limited(start_test_mode):
     # A class statement inside a function makes a new class object per call (retry helpers,
     # decorators, error factories): it is the same exception type, and a flood of it must hit
     # the same bucket. Keyed by class object, every record would get a fresh bucket (and the
     # limiter would hold up to 1,000 dead classes alive).
-    inst = phactor.start(
-        instance_name,
-        test_mode=True,
-        exception_rate_limit_burst=5,
-        exception_rate_limit_per_second=0,
-    )
-    try:
+    inst = start_test_mode(exception_rate_limit_burst=5, exception_rate_limit_per_second=0)
 
-        def fail_once(attempt: int) -> None:
-            class RetryLater(Exception):
-                pass
+    def fail_once(attempt: int) -> None:
+        class RetryLater(Exception):
+            pass
 
-            try:
-                raise RetryLater(attempt)
-            except RetryLater:
-                log.exception("attempt %d", attempt)
+        try:
+            raise RetryLater(attempt)
+        except RetryLater:
+            log.exception("attempt %d", attempt)
 
-        for attempt in range(20):
-            fail_once(attempt)
-        assert inst.flush(timeout=5)  # the actor takes the tokens: count after it drained
-        stats = inst.stats()
-        assert stats["dropped"].get("rate_limited", 0) == 15, stats
-        assert len(exception_events(inst)) == 5
-        assert_ledger(inst)
-    finally:
-        inst.stop(timeout=5)
+    for attempt in range(20):
+        fail_once(attempt)
+    assert inst.flush(timeout=5)  # the actor takes the tokens: count after it drained
+    stats = inst.stats()
+    assert stats["dropped"].get("rate_limited", 0) == 15, stats
+    assert len(exception_events(inst, flush=False)) == 5  # flushed above: read as it stands
+    assert_ledger(inst)
