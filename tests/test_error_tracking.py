@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import StartTestMode, exception_events
+from conftest import StartTestMode, assert_ledger, exception_events
 
 import phactor
 from phactor.devserver import DevServer
@@ -265,7 +265,8 @@ def test_an_exception_logged_and_then_uncaught_in_a_thread_is_sent_once(instance
         worker.start()
         worker.join()
         [event] = exception_events(inst)
-        assert event["properties"]["$exception_source"] == "logging"
+        assert event["properties"]["$exception_source"] == "logging"  # the first source wins
+        assert_ledger(inst)
     finally:
         inst.stop(timeout=5)
         threading.excepthook = before

@@ -41,24 +41,6 @@ def raised(error: BaseException) -> BaseException:
 # -- de-duplication across sources ----------------------------------------------------------------
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
-def test_logged_then_uncaught_in_a_thread_is_one_logging_event(inst):
-    def work() -> None:
-        try:
-            raise ValueError("boom")
-        except ValueError:
-            log.exception("work failed")
-            raise
-
-    # The default hook below ours prints the traceback (captured by pytest).
-    t = threading.Thread(target=work)
-    t.start()
-    t.join()
-    events = exception_events(inst)
-    assert [e["properties"]["$exception_source"] for e in events] == ["logging"]
-    assert_ledger(inst)
-
-
 def test_logged_then_passed_to_sys_excepthook_is_one_logging_event(inst):
     error = raised(RuntimeError("fatal"))
     try:
