@@ -70,6 +70,7 @@ class Config:
     capture_messages: bool = False
     exception_rate_limit_burst: int = 50
     exception_rate_limit_per_second: float = 1.0
+    exception_backlog: int = 1000
 
     @classmethod
     def build(cls, **options: Any) -> Config:
@@ -250,4 +251,5 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "capture_messages": _bool,
     "exception_rate_limit_burst": _int_at_least(1),
     "exception_rate_limit_per_second": _seconds(allow_zero=True),
+    "exception_backlog": _int_at_least(1),
 }

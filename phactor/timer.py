@@ -28,6 +28,7 @@ class Scheduler:
         self._cond = threading.Condition()
         self._heap: list[tuple[float, int, Callable[[], None]]] = []
         self._cancelled: set[int] = set()
+        self._waiting: set[int] = set()  # handles still in the heap
         self._ids = itertools.count(1)
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
@@ -38,13 +39,15 @@ class Scheduler:
         with self._cond:
             handle = next(self._ids)
             heapq.heappush(self._heap, (time.monotonic() + delay, handle, callback))
+            self._waiting.add(handle)
             self._cond.notify()
             return handle
 
     def cancel(self, handle: int) -> None:
         """Forget a pending callback (a no-op when it already ran)."""
         with self._cond:
-            self._cancelled.add(handle)
+            if handle in self._waiting:  # one that already ran must not be remembered forever
+                self._cancelled.add(handle)
 
     def _ensure_thread(self) -> None:
         if self._pid != os.getpid():
@@ -71,6 +74,7 @@ class Scheduler:
                         self._cond.wait(due - now)
                         continue
                     heapq.heappop(self._heap)
+                    self._waiting.discard(handle)
                     if handle in self._cancelled:
                         self._cancelled.discard(handle)
                         continue

@@ -22,6 +22,7 @@ def test_defaults_match_the_issue() -> None:
     assert config.max_restarts == 3
     assert config.max_seconds == 5.0
     assert config.shutdown_timeout == 10.0
+    assert config.exception_backlog == 1000
     assert not (config.test_mode or config.disabled or config.sync_mode or config.debug)
 
 
@@ -55,6 +56,8 @@ def test_unknown_option_names_it() -> None:
         ("max_restarts", -1),
         ("max_seconds", 0),
         ("shutdown_timeout", -1),
+        ("exception_backlog", 0),
+        ("exception_backlog", "1000"),
     ],
 )
 def test_wrong_type_or_range_names_the_option(option: str, value: Any) -> None:

@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 import pytest
-from conftest import StartTestMode, exception_events, wait_until
+from conftest import StartTestMode, assert_ledger, exception_events, wait_until
 
 import phactor
 from phactor.errortracking import TokenBuckets
@@ -281,3 +281,29 @@ def test_refusing_ends_when_the_bucket_has_a_token_again(start_test_mode):
     assert instance.flush(timeout=5)
     messages = [e["properties"]["log_message"] for e in exception_events(instance)]
     assert messages == ["failure pair 0", "failure later 0"]
+
+
+def test_the_backlog_bound_is_configurable_and_a_dropped_exception_is_not_offered_again(
+    start_test_mode: StartTestMode,
+):
+    instance = start_test_mode(exception_backlog=3, exception_rate_limit_burst=100)
+    intake = instance.__dict__["_error_intake"]
+    intake.wake_sent = True  # pretend a wake-up is due: the actor leaves the backlog alone
+    errors = []
+    for i in range(5):
+        try:
+            raise ValueError(f"backlog {i}")
+        except ValueError as error:
+            log.exception("backlog %d", i)
+            errors.append(error)
+    assert len(intake.pending) == 3
+    assert instance.stats()["dropped"] == {"exception_backlog": 2}
+
+    intake.wake_sent = False
+    # A dropped exception counts once: capture_exception does not send it later.
+    assert instance.capture_exception(errors[4]) is None
+    assert instance.flush(timeout=5)
+    messages = [e["properties"]["log_message"] for e in exception_events(instance)]
+    assert messages == ["backlog 0", "backlog 1", "backlog 2"]
+    stats = assert_ledger(instance)
+    assert stats["dropped"] == {"exception_backlog": 2}

@@ -71,7 +71,8 @@ RATE_LIMIT_BURST = 50
 #: Tokens refilled per second for each exception type (PostHog's Python SDK refills 10 per 10 s).
 #: The default of the config option `exception_rate_limit_per_second`.
 RATE_LIMIT_PER_SECOND = 1.0
-#: Snapshots allowed to wait in the LoggerHandler's mailbox before new ones are dropped.
+#: Records allowed to wait for the LoggerHandler before new ones are dropped: the default of the
+#: config option `exception_backlog` (each keeps its traceback's frames alive).
 MAX_BACKLOG = 1000
 #: Error records without an exception become `$exception` events only when the config option
 #: `capture_messages` is on (this is its default).
@@ -375,7 +376,7 @@ class Intake:
             config.exception_rate_limit_burst,
             config.exception_rate_limit_per_second,
         )
-        self.max_backlog = MAX_BACKLOG
+        self.max_backlog = config.exception_backlog
         # Rate-limit keys being refused, and until when (monotonic): written by the actor,
         # read by the app's threads (see `accept`).
         self.refusing: dict[Any, float] = {}
@@ -601,6 +602,11 @@ class Intake:
                 inst._restart_after_fork()
         pending = self.pending
         if len(pending) >= self.max_backlog:
+            # Marked, as if taken: a hook or capture_exception does not offer it again (an
+            # exception is counted once).
+            exc = item.exc if isinstance(item, Snapshot) else item[0]
+            if exc is not None and not mark_captured(exc, self.name):
+                return
             inst._drop("exception_backlog", "$exception")
             return
         # Append before reading the flag: the actor clears the flag, then looks at `pending`.
