@@ -52,13 +52,17 @@ def new_uuid() -> str:
         | (0b10 << 62)
         | (rand & 0x3FFF_FFFF_FFFF_FFFF)
     )
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return _uuid_text(value)
 
 
 def new_uuid4() -> str:
     """A random UUIDv4 string (an id that must not reveal when it was made, unlike `new_uuid`)."""
     value = (random.getrandbits(128) & ~(0xF << 76) & ~(0b11 << 62)) | (0x4 << 76) | (0b10 << 62)
+    return _uuid_text(value)
+
+
+def _uuid_text(value: int) -> str:
+    """The canonical 8-4-4-4-12 text of a 128-bit value (cheaper than building a uuid.UUID)."""
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 

@@ -352,9 +352,13 @@ def _type_key(cls: type) -> str:
 
 def key_name(key: Any) -> str:
     """A rate-limit key for logs: `module.Qualname` for an exception type, else `str(key)`."""
-    if isinstance(key, type):
-        return f"{key.__module__}.{key.__qualname__}"
-    return str(key)
+    return _type_key(key) if isinstance(key, type) else str(key)
+
+
+def _quick_key(exc: BaseException | None, logger_name: Any, function: Any) -> Any:
+    # The key of `Intake.refusing`: the exception's class (no string to build on the app's
+    # thread), or the call site of a record without an exception.
+    return type(exc) if exc is not None else (logger_name, function)
 
 
 class Intake:
@@ -519,11 +523,10 @@ class Intake:
         if exc is not None:
             if not mark_captured(exc, self.name):
                 return False
-            key: Any = _type_key(type(exc))
-            quick_key: Any = type(exc)
         else:
             snapshot.expand_record()
-            key = quick_key = (snapshot.logger_name, snapshot.function)
+        quick_key = _quick_key(exc, snapshot.logger_name, snapshot.function)
+        key = _type_key(quick_key) if exc is not None else quick_key
         limiter = self.limiter
         if limiter.allow(key):
             return True
@@ -550,7 +553,7 @@ class Intake:
             return False
         if exc is not None and not mark_captured(exc, self.name):
             return True  # already captured: nothing to count
-        self._count_refusal(_type_key(quick_key) if exc is not None else quick_key)
+        self._count_refusal(quick_key)  # named only if the drop is logged
         return True
 
     def _count_refusal(self, key: Any) -> None:
@@ -571,9 +574,7 @@ class Intake:
             with inside_phactor():
                 inst._restart_after_fork()
         exc = snapshot.exc
-        if self.refused_early(
-            exc, type(exc) if exc is not None else (snapshot.logger_name, snapshot.function)
-        ):
+        if self.refused_early(exc, _quick_key(exc, snapshot.logger_name, snapshot.function)):
             return None
         if wait is None:
             self.hand_off(snapshot)
@@ -672,7 +673,7 @@ class CaptureHandler(logging.Handler):
             return
         try:
             if intake.refusing and intake.refused_early(
-                exc, type(exc) if exc is not None else (record.name, record.funcName)
+                exc, _quick_key(exc, record.name, record.funcName)
             ):
                 return  # a flood of one type or call site: refused here, without the actor
             msg, args = record.msg, record.args
