@@ -38,15 +38,15 @@ def instance_name(request: pytest.FixtureRequest) -> str:
     return f"t{os.getpid()}-{next(_names)}-{request.node.name[:40]}"
 
 
-class StartTestMode(Protocol):
-    """Starts a test-mode instance with the given options (see the `start_test_mode` fixture)."""
+class StartInstance(Protocol):
+    """Starts an instance with the given options (see the `start_instance` fixture)."""
 
     def __call__(self, **config: Any) -> phactor.Instance: ...
 
 
 @pytest.fixture
-def start_test_mode(instance_name: str) -> Iterator[StartTestMode]:
-    """Start test-mode instances; every one started is stopped after the test, pass or fail.
+def start_instance(instance_name: str) -> Iterator[StartInstance]:
+    """Start instances; every one started is stopped after the test, pass or fail.
 
     The first is called `instance_name`, later ones `f"{instance_name}-{n}"` (n = 2, 3, ...).
     """
@@ -56,12 +56,22 @@ def start_test_mode(instance_name: str) -> Iterator[StartTestMode]:
         def start(**config: Any) -> phactor.Instance:
             n = next(numbers)
             name = instance_name if n == 1 else f"{instance_name}-{n}"
-            instance = phactor.start(name, test_mode=True, **config)
+            instance = phactor.start(name, **config)
             # Last started, first stopped; a failing stop still lets the others run.
             stops.callback(instance.stop, timeout=5)
             return instance
 
         yield start
+
+
+@pytest.fixture
+def start_test_mode(start_instance: StartInstance) -> StartInstance:
+    """`start_instance` with `test_mode=True`."""
+
+    def start(**config: Any) -> phactor.Instance:
+        return start_instance(test_mode=True, **config)
+
+    return start
 
 
 def exception_events(instance: phactor.Instance, *, flush: bool = True) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import StartTestMode, assert_ledger, exception_events
+from conftest import StartInstance, assert_ledger, exception_events
 
 import phactor
 from phactor.devserver import DevServer
@@ -27,7 +27,7 @@ log = logging.getLogger("app.checkout")
 
 
 @pytest.fixture
-def inst(start_test_mode: StartTestMode) -> phactor.Instance:
+def inst(start_test_mode: StartInstance) -> phactor.Instance:
     return start_test_mode()
 
 

@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 import pytest
-from conftest import StartTestMode, assert_ledger, exception_events, wait_until
+from conftest import StartInstance, assert_ledger, exception_events, wait_until
 
 import phactor
 from phactor.errortracking import TokenBuckets
@@ -26,7 +26,7 @@ log = logging.getLogger("app.hotpath")
 
 
 @pytest.fixture
-def inst(start_test_mode: StartTestMode) -> phactor.Instance:
+def inst(start_test_mode: StartInstance) -> phactor.Instance:
     # A bucket large enough that no record of these tests is rate-limited.
     return start_test_mode(exception_rate_limit_burst=100_000)
 
@@ -284,7 +284,7 @@ def test_refusing_ends_when_the_bucket_has_a_token_again(start_test_mode):
 
 
 def test_the_backlog_bound_is_configurable_and_a_dropped_exception_is_not_offered_again(
-    start_test_mode: StartTestMode,
+    start_test_mode: StartInstance,
 ):
     instance = start_test_mode(exception_backlog=3, exception_rate_limit_burst=100)
     intake = instance.__dict__["_error_intake"]

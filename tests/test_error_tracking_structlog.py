@@ -7,14 +7,14 @@ from typing import Any
 
 import pytest
 import structlog
-from conftest import StartTestMode, exception_events
+from conftest import StartInstance, exception_events
 
 import phactor
 from phactor.integrations.structlog import capture_exceptions, capture_exceptions_for
 
 
 @pytest.fixture
-def inst(start_test_mode: StartTestMode) -> phactor.Instance:
+def inst(start_test_mode: StartInstance) -> phactor.Instance:
     return start_test_mode()
 
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from conftest import StartInstance
 
 import phactor
 import phactor.testing
@@ -65,25 +66,18 @@ def server() -> Iterator[DevServer]:
 
 
 @pytest.fixture
-def started(instance_name: str) -> Iterator[Any]:
-    made: list[phactor.Instance] = []
-
+def started(start_instance: StartInstance) -> Any:
     def start(server: DevServer | None = None, **options: Any) -> phactor.Instance:
         config: dict[str, Any] = {"enable_error_tracking": False, "poll_interval": 60.0}
         if server is not None:
             config.update(api_key="phc_test", host=server.url, personal_api_key=PERSONAL_KEY)
         config.update(options)
-        inst = phactor.start(f"{instance_name}-{len(made)}", **config)
-        made.append(inst)
+        inst = start_instance(**config)
         if config.get("personal_api_key") and not config.get("test_mode"):
             assert inst.reload_feature_flags() is True
         return inst
 
-    try:
-        yield start
-    finally:
-        for inst in made:
-            inst.stop(timeout=2)
+    return start
 
 
 def flag_requests(server: DevServer) -> list[Any]:

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from conftest import StartInstance, wait_until
 
 import phactor
 from phactor.devserver import DevServer
-from tests.conftest import wait_until
 
 PERSONAL_KEY = "phx_personal_test_key"
 
@@ -38,9 +38,7 @@ def server() -> Iterator[DevServer]:
 
 
 @pytest.fixture
-def started(instance_name: str) -> Iterator[Any]:
-    made: list[phactor.Instance] = []
-
+def started(start_instance: StartInstance) -> Any:
     def start(server: DevServer, **options: Any) -> phactor.Instance:
         config = {
             "api_key": "phc_test",
@@ -50,15 +48,9 @@ def started(instance_name: str) -> Iterator[Any]:
             "poll_interval": 60.0,
         }
         config.update(options)
-        inst = phactor.start(f"{instance_name}-{len(made)}", **config)
-        made.append(inst)
-        return inst
+        return start_instance(**config)
 
-    try:
-        yield start
-    finally:
-        for inst in made:
-            inst.stop(timeout=2)
+    return start
 
 
 def local_keys(inst: phactor.Instance) -> list[str]:

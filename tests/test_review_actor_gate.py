@@ -15,7 +15,7 @@ import threading
 from typing import Any
 
 import pytest
-from conftest import StartTestMode, assert_ledger, exception_events, wait_until
+from conftest import StartInstance, assert_ledger, exception_events, wait_until
 
 import phactor
 
@@ -23,7 +23,7 @@ log = logging.getLogger("app.review.gate")
 
 
 @pytest.fixture
-def inst(start_test_mode: StartTestMode) -> phactor.Instance:
+def inst(start_test_mode: StartInstance) -> phactor.Instance:
     return start_test_mode(exception_rate_limit_burst=100_000)
 
 

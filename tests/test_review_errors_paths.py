@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 import structlog
-from conftest import StartTestMode, exception_events
+from conftest import StartInstance, exception_events
 
 import phactor
 from phactor.integrations.structlog import capture_exceptions_for
@@ -21,7 +21,7 @@ log = logging.getLogger("app.review.paths")
 
 
 @pytest.fixture
-def inst(start_test_mode: StartTestMode) -> phactor.Instance:
+def inst(start_test_mode: StartInstance) -> phactor.Instance:
     return start_test_mode()
 
 

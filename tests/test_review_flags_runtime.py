@@ -9,16 +9,15 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from conftest import StartInstance, wait_until
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 import phactor
 from phactor.devserver import DevServer
-from tests.conftest import wait_until
 
 KEY_A = "phx_key_a"
 KEY_B = "phx_key_b"
@@ -33,9 +32,7 @@ OTHER = {**ON, "id": 2, "key": "other"}
 
 
 @pytest.fixture
-def started(instance_name: str) -> Iterator[Any]:
-    made: list[phactor.Instance] = []
-
+def started(start_instance: StartInstance) -> Any:
     def start(**options: Any) -> phactor.Instance:
         config: dict[str, Any] = {
             "api_key": "phc_test",
@@ -43,15 +40,9 @@ def started(instance_name: str) -> Iterator[Any]:
             "poll_interval": 60.0,
         }
         config.update(options)
-        inst = phactor.start(f"{instance_name}-{len(made)}", **config)
-        made.append(inst)
-        return inst
+        return start_instance(**config)
 
-    try:
-        yield start
-    finally:
-        for inst in made:
-            inst.stop(timeout=2)
+    return start
 
 
 def local_keys(inst: phactor.Instance) -> list[str]:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pykka
 import pytest
-from conftest import StartTestMode, assert_ledger, exception_events, wait_until
+from conftest import StartInstance, assert_ledger, exception_events, wait_until
 
 import phactor
 from phactor.errortracking import handler as handler_module
@@ -28,7 +28,7 @@ log = logging.getLogger("app.review_hot_path")
 
 
 @pytest.fixture
-def inst(start_test_mode: StartTestMode) -> phactor.Instance:
+def inst(start_test_mode: StartInstance) -> phactor.Instance:
     return start_test_mode(exception_rate_limit_burst=100_000)
 
 
