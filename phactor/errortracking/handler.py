@@ -569,16 +569,13 @@ class Intake:
         None when it was not captured (already captured, rate-limited, dropped) or the wait ran
         out. When the actor is not running, the event is built on this thread.
         """
-        inst = self.instance
-        if inst._forked:
-            with inside_phactor():
-                inst._restart_after_fork()
         exc = snapshot.exc
         if self.refused_early(exc, _quick_key(exc, snapshot.logger_name, snapshot.function)):
             return None
         if wait is None:
             self.hand_off(snapshot)
             return None
+        inst = self._running_instance()
         ref = inst._registry.get("logger_handler")
         if ref is not None and threading.get_ident() != self.actor_thread:
             try:
@@ -597,10 +594,7 @@ class Intake:
         The actor, once woken, keeps coming back every `LINGER_SECONDS` while it finds work, so
         a burst of records costs the logging threads no message (and no thread switch) at all.
         """
-        inst = self.instance
-        if inst._forked:
-            with inside_phactor():  # restarting logs; none of it is the app's error
-                inst._restart_after_fork()
+        inst = self._running_instance()
         pending = self.pending
         if len(pending) >= self.max_backlog:
             # Marked, as if taken: a hook or capture_exception does not offer it again (an
@@ -624,6 +618,14 @@ class Intake:
                 ref.tell(WAKE)
             except pykka.ActorDeadError:
                 self.wake_sent = False  # not running: the next incarnation drains at start
+
+    def _running_instance(self) -> Instance:
+        """The instance, its tree rebuilt first when this is a forked child's first capture."""
+        inst = self.instance
+        if inst._forked:
+            with inside_phactor():  # restarting logs; none of it is the app's error
+                inst._restart_after_fork()
+        return inst
 
     def _build_here(self, snapshot: Snapshot) -> str | None:
         fallback = self.fallback
