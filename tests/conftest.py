@@ -12,12 +12,23 @@ from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 import phactor
 import phactor.testing
 from phactor.devserver import DevServer
 
 _names = itertools.count(1)
+
+# Property-based (fuzz) tests: modest example counts in CI, a long run with PHACTOR_FUZZ=long.
+# A test picks its own count only where it must; otherwise it uses the profile's.
+settings.register_profile(
+    "ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "long", max_examples=5000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("PHACTOR_FUZZ", "ci"))
 
 
 @pytest.fixture
