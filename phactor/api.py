@@ -111,7 +111,11 @@ def instances() -> list[str]:
 
 
 def stop(name: str = "default", timeout: float = 10.0) -> bool:
-    """Flush (within `timeout`) and stop the named instance; other instances are untouched."""
+    """Flush (within `timeout`) and stop the named instance; other instances are untouched.
+
+    `timeout=math.inf`: no deadline. A timeout that is not a number (TypeError), nan or negative
+    (ValueError) is refused before anything happens: the instance keeps running.
+    """
     return instance(name).stop(timeout)
 
 
