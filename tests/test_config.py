@@ -405,7 +405,10 @@ def test_any_value_at_start_is_refused_by_name_or_gives_a_working_instance() -> 
 
 # --- keys never leak through an error or a repr (issue 10 #15) --------------------------------
 
-SECRET_TAIL = st.text(alphabet=string.ascii_letters + string.digits, min_size=8, max_size=40)
+# "Zq9" + random: any of it in a message can only come from the rejected value.
+SECRET_TAIL = st.text(alphabet=string.ascii_letters + string.digits, min_size=5, max_size=40).map(
+    lambda tail: "Zq9" + tail
+)
 
 
 @given(
@@ -459,3 +462,15 @@ def test_a_huge_rejected_value_is_cut_in_the_message() -> None:
     with pytest.raises(ConfigError) as caught:
         Config.build(api_key="phc_k", flush_at="x" * 1_000_000)
     assert len(str(caught.value)) < 500
+
+
+def test_a_key_passed_as_the_instance_name_is_refused_and_never_echoed() -> None:
+    """posthog's `Posthog("phc_...")` habit: phactor.start("phc_...") would name an instance
+    after the key (and log it in every line)."""
+    with pytest.raises(ValueError, match="api_key") as caught:
+        phactor.start("phc_Zq9secretsecret", test_mode=True)
+    assert "Zq9secretsecret" not in str(caught.value)
+    with pytest.raises(TypeError) as wrong_type:
+        phactor.start(b"phx_Zq9secretsecret", test_mode=True)  # type: ignore[arg-type]
+    assert "Zq9secretsecret" not in str(wrong_type.value)
+    assert not any(name.startswith(("phc_", "phx_")) for name in phactor.instances())
