@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import numbers
 import os
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
@@ -220,37 +221,41 @@ def _bool(name: str, value: Any) -> bool:
 
 
 def _count(low: int, high: int) -> Callable[[str, Any], int]:
-    """An int option in [low, high] (bool is not an int here)."""
+    """An int option in [low, high]; any integral number (numpy's too), never a bool."""
 
     def check(name: str, value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ConfigError(name, f"an int from {low} to {high:_}", value)
-        return int(value)
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            number = int(value)
+            if low <= number <= high:
+                return number
+        raise ConfigError(name, f"an int from {low} to {high}", value)
+
+    return check
+
+
+def _real(low: float, high: float, unit: str) -> Callable[[str, Any], float]:
+    """A finite real number in [low, high] (inf and nan are refused by the range), never a bool."""
+
+    def check(name: str, value: Any) -> float:
+        real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        if real:
+            try:
+                # Compared before float(): an int too large for a float is refused, no Overflow.
+                if low <= value <= high:
+                    return float(value)
+            except Exception:  # a Real whose comparison or conversion raises
+                pass
+        raise ConfigError(name, f"a finite number {unit} from {low:g} to {high:g}", value)
 
     return check
 
 
 def _seconds(low: float, high: float) -> Callable[[str, Any], float]:
-    """A finite number of seconds in [low, high] (inf and nan are refused by the range)."""
-
-    def check(name: str, value: Any) -> float:
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        # Compared before float(): an int too large for a float is refused, not an OverflowError.
-        if not ok or not low <= value <= high:
-            raise ConfigError(name, f"a finite number of seconds from {low:g} to {high:g}", value)
-        return float(value)
-
-    return check
+    return _real(low, high, "of seconds")
 
 
 def _rate(low: float, high: float) -> Callable[[str, Any], float]:
-    def check(name: str, value: Any) -> float:
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        if not ok or not low <= value <= high:
-            raise ConfigError(name, f"a finite number per second from {low:g} to {high:g}", value)
-        return float(value)
-
-    return check
+    return _real(low, high, "per second")
 
 
 def _callable_or_none(name: str, value: Any) -> Any:
@@ -318,8 +323,10 @@ def _flags(name: str, value: Any) -> Mapping[str, Any] | str | None:
 def _level(name: str, value: Any) -> int:
     if isinstance(value, str) and value.upper() in _LEVELS:
         return _LEVELS[value.upper()]
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 100:
-        return value
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        level = int(value)
+        if 0 <= level <= 100:
+            return level
     raise ConfigError(name, "a logging level ('ERROR', 'WARNING', ... or an int 0 to 100)", value)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import os
 import sys
 import threading
@@ -687,14 +688,15 @@ def _timeout_arg(timeout: Any, method: str) -> float | None:
     thread can wait); raises TypeError/ValueError for anything else, before any action."""
     if timeout is None:
         return None
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
         raise TypeError(
             f"{method}(timeout=...) takes a number of seconds or None, "
             f"got {type(timeout).__name__}"
         )
-    if timeout != timeout or timeout < 0:
-        raise ValueError(f"{method}(timeout=...) takes seconds >= 0 (or inf), got {timeout!r}")
-    return None if timeout >= threading.TIMEOUT_MAX else float(timeout)
+    seconds: Any = timeout  # a Real; compared before float(): 10**400 is no OverflowError
+    if seconds != seconds or seconds < 0:
+        raise ValueError(f"{method}(timeout=...) takes seconds >= 0 (or inf), got {seconds!r}")
+    return None if seconds >= threading.TIMEOUT_MAX else float(seconds)
 
 
 def _enable_debug_output(name: str) -> logging.Handler:

@@ -9,6 +9,7 @@ import math
 import string
 import time
 from collections.abc import Iterator, Mapping
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -231,6 +232,7 @@ def test_sane_real_values_pass(tmp_path: Any) -> None:
         {"flags": flags, "test_mode": True},
         {"flags": {"beta": True}, "test_mode": True},
         {"personal_api_key": "phx_" + "a" * 43},
+        {"flush_interval": Fraction(1, 2), "exception_rate_limit_per_second": Fraction(1, 3)},
     ]
     for options in sane:
         config = Config.build(api_key="phc_k", **options)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from fractions import Fraction
 from typing import Any
 
 import pytest
@@ -117,6 +118,7 @@ def test_flush_with_inf_is_flush_without_a_timeout(
     inst.capture("e", "u")
     assert _bounded(lambda: inst.flush(math.inf))
     assert _bounded(lambda: inst.flush(10**30))  # past what a thread can wait: no deadline
+    assert _bounded(lambda: inst.flush(Fraction(5)))  # any real number of seconds
     assert devserver.count() == 1
 
 
