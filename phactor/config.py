@@ -95,8 +95,7 @@ class Config:
             if values.get(name) is None and os.environ.get(variable):
                 values[name] = os.environ[variable]
                 from_env[name] = variable
-        values.setdefault("host", None)
-        if values["host"] is None:
+        if values.get("host") is None:
             values["host"] = DEFAULT_HOST
         for name, check in _CHECKS.items():
             if name in values:
@@ -133,6 +132,10 @@ class Config:
     def masked_api_key(self) -> str:
         """The api key reduced to a prefix, safe for logs."""
         return mask(self.api_key)
+
+    def masked_host(self) -> str:
+        """The host with the password of a `user:password@` URL masked, safe for logs."""
+        return _without_password(self.host)
 
 
 def mask(secret: str | None) -> str:
@@ -192,8 +195,6 @@ def _host(name: str, value: Any) -> str:
         or not port_ok
         or parts.scheme not in ("http", "https")
         or not parts.hostname
-        or parts.query
-        or parts.fragment
         or "?" in host
         or "#" in host
         or len(host) > _MAX_HOST_CHARS

@@ -106,7 +106,7 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         self._state = "running"
         self._log.info(
             "started",
-            host=config.host,
+            host=config.masked_host(),
             api_key=config.masked_api_key(),
             senders=config.senders,
             test_mode=config.test_mode,

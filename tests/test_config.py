@@ -476,3 +476,14 @@ def test_a_key_passed_as_the_instance_name_is_refused_and_never_echoed() -> None
         phactor.start(b"phx_Zq9secretsecret", test_mode=True)  # type: ignore[arg-type]
     assert "Zq9secretsecret" not in str(wrong_type.value)
     assert not any(name.startswith(("phc_", "phx_")) for name in phactor.instances())
+
+
+def test_the_start_log_line_masks_a_host_password(
+    start_instance: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG, logger="phactor"):
+        inst = start_instance(test_mode=True, host="http://user:Zq9hostpass@127.0.0.1:9")
+    assert inst.config.host == "http://user:Zq9hostpass@127.0.0.1:9"
+    assert "started" in caplog.text
+    assert "user:***@127.0.0.1:9" in caplog.text
+    assert "Zq9hostpass" not in caplog.text
