@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import assert_ledger
+from conftest import StartInstance, assert_ledger
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -479,7 +479,7 @@ def test_a_key_passed_as_the_instance_name_is_refused_and_never_echoed() -> None
 
 
 def test_the_start_log_line_masks_a_host_password(
-    start_instance: Any, caplog: pytest.LogCaptureFixture
+    start_instance: StartInstance, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.DEBUG, logger="phactor"):
         inst = start_instance(test_mode=True, host="http://user:Zq9hostpass@127.0.0.1:9")
