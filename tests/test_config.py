@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import StartInstance, assert_ledger
+from conftest import StartInstance, assert_ledger, wait_until
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -351,12 +351,11 @@ def test_any_value_of_any_option_is_refused_by_name_or_in_range(option: str, val
 _example_names = itertools.count()
 
 
-def _edge_values(option: str, url: str) -> st.SearchStrategy[Any]:
-    """Values at and just past the edges of what `option` accepts (so instances do start)."""
+def _edges(option: str, url: str) -> list[Any]:
+    """Values at and just past the edges of what `option` accepts."""
     if option in NUMERIC_BOUNDS:
         low, high = NUMERIC_BOUNDS[option]
-        inside = st.floats(low, high) if isinstance(low, float) else st.integers(low, high)
-        return st.one_of(st.sampled_from([low, high, low - 1, high + 1]), inside)
+        return [low, high, low - 1, high + 1]
     valid: dict[str, list[Any]] = {
         "api_key": ["phc_" + "k" * 43, " phc_k "],
         "personal_api_key": ["phx_" + "k" * 43, None],
@@ -369,38 +368,70 @@ def _edge_values(option: str, url: str) -> st.SearchStrategy[Any]:
         "on_error": [None, print],
         "capture_level": ["warning", "CRITICAL", 0, 100],
     }
-    return st.sampled_from(valid.get(option, [True, False]))
+    return valid.get(option, [True, False])
+
+
+def _edge_values(option: str, url: str) -> st.SearchStrategy[Any]:
+    """The edges, and values inside a numeric range (so that instances do start)."""
+    edges = st.sampled_from(_edges(option, url))
+    if option not in NUMERIC_BOUNDS:
+        return edges
+    low, high = NUMERIC_BOUNDS[option]
+    inside = st.floats(low, high) if isinstance(low, float) else st.integers(low, high)
+    return st.one_of(edges, inside)
+
+
+def _start_refused_or_working(option: str, value: Any, url: str) -> None:
+    """start() with `option=value`: ConfigError naming the option (and nothing else), or an
+    instance that captures, flushes and stops promptly with its ledger balanced."""
+    name = f"config-fuzz-{next(_example_names)}"
+    options = {"api_key": "phc_k", "test_mode": True, "host": url, option: value}
+    try:
+        inst = phactor.start(name, **options)
+    except ConfigError as error:
+        assert error.option == option
+        assert name not in phactor.instances()
+        return
+    if option in NUMERIC_BOUNDS:
+        low, high = NUMERIC_BOUNDS[option]
+        assert low <= getattr(inst.config, option) <= high
+    try:
+        inst.capture("fuzzed", "user-1", {"n": 1})
+        assert inst.flush(timeout=5.0)
+        assert_ledger(inst)
+    finally:
+        began = time.monotonic()
+        inst.stop(timeout=5.0)
+        assert time.monotonic() - began < 5.0
+    stats = assert_ledger(inst)
+    if not inst.config.disabled:
+        assert stats["captured"] == 1
+        assert stats["queued"] == stats["in_flight"] == 0
+
+
+def test_every_option_at_its_edges_is_refused_by_name_or_gives_a_working_instance() -> None:
+    hostile = [INF, NAN, -1, "", b"", None, object()]
+    with DevServer() as server:
+        for option in OPTIONS:
+            for value in _edges(option, server.url) + hostile:
+                _start_refused_or_working(option, value, server.url)
+        # None of them broke the timer thread all instances share (flush_interval=inf did).
+        inst = phactor.start("config-fuzz-timer", test_mode=True, flush_interval=0.01)
+        try:
+            inst.capture("timed", "user-1")
+            assert wait_until(lambda: inst.stats()["sent"] == 1)
+        finally:
+            inst.stop(timeout=5.0)
 
 
 def test_any_value_at_start_is_refused_by_name_or_gives_a_working_instance() -> None:
-    """start() with any value of any option: ConfigError naming it (and nothing else), or an
-    instance that captures, flushes and stops promptly with its ledger balanced."""
     with DevServer() as server:
 
         @given(option=st.sampled_from(OPTIONS), data=st.data())
         def check(option: str, data: st.DataObject) -> None:
             edge = data.draw(st.booleans())
             value = data.draw(_edge_values(option, server.url) if edge else ANY_VALUE)
-            name = f"config-fuzz-{next(_example_names)}"
-            options = {"api_key": "phc_k", "test_mode": True, "host": server.url, option: value}
-            try:
-                inst = phactor.start(name, **options)
-            except ConfigError as error:
-                assert error.option == option
-                assert name not in phactor.instances()
-                return
-            try:
-                inst.capture("fuzzed", "user-1", {"n": 1})
-                assert inst.flush(timeout=5.0)
-                assert_ledger(inst)
-            finally:
-                began = time.monotonic()
-                inst.stop(timeout=5.0)
-                assert time.monotonic() - began < 5.0
-            stats = assert_ledger(inst)
-            if not inst.config.disabled:
-                assert stats["captured"] == 1
-                assert stats["queued"] == stats["in_flight"] == 0
+            _start_refused_or_working(option, value, server.url)
 
         check()
 
