@@ -688,7 +688,9 @@ def _timeout_arg(timeout: Any, method: str) -> float | None:
     thread can wait); raises TypeError/ValueError for anything else, before any action."""
     if timeout is None:
         return None
-    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
+    if type(timeout) not in (int, float) and (
+        isinstance(timeout, bool) or not isinstance(timeout, numbers.Real)
+    ):
         raise TypeError(
             f"{method}(timeout=...) takes a number of seconds or None, "
             f"got {type(timeout).__name__}"
