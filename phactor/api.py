@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from typing import Any
 
-from phactor.config import Config
+from phactor.config import Config, mask
 from phactor.errors import AlreadyStarted, NotStarted
 from phactor.errortracking.methods import capture_exception
 from phactor.flags.methods import (
@@ -58,6 +58,7 @@ __all__ = [
 ]
 
 _instances: dict[str, Instance] = {}
+_KEY_PREFIXES = ("phc_", "phx_")
 _lock = threading.Lock()
 
 
@@ -67,7 +68,14 @@ def start(name: str = "default", **options: Any) -> Instance:
     Raises ConfigError (naming the option) for bad config, AlreadyStarted if `name` runs.
     """
     if not isinstance(name, str) or not name:
-        raise TypeError(f"instance name must be a non-empty str, got {name!r}")
+        # The type only: a key passed as the name (bytes, say) must not be echoed.
+        raise TypeError(f"instance name must be a non-empty str, got {type(name).__name__}")
+    if name.startswith(_KEY_PREFIXES):
+        # posthog's `Posthog("phc_...")` habit: the key would become the name, in every log line.
+        raise ValueError(
+            f"instance name {mask(name)!r} looks like a PostHog key: pass it as api_key=... "
+            "(the first argument of start() is the instance name)"
+        )
     config = Config.build(**options)
     existing = _instances.get(name)
     if existing is not None and existing._state == "failed":
@@ -111,7 +119,11 @@ def instances() -> list[str]:
 
 
 def stop(name: str = "default", timeout: float = 10.0) -> bool:
-    """Flush (within `timeout`) and stop the named instance; other instances are untouched."""
+    """Flush (within `timeout`) and stop the named instance; other instances are untouched.
+
+    `timeout=math.inf`: no deadline. A timeout that is not a number (TypeError), nan or negative
+    (ValueError) is refused before anything happens: the instance keeps running.
+    """
     return instance(name).stop(timeout)
 
 

@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import numbers
 import os
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlsplit
 
 from phactor.errors import ConfigError
 
 __all__ = ["DEFAULT_HOST", "Config"]
 
 DEFAULT_HOST = "https://us.i.posthog.com"
+
+#: Options read from the environment when not given (or given as None).
+_ENV = {"api_key": "POSTHOG_API_KEY", "host": "POSTHOG_HOST"}
 
 _LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 
@@ -85,13 +90,27 @@ class Config:
                     name, f"one of the known options ({', '.join(sorted(known))})", "unknown option"
                 )
         values = dict(options)
-        if values.get("api_key") is None:
-            values["api_key"] = os.environ.get("POSTHOG_API_KEY") or None
+        from_env: dict[str, str] = {}
+        for name, variable in _ENV.items():
+            if values.get(name) is None and os.environ.get(variable):
+                values[name] = os.environ[variable]
+                from_env[name] = variable
         if values.get("host") is None:
-            values["host"] = os.environ.get("POSTHOG_HOST") or DEFAULT_HOST
+            values["host"] = DEFAULT_HOST
         for name, check in _CHECKS.items():
             if name in values:
-                values[name] = check(name, values[name])
+                try:
+                    values[name] = check(name, values[name])
+                except ConfigError as error:
+                    if name not in from_env:
+                        raise
+                    # The same check as an argument; the message says where the value came from.
+                    raise ConfigError(
+                        name,
+                        f"{error.expected} (from env {from_env[name]})",
+                        values[name],
+                        secret=name in _SECRETS,
+                    ) from None
         config = cls(**values)
         if not (config.test_mode or config.disabled) and not config.api_key:
             raise ConfigError(
@@ -103,14 +122,20 @@ class Config:
         parts = []
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if field.name in ("api_key", "personal_api_key"):
+            if field.name in _SECRETS:
                 value = mask(value)
+            elif field.name == "host":
+                value = _without_password(value)
             parts.append(f"{field.name}={value!r}")
         return f"Config({', '.join(parts)})"
 
     def masked_api_key(self) -> str:
         """The api key reduced to a prefix, safe for logs."""
         return mask(self.api_key)
+
+    def masked_host(self) -> str:
+        """The host with the password of a `user:password@` URL masked, safe for logs."""
+        return _without_password(self.host)
 
 
 def mask(secret: str | None) -> str:
@@ -121,20 +146,73 @@ def mask(secret: str | None) -> str:
 
 
 # --- validators: each returns the normalised value or raises ConfigError -------------------
+#
+# Every option has a documented range (docs/configuration.md): a value outside it is a slip
+# (seconds given as milliseconds, inf/nan from a parsed env var, a missing file) that would
+# otherwise change behaviour silently, or break a thread (an infinite timer, a request that
+# never times out, a million sender threads).
+
+#: Options whose value may be a credential: a ConfigError never shows any of their characters.
+_SECRETS = frozenset({"api_key", "personal_api_key"})
+_DAY = 86_400.0
+_MIB = 1024 * 1024
+_MAX_KEY_CHARS = 1024
+_MAX_HOST_CHARS = 2048
+_MAX_MODULES = 1000
 
 
-def _str_or_none(name: str, value: Any) -> str | None:
+def _key_or_none(name: str, value: Any) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(name, "a non-empty string", value)
-    return value.strip()
+    form = f"a non-empty key string (at most {_MAX_KEY_CHARS} characters, no whitespace inside)"
+    if not isinstance(value, str):
+        raise ConfigError(name, form, value, secret=True)
+    key = value.strip()
+    if not key or len(key) > _MAX_KEY_CHARS or not key.isprintable() or _has_space(key):
+        raise ConfigError(name, form, value, secret=True)
+    return key
+
+
+def _has_space(text: str) -> bool:
+    return any(c.isspace() for c in text)
 
 
 def _host(name: str, value: Any) -> str:
-    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
-        raise ConfigError(name, "an http:// or https:// URL", value)
-    return value.rstrip("/")
+    form = (
+        "an http:// or https:// URL with a host name and an optional port and path "
+        f"(at most {_MAX_HOST_CHARS} characters, no whitespace, query or fragment)"
+    )
+    if not isinstance(value, str):
+        raise ConfigError(name, form, value)
+    host = value.strip().rstrip("/")
+    try:
+        parts = urlsplit(host)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:  # an unclosed "[", a port that is not a number or over 65535
+        parts, port_ok = None, False
+    if (
+        parts is None
+        or not port_ok
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or "?" in host
+        or "#" in host
+        or len(host) > _MAX_HOST_CHARS
+        or not host.isprintable()
+        or _has_space(host)
+    ):
+        raise ConfigError(name, form, _without_password(value))
+    return host
+
+
+def _without_password(url: str) -> str:
+    """The URL with the password of any `user:password@` masked, for an error message."""
+    scheme, sep, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    user, at, hostport = authority.rpartition("@")
+    if not at or ":" not in user:
+        return url
+    return f"{scheme}{sep}{user.split(':', 1)[0]}:***@{hostport}{slash}{path}"
 
 
 def _bool(name: str, value: Any) -> bool:
@@ -143,24 +221,42 @@ def _bool(name: str, value: Any) -> bool:
     return value
 
 
-def _int_at_least(minimum: int) -> Callable[[str, Any], int]:
+def _count(low: int, high: int) -> Callable[[str, Any], int]:
+    """An int option in [low, high]; any integral number (numpy's too), never a bool."""
+
     def check(name: str, value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ConfigError(name, f"an int >= {minimum}", value)
-        return value
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            number = int(value)
+            if low <= number <= high:
+                return number
+        raise ConfigError(name, f"an int from {low} to {high}", value)
 
     return check
 
 
-def _seconds(allow_zero: bool) -> Callable[[str, Any], float]:
+def _real(low: float, high: float, unit: str) -> Callable[[str, Any], float]:
+    """A finite real number in [low, high] (inf and nan are refused by the range), never a bool."""
+
     def check(name: str, value: Any) -> float:
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        if not ok or value != value or value < 0 or (value == 0 and not allow_zero):
-            form = "a number of seconds >= 0" if allow_zero else "a number of seconds > 0"
-            raise ConfigError(name, form, value)
-        return float(value)
+        real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        if real:
+            try:
+                # Compared before float(): an int too large for a float is refused, no Overflow.
+                if low <= value <= high:
+                    return float(value)
+            except Exception:  # a Real whose comparison or conversion raises
+                pass
+        raise ConfigError(name, f"a finite number {unit} from {low:g} to {high:g}", value)
 
     return check
+
+
+def _seconds(low: float, high: float) -> Callable[[str, Any], float]:
+    return _real(low, high, "of seconds")
+
+
+def _rate(low: float, high: float) -> Callable[[str, Any], float]:
+    return _real(low, high, "per second")
 
 
 def _callable_or_none(name: str, value: Any) -> Any:
@@ -169,67 +265,99 @@ def _callable_or_none(name: str, value: Any) -> Any:
     return value
 
 
+def _copy_mapping(name: str, value: Any, form: str) -> Mapping[str, Any]:
+    try:
+        copy = dict(value)
+    except Exception:  # a Mapping whose iteration or item access raises
+        raise ConfigError(name, form, value) from None
+    if not all(isinstance(k, str) for k in copy):
+        raise ConfigError(name, form, value)
+    return MappingProxyType(copy)
+
+
 def _mapping(name: str, value: Any) -> Mapping[str, Any]:
     if value is None:
         return MappingProxyType({})
-    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
-        raise ConfigError(name, "a mapping with str keys", value)
-    return MappingProxyType(dict(value))
+    form = "a mapping with str keys"
+    if not isinstance(value, Mapping):
+        raise ConfigError(name, form, value)
+    return _copy_mapping(name, value, form)
+
+
+def _existing_path(value: Any, *, dir_ok: bool) -> str | None:
+    """`value` as a str path when it names an existing file (or directory); else None."""
+    if not isinstance(value, str | os.PathLike):
+        return None
+    try:
+        path = os.fspath(value)
+        if not isinstance(path, str) or not path or "\0" in path:
+            return None
+        found = os.path.isfile(path) or (dir_ok and os.path.isdir(path))
+    except (OSError, ValueError, TypeError):
+        return None
+    return path if found else None
 
 
 def _verify(name: str, value: Any) -> bool | str:
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value:
-        return value
-    raise ConfigError(name, "True, False or a path to a CA bundle", value)
+    path = _existing_path(value, dir_ok=True)
+    if path is None:
+        raise ConfigError(
+            name, "True, False or the path of an existing CA bundle file or directory", value
+        )
+    return path
 
 
 def _flags(name: str, value: Any) -> Mapping[str, Any] | str | None:
     if value is None:
         return None
-    if isinstance(value, str | os.PathLike):
-        return os.fspath(value)
-    if isinstance(value, Mapping) and all(isinstance(k, str) for k in value):
-        return MappingProxyType(dict(value))
-    raise ConfigError(name, "a mapping of flag key -> value, or a path to a JSON file", value)
+    form = "a mapping of flag key -> value, or the path of an existing JSON file"
+    if isinstance(value, Mapping):
+        return _copy_mapping(name, value, form)
+    path = _existing_path(value, dir_ok=False)
+    if path is None:
+        raise ConfigError(name, form, value)
+    return path
 
 
 def _level(name: str, value: Any) -> int:
     if isinstance(value, str) and value.upper() in _LEVELS:
         return _LEVELS[value.upper()]
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    raise ConfigError(name, "a logging level (int or 'ERROR', 'WARNING', ...)", value)
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        level = int(value)
+        if 0 <= level <= 100:
+            return level
+    raise ConfigError(name, "a logging level ('ERROR', 'WARNING', ... or an int 0 to 100)", value)
 
 
 def _modules(name: str, value: Any) -> tuple[str, ...]:
+    form = f"a module name prefix or a list of at most {_MAX_MODULES} of them"
     if isinstance(value, str):
         value = (value,)
-    try:
-        items = tuple(value)
-    except TypeError:
-        raise ConfigError(name, "a list of module name prefixes", value) from None
-    if not all(isinstance(m, str) and m for m in items):
-        raise ConfigError(name, "a list of module name prefixes", value)
+    if not isinstance(value, list | tuple | set | frozenset) or len(value) > _MAX_MODULES:
+        raise ConfigError(name, form, value)
+    items = tuple(value)
+    if not all(isinstance(m, str) and m and not _has_space(m) for m in items):
+        raise ConfigError(name, form, value)
     return items
 
 
 _CHECKS: dict[str, Callable[[str, Any], Any]] = {
-    "api_key": _str_or_none,
+    "api_key": _key_or_none,
     "host": _host,
-    "personal_api_key": _str_or_none,
-    "flush_at": _int_at_least(1),
-    "flush_interval": _seconds(allow_zero=False),
-    "max_queue_size": _int_at_least(1),
-    "max_batch_bytes": _int_at_least(1024),
-    "max_event_bytes": _int_at_least(256),
-    "senders": _int_at_least(1),
-    "request_timeout": _seconds(allow_zero=False),
+    "personal_api_key": _key_or_none,
+    "flush_at": _count(1, 100_000),
+    "flush_interval": _seconds(0.001, _DAY),
+    "max_queue_size": _count(1, 10_000_000),
+    "max_batch_bytes": _count(1024, 64 * _MIB),
+    "max_event_bytes": _count(256, 64 * _MIB),
+    "senders": _count(1, 64),
+    "request_timeout": _seconds(0.001, 600.0),
     "gzip": _bool,
-    "max_retries": _int_at_least(0),
-    "retry_base_delay": _seconds(allow_zero=True),
-    "retry_max_delay": _seconds(allow_zero=True),
+    "max_retries": _count(0, 1000),
+    "retry_base_delay": _seconds(0.0, 3600.0),
+    "retry_max_delay": _seconds(0.0, _DAY),
     "verify": _verify,
     "global_properties": _mapping,
     "before_send": _callable_or_none,
@@ -238,18 +366,18 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "disabled": _bool,
     "sync_mode": _bool,
     "debug": _bool,
-    "max_restarts": _int_at_least(0),
-    "max_seconds": _seconds(allow_zero=False),
-    "shutdown_timeout": _seconds(allow_zero=True),
-    "poll_interval": _seconds(allow_zero=False),
-    "flags_request_timeout": _seconds(allow_zero=False),
+    "max_restarts": _count(0, 10_000),
+    "max_seconds": _seconds(0.001, _DAY),
+    "shutdown_timeout": _seconds(0.0, 3600.0),
+    "poll_interval": _seconds(0.01, _DAY),
+    "flags_request_timeout": _seconds(0.001, 600.0),
     "flags": _flags,
-    "feature_flag_called_cache_size": _int_at_least(0),
+    "feature_flag_called_cache_size": _count(0, 10_000_000),
     "enable_error_tracking": _bool,
     "capture_level": _level,
     "in_app_modules": _modules,
     "capture_messages": _bool,
-    "exception_rate_limit_burst": _int_at_least(1),
-    "exception_rate_limit_per_second": _seconds(allow_zero=True),
-    "exception_backlog": _int_at_least(1),
+    "exception_rate_limit_burst": _count(1, 1_000_000),
+    "exception_rate_limit_per_second": _rate(0.0, 1_000_000.0),
+    "exception_backlog": _count(1, 1_000_000),
 }

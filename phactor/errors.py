@@ -16,14 +16,41 @@ class PhactorError(Exception):
 class ConfigError(PhactorError, ValueError):
     """A config option has a bad value; names the option and the expected form."""
 
-    def __init__(self, option: str, expected: str, got: object = None, *, missing: bool = False):
+    def __init__(
+        self,
+        option: str,
+        expected: str,
+        got: object = None,
+        *,
+        missing: bool = False,
+        secret: bool = False,
+    ):
         self.option = option
         self.expected = expected
         if missing:
             message = f"config option {option!r} is required: expected {expected}"
         else:
-            message = f"config option {option!r}: expected {expected}, got {got!r}"
+            shown = _hidden(got) if secret else _short_repr(got)
+            message = f"config option {option!r}: expected {expected}, got {shown}"
         super().__init__(message)
+
+
+def _short_repr(value: object, limit: int = 120) -> str:
+    """`repr(value)`, cut to `limit` characters; never raises (a hostile `__repr__` is named)."""
+    try:
+        text = repr(value)
+    except Exception as error:
+        return f"<{type(value).__name__} whose repr raised {type(error).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _hidden(value: object) -> str:
+    """What a rejected secret may show: its type and length, never any of its characters."""
+    try:
+        size = f" of length {len(value)}" if isinstance(value, str | bytes | bytearray) else ""
+    except Exception:  # pragma: no cover - len of a str/bytes subclass that raises
+        size = ""
+    return f"a {type(value).__name__}{size} (value hidden)"
 
 
 class NotStarted(PhactorError, LookupError):

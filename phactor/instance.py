@@ -8,6 +8,8 @@ into the app except TypeError/ValueError for wrong arguments at the call.
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 import os
 import sys
 import threading
@@ -104,7 +106,7 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         self._state = "running"
         self._log.info(
             "started",
-            host=config.host,
+            host=config.masked_host(),
             api_key=config.masked_api_key(),
             senders=config.senders,
             test_mode=config.test_mode,
@@ -203,16 +205,23 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         """Flush (within `timeout`, default `shutdown_timeout`), then stop the tree.
 
         Returns True when everything queued was delivered or dropped with a reason before the
-        deadline; what was left is counted `shutdown` and logged with the number.
+        deadline; what was left is counted `shutdown` and logged with the number. `timeout`
+        `math.inf` sets no deadline: the drain ends when the queue is delivered or its retries
+        ran out. A timeout that is not a number raises TypeError, nan or a negative one
+        ValueError, before anything happens (the instance keeps running).
         """
         from phactor import api  # the module registry of instances
 
+        seconds = _timeout_arg(timeout, "stop")
+        if timeout is None:
+            seconds = self._config.shutdown_timeout
         api._forget(self)
-        timeout = self._config.shutdown_timeout if timeout is None else max(timeout, 0.0)
+        timeout = math.inf if seconds is None else seconds
         # Called from on_error, i.e. from inside a delivery of this instance: that delivery
         # cannot finish while we wait for it, so never wait for it (nor for another stop()).
         inside = delivering_for(self._buffer)
-        if not self._stop_lock.acquire(timeout=0 if inside else timeout + 3 * _STOP_GRACE):
+        wait: float = 0 if inside else (-1 if seconds is None else timeout + 3 * _STOP_GRACE)
+        if not self._stop_lock.acquire(timeout=wait):
             return False  # another stop() is still draining this instance
         try:
             return self._stop(timeout, inside)
@@ -242,7 +251,9 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         if self._supervisor is not None:
             # A Sender blocked in a request cannot be interrupted: wait only a short grace for
             # it, then count what it holds as `shutdown` (its late settle is ignored).
-            grace = 0.0 if inside else max(deadline - time.monotonic(), 0.0) + _STOP_GRACE
+            # No deadline (inf): the drain is over, a Sender mid-request gets its request time.
+            remaining = deadline - time.monotonic() if timeout != math.inf else self._request_time()
+            grace = 0.0 if inside else max(remaining, 0.0) + _STOP_GRACE
             try:
                 self._supervisor.tell(shutdown_message(grace))
                 self._supervisor.stop(block=True, timeout=grace + _STOP_GRACE)
@@ -255,6 +266,9 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         self._log.info("stopped", stats=self.stats())
         self._disable_debug_output()
         return ok and not left_queued and not left_in_flight
+
+    def _request_time(self) -> float:
+        return max(self._config.request_timeout, self._config.flags_request_timeout)
 
     def _disable_debug_output(self) -> None:
         handler, self._debug_handler = self._debug_handler, None
@@ -625,8 +639,10 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         a batch of those events ran out of retries and went back to the queue (the endpoint
         is failing; they are retried later). See docs/delivery.md. Called from `on_error`
         (inside a delivery, which cannot end while it waits) it only starts a flush and
-        returns False at once.
+        returns False at once. `timeout` None or `math.inf`: no deadline; not a number:
+        TypeError; nan or negative: ValueError.
         """
+        timeout = _timeout_arg(timeout, "flush")
         if self._disabled or self._state not in ("running", "stopping"):
             return True
         if self._forked:
@@ -665,6 +681,24 @@ class Instance(FlagMethods, ErrorTrackingMethods):
 _debug_lock = threading.Lock()
 _debug_handlers: list[logging.Handler] = []
 _level_before_debug = logging.NOTSET
+
+
+def _timeout_arg(timeout: Any, method: str) -> float | None:
+    """A `timeout` argument as seconds, None for no deadline (None, inf, or past what a
+    thread can wait); raises TypeError/ValueError for anything else, before any action."""
+    if timeout is None:
+        return None
+    if type(timeout) not in (int, float) and (
+        isinstance(timeout, bool) or not isinstance(timeout, numbers.Real)
+    ):
+        raise TypeError(
+            f"{method}(timeout=...) takes a number of seconds or None, "
+            f"got {type(timeout).__name__}"
+        )
+    seconds: Any = timeout  # a Real; compared before float(): 10**400 is no OverflowError
+    if seconds != seconds or seconds < 0:
+        raise ValueError(f"{method}(timeout=...) takes seconds >= 0 (or inf), got {seconds!r}")
+    return None if seconds >= threading.TIMEOUT_MAX else float(seconds)
 
 
 def _enable_debug_output(name: str) -> logging.Handler:
