@@ -10,7 +10,9 @@ import signal
 import subprocess
 import sys
 import threading
+import tracemalloc
 import uuid
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -574,3 +576,130 @@ def test_cli_rejects_bad_flags_json() -> None:
     )
     assert result.returncode == 2
     assert "--flags" in result.stderr
+
+
+# -- memory bounds (issue 10: #16) ----------------------------------------------------------
+
+
+def gzip_of_zeros(mebibytes: int) -> bytes:
+    """A gzip body inflating to ``mebibytes`` MiB, built without holding the inflated bytes."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = bytes(1024 * 1024)
+    return b"".join([*(compressor.compress(block) for _ in range(mebibytes)), compressor.flush()])
+
+
+def test_a_gzip_bomb_is_413_without_inflating_it(server: DevServer) -> None:
+    bomb = gzip_of_zeros(256)  # ~250 KiB on the wire, 256 MiB inflated
+    assert len(bomb) < 1024 * 1024
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        response = requests.post(
+            server.url + "/batch/", data=bomb, headers={"Content-Encoding": "gzip"}, timeout=30
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert response.status_code == 413
+    assert response.json()["code"] == "payload_too_large"
+    # the default cap is 20 MiB decompressed: the peak stays near it, far below 256 MiB
+    assert peak < 64 * 1024 * 1024
+    assert server.requests[-1].status == 413
+    assert requests.post(server.url + "/batch/", json=batch(event()), timeout=5).ok
+
+
+def test_decompressed_and_raw_body_caps_are_options(session: requests.Session) -> None:
+    payload = json.dumps(batch(event(pad="x" * 4000))).encode()  # ~4.2 KB, gzip far smaller
+    with DevServer(max_body_bytes=2048) as server:
+        inflated = session.post(
+            server.url + "/batch/",
+            data=gzip.compress(payload),
+            headers={"Content-Encoding": "gzip"},
+            timeout=5,
+        )
+        plain = session.post(server.url + "/batch/", data=payload, timeout=5)
+        fits = session.post(server.url + "/batch/", json=batch(event()), timeout=5)
+        assert (inflated.status_code, plain.status_code) == (413, 413)
+        assert fits.status_code == 200
+        assert server.count() == 1
+    with pytest.raises(TypeError):
+        DevServer(max_body_bytes=0)
+    with pytest.raises(TypeError):
+        DevServer(max_body_bytes="1")  # type: ignore[arg-type]
+
+
+def test_multi_member_gzip_is_one_body(server: DevServer) -> None:
+    text = json.dumps(batch(event("members"))).encode()
+    body = gzip.compress(text[:10]) + gzip.compress(text[10:])
+    response = requests.post(
+        server.url + "/batch/", data=body, headers={"Content-Encoding": "gzip"}, timeout=5
+    )
+    assert response.status_code == 200
+    assert [e["event"] for e in server.events()] == ["members"]
+
+
+def test_truncated_gzip_is_400(server: DevServer) -> None:
+    body = gzip.compress(json.dumps(batch(event())).encode())[:-12]
+    response = requests.post(
+        server.url + "/batch/", data=body, headers={"Content-Encoding": "gzip"}, timeout=5
+    )
+    assert response.status_code == 400
+    assert "gzip" in response.json()["detail"]
+
+
+def test_stored_events_are_capped_oldest_evicted_first() -> None:
+    with DevServer(max_events=5) as server:
+        sent = [event(f"e{i}") for i in range(12)]
+        for chunk in (sent[:3], sent[3:4], sent[4:12]):
+            assert requests.post(server.url + "/batch/", json=batch(*chunk), timeout=5).ok
+        assert [e["event"] for e in server.events()] == [f"e{i}" for i in range(7, 12)]
+        assert (server.count(), server.evicted) == (5, 7)
+        # every event that arrived counts for wait_for, evicted or not
+        assert server.wait_for(12, timeout=0)
+        status = requests.get(server.url + "/", timeout=5).json()
+        assert (status["events"], status["evicted"]) == (5, 7)
+        server.clear()
+        assert (server.count(), server.evicted) == (0, 0)
+    assert DevServer().max_events == 100_000
+    assert DevServer(max_events=None).max_events is None
+    with pytest.raises(TypeError):
+        DevServer(max_events=0)
+
+
+LIMITS = ("--max-body-bytes", "2048", "--max-events", "2")
+
+
+def test_cli_limits_options() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "phactor.devserver", "--port", "0", *LIMITS],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().strip()
+        big = batch(event(pad="x" * 4000))
+        assert requests.post(url + "/batch/", json=big, timeout=5).status_code == 413
+        three = batch(event("a"), event("b"), event("c"))
+        assert requests.post(url + "/batch/", json=three, timeout=5).ok
+        status = requests.get(url + "/", timeout=5).json()
+        assert (status["events"], status["evicted"]) == (2, 1)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+    result = subprocess.run(
+        [sys.executable, "-m", "phactor.devserver", "--port", "0", "--max-events", "-1"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert result.returncode == 2
+    assert "--max-events" in result.stderr

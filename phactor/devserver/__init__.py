@@ -65,6 +65,13 @@ Fault injection
   :meth:`~DevServer.stop` cuts the wait short.
 - ``reject_larger_than(limit)``: capture bodies over ``limit`` wire bytes get 413 (None clears).
 - ``reset_faults()``: back to a well-behaved server. ``clear()`` forgets events and the request log.
+
+Limits (docs/devserver.md)
+--------------------------
+- ``max_body_bytes`` (20 MiB, PostHog's cap): a body larger on the wire or once decompressed gets
+  413; gzip is inflated incrementally and stops at the cap.
+- ``max_events`` (100,000; None: no limit): beyond it the oldest stored events are evicted,
+  counted in :attr:`DevServer.evicted` and ``GET /``.
 """
 
 from __future__ import annotations
@@ -74,7 +81,6 @@ import binascii
 import collections
 import contextlib
 import datetime as dt
-import gzip
 import hashlib
 import http.server
 import logging
@@ -93,7 +99,14 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 import structlog
 
-__all__ = ["CAPTURE_PATHS", "DevServer", "Endpoint", "ReceivedRequest"]
+__all__ = [
+    "CAPTURE_PATHS",
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_MAX_EVENTS",
+    "DevServer",
+    "Endpoint",
+    "ReceivedRequest",
+]
 
 _log = structlog.wrap_logger(logging.getLogger("phactor.devserver"))
 
@@ -109,8 +122,11 @@ _DEFINITIONS_PATHS = (
 )
 _CAPTURE_LOOKUP = frozenset(CAPTURE_PATHS) | {p.rstrip("/") for p in CAPTURE_PATHS}
 
-# Far above PostHog's 20 MiB cap; only protects the dev box from a runaway client.
-_MAX_BODY_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024
+"""PostHog's ingestion cap: the largest body accepted, on the wire and after decompression."""
+
+DEFAULT_MAX_EVENTS = 100_000
+"""The most events kept by default; the oldest are evicted first."""
 
 Endpoint = Literal["capture", "flags", "definitions", "any"]
 """Which requests a fault, a count or a wait applies to."""
@@ -186,8 +202,42 @@ def _error_body(code: str, detail: str) -> dict[str, Any]:
     return {"type": kind, "code": code, "detail": detail, "attr": None}
 
 
-def _decode_body(raw: bytes, headers: Mapping[str, str], query: Mapping[str, str]) -> Any:
-    """Undo the encodings PostHog SDKs use, then parse JSON; raise _BadRequest on failure."""
+def _too_large(limit: int) -> _BadRequest:
+    return _BadRequest(413, "payload_too_large", f"request body over {limit} bytes")
+
+
+def _gunzip(data: bytes, limit: int) -> bytes:
+    """Inflate one or more gzip members, never holding more than ``limit`` + 1 output bytes."""
+    parts: list[bytes] = []
+    size = 0
+    try:
+        while data:
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            pending = data
+            while not inflater.eof:
+                chunk = inflater.decompress(pending, limit - size + 1)
+                pending = inflater.unconsumed_tail
+                if not chunk and not pending:
+                    raise _BadRequest(400, "invalid_payload", "invalid gzip body: truncated")
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                parts.append(chunk)
+            data = inflater.unused_data
+            if not data.strip(b"\0"):  # padding after the last member, as gzip(1) allows
+                break
+    except zlib.error as exc:
+        raise _BadRequest(400, "invalid_payload", f"invalid gzip body: {exc}") from None
+    return b"".join(parts)
+
+
+def _decode_body(
+    raw: bytes, headers: Mapping[str, str], query: Mapping[str, str], limit: int
+) -> Any:
+    """Undo the encodings PostHog SDKs use, then parse JSON; raise _BadRequest on failure.
+
+    The body, once decoded and decompressed, may hold at most ``limit`` bytes (413 beyond).
+    """
     data = raw
     if headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
         fields = parse_qs(raw.decode("latin-1"))
@@ -206,10 +256,9 @@ def _decode_body(raw: bytes, headers: Mapping[str, str], query: Mapping[str, str
         or data[:2] == b"\x1f\x8b"
     )
     if gzipped:
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise _BadRequest(400, "invalid_payload", f"invalid gzip body: {exc}") from None
+        data = _gunzip(data, limit)
+    elif len(data) > limit:
+        raise _too_large(limit)
     if not data.strip():
         raise _BadRequest(400, "invalid_payload", "empty body")
     try:
@@ -364,7 +413,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             with contextlib.suppress(OSError):
                 self.send_json(500, _error_body("server_error", "internal dev server error"))
 
-    def read_body(self) -> bytes | None:
+    def read_body(self, limit: int) -> bytes | None:
         """The request body, or None when it is too large to read (the connection then closes)."""
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             chunks: list[bytes] = []
@@ -376,12 +425,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                         pass
                     return b"".join(chunks)
                 total += size
-                if total > _MAX_BODY_BYTES:
+                if total > limit:
                     return None
                 chunks.append(self.rfile.read(size))
                 self.rfile.readline()
         length = int(self.headers.get("Content-Length") or 0)
-        if length > _MAX_BODY_BYTES:
+        if length > limit:
             return None
         return self.rfile.read(length) if length > 0 else b""
 
@@ -487,11 +536,19 @@ class DevServer:
         flag_payloads: Mapping[str, Any] | None = None,
         flag_definitions: Sequence[Mapping[str, Any]] | Mapping[str, Any] | None = None,
         personal_api_key: str | None = None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        max_events: int | None = DEFAULT_MAX_EVENTS,
     ) -> None:
         if not isinstance(host, str):
             raise TypeError("host must be a str")
         if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
             raise TypeError("port must be an int in 0..65535")
+        if not _positive_int(max_body_bytes):
+            raise TypeError("max_body_bytes must be a positive int")
+        if max_events is not None and not _positive_int(max_events):
+            raise TypeError("max_events must be a positive int or None")
+        self._max_body_bytes = max_body_bytes
+        self._max_events = max_events
         self._host = host
         self._requested_port = port
         self._db_path = os.fspath(db)
@@ -504,6 +561,7 @@ class DevServer:
         self._db_lock = threading.Lock()
         self._stored = threading.Condition(self._db_lock)
         self._stored_count = self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+        self._evicted = 0
 
         self._log_cond = threading.Condition()
         self._requests: list[ReceivedRequest] = []
@@ -631,16 +689,30 @@ class DevServer:
             row = self._db.execute(f"SELECT COUNT(*) FROM events{where}", params).fetchone()
             return int(row[0])
 
+    @property
+    def max_events(self) -> int | None:
+        """The most events kept (None: no limit); beyond it the oldest are evicted."""
+        return self._max_events
+
+    @property
+    def evicted(self) -> int:
+        """How many stored events were evicted to stay within ``max_events`` (since clear())."""
+        with self._db_lock:
+            return self._evicted
+
     def wait_for(self, count: int, timeout: float | None = 5.0) -> bool:
-        """Block until at least ``count`` events are stored; False if ``timeout`` passes first."""
+        """Block until ``count`` events were stored (evicted ones included); False on timeout."""
         with self._stored:
-            return self._stored.wait_for(lambda: self._stored_count >= count, timeout)
+            return self._stored.wait_for(
+                lambda: self._stored_count + self._evicted >= count, timeout
+            )
 
     def clear(self) -> None:
         """Forget every stored event and the request log (faults stay; see reset_faults)."""
         with self._stored:
             self._db.execute("DELETE FROM events")
             self._stored_count = 0
+            self._evicted = 0
         with self._log_cond:
             self._requests.clear()
             self._arrivals.clear()
@@ -659,10 +731,21 @@ class DevServer:
     def _store(self, rows: list[tuple[Any, ...]]) -> None:
         if not rows:
             return
+        cap = self._max_events
+        skipped = 0
+        if cap is not None and len(rows) > cap:  # the batch alone overflows: keep its newest
+            skipped, rows = len(rows) - cap, rows[-cap:]
         with self._stored:
+            excess = 0 if cap is None else max(0, self._stored_count + len(rows) - cap)
             # One transaction per request: per-event commits would cap throughput far too low.
             self._db.execute("BEGIN")
             try:
+                if excess:
+                    self._db.execute(
+                        "DELETE FROM events WHERE id IN "
+                        "(SELECT id FROM events ORDER BY id LIMIT ?)",
+                        (excess,),
+                    )
                 self._db.executemany(
                     "INSERT INTO events (api_key, uuid, event, distinct_id, timestamp, "
                     "properties, received_at, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -672,8 +755,11 @@ class DevServer:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
-            self._stored_count += len(rows)
+            self._stored_count += len(rows) - excess
+            self._evicted += excess + skipped
             self._stored.notify_all()
+        if excess + skipped:
+            _log.debug("devserver_evicted", events=excess + skipped, max_events=cap)
 
     # -- request log -----------------------------------------------------------------------
 
@@ -845,16 +931,21 @@ class DevServer:
         elif method == "GET" and path in ("/api/events", "/api/events/"):
             self._serve_listing(handler, query)
         elif method == "DELETE" and path in ("/api/events", "/api/events/"):
-            handler.read_body()
+            handler.read_body(self._max_body_bytes)
             self.clear()
             handler.send_json(200, {"status": 1})
         elif method == "GET" and path == "/":
             handler.send_json(
                 200,
-                {"status": "ok", "events": self.count(), "requests": len(self.requests)},
+                {
+                    "status": "ok",
+                    "events": self.count(),
+                    "evicted": self.evicted,
+                    "requests": len(self.requests),
+                },
             )
         else:
-            body = handler.read_body()
+            body = handler.read_body(self._max_body_bytes)
             if body is None:
                 handler.close_connection = True
             handler.send_json(404, _error_body("not_found", f"no {method} {path} here"))
@@ -875,7 +966,7 @@ class DevServer:
     ) -> None:
         received_at = _now_iso()
         headers = {k.lower(): v for k, v in handler.headers.items()}
-        raw = handler.read_body()
+        raw = handler.read_body(self._max_body_bytes)
         with self._log_cond:
             self._arrivals[endpoint] += 1
             self._log_cond.notify_all()
@@ -906,9 +997,10 @@ class DevServer:
             return
 
         if raw is None:
-            finish(413, "too_large", "body over the dev server's hard cap")
+            too_large = _too_large(self._max_body_bytes)
+            finish(413, "too_large", too_large.detail)
             handler.close_connection = True
-            handler.send_json(413, _error_body("payload_too_large", "request body too large"))
+            handler.send_json(413, _error_body(too_large.code, too_large.detail))
             return
         if mode in ("down", "reset"):
             finish(None, f"mode:{mode}")
@@ -961,7 +1053,7 @@ class DevServer:
         if raw is None or endpoint == "definitions":
             return _Parsed()
         try:
-            body = _decode_body(raw, headers, query)
+            body = _decode_body(raw, headers, query, self._max_body_bytes)
             if endpoint == "capture":
                 return _capture_rows(body, received_at)
             if not isinstance(body, dict):
@@ -1012,6 +1104,10 @@ class DevServer:
 
 def _etags(header: str) -> Iterable[str]:
     return [tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip()]
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def _matches(selector: str, endpoint: str) -> bool:

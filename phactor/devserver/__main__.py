@@ -15,7 +15,21 @@ from types import FrameType
 
 import orjson
 
-from phactor.devserver import DevServer
+from phactor.devserver import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_EVENTS, DevServer
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive int, got {text}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative int, got {text}")
+    return value
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -27,6 +41,19 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8010, help="port, 0 for a free one (8010)")
     parser.add_argument(
         "--db", default=":memory:", help="SQLite file to keep events in (default: in memory)"
+    )
+    parser.add_argument(
+        "--max-body-bytes",
+        type=_positive,
+        default=DEFAULT_MAX_BODY_BYTES,
+        help="largest body accepted, on the wire and decompressed; 413 beyond (20 MiB)",
+    )
+    parser.add_argument(
+        "--max-events",
+        type=_non_negative,
+        default=None,
+        help=f"most events kept, the oldest evicted first; 0 for no limit"
+        f" (default: {DEFAULT_MAX_EVENTS} in memory, no limit with --db FILE)",
     )
     parser.add_argument(
         "--flags",
@@ -50,6 +77,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("--flags must be a JSON object", file=sys.stderr)
             return 2
 
+    if args.max_events is None:
+        max_events = DEFAULT_MAX_EVENTS if args.db == ":memory:" else None
+    else:
+        max_events = args.max_events or None
+
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -58,7 +90,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        server = DevServer(host=args.host, port=args.port, db=args.db, flags=flags).start()
+        server = DevServer(
+            host=args.host,
+            port=args.port,
+            db=args.db,
+            flags=flags,
+            max_body_bytes=args.max_body_bytes,
+            max_events=max_events,
+        ).start()
     except OSError as exc:
         print(f"cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
@@ -75,7 +114,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             pass
     finally:
         server.stop()
-    print(f"phactor devserver: stopped, {server.count()} events stored", file=sys.stderr)
+    print(
+        f"phactor devserver: stopped, {server.count()} events stored,"
+        f" {server.evicted} evicted",
+        file=sys.stderr,
+    )
     return 0
 
 
