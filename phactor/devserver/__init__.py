@@ -72,6 +72,10 @@ Limits (docs/devserver.md)
   413; gzip is inflated incrementally and stops at the cap.
 - ``max_events`` (100,000; None: no limit): beyond it the oldest stored events are evicted,
   counted in :attr:`DevServer.evicted` and ``GET /``.
+- ``read_timeout`` (30 s): a request must arrive in full within it once its first byte came,
+  else 408 and the connection closes; ``idle_timeout`` (75 s, None: never) closes a kept-alive
+  connection waiting that long for its next request.
+- Malformed framing (``Content-Length``, chunked) gets 400 and closes the connection.
 """
 
 from __future__ import annotations
@@ -83,12 +87,15 @@ import contextlib
 import datetime as dt
 import hashlib
 import http.server
+import io
 import logging
+import math
 import os
 import socket
 import sqlite3
 import struct
 import threading
+import time
 import uuid as uuid_module
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
@@ -127,6 +134,17 @@ DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024
 
 DEFAULT_MAX_EVENTS = 100_000
 """The most events kept by default; the oldest are evicted first."""
+
+DEFAULT_READ_TIMEOUT = 30.0
+"""Seconds a request may take to arrive in full once its first byte came (408 beyond)."""
+
+DEFAULT_IDLE_TIMEOUT = 75.0
+"""Seconds a kept-alive connection may wait for its next request before it is closed."""
+
+_MAX_CHUNK_LINE = 1024  # a chunk-size line: hex digits and extensions
+_MAX_TRAILER_LINES = 100
+_MAX_FORM_FIELDS = 64  # posthog-js sends data= and a few more
+_MAX_SQL_INT = 2**63 - 1
 
 Endpoint = Literal["capture", "flags", "definitions", "any"]
 """Which requests a fault, a count or a wait applies to."""
@@ -240,7 +258,12 @@ def _decode_body(
     """
     data = raw
     if headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
-        fields = parse_qs(raw.decode("latin-1"))
+        try:
+            fields = parse_qs(raw.decode("latin-1"), max_num_fields=_MAX_FORM_FIELDS)
+        except ValueError:
+            raise _BadRequest(
+                400, "invalid_payload", f"form body with over {_MAX_FORM_FIELDS} fields"
+            ) from None
         if "data" not in fields:
             raise _BadRequest(400, "invalid_payload", "form body without a data= field")
         text = fields["data"][0].strip()
@@ -374,6 +397,37 @@ def _definitions_document(definitions: Any) -> dict[str, Any]:
     raise TypeError("flag_definitions must be a list of flags or a mapping with 'flags'")
 
 
+class _DeadlineReader(io.RawIOBase):
+    """The handler's socket as a raw stream whose every read honours the request's deadline.
+
+    Before a request's first byte the wait is the idle (keep-alive) timeout; from that byte on,
+    every read gets only what is left of ``read_timeout``, so a client dripping a byte at a time
+    cannot hold a request open longer than that.
+    """
+
+    def __init__(self, handler: _Handler) -> None:
+        super().__init__()
+        self._handler = handler
+        self._sock: socket.socket = handler.connection
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        handler = self._handler
+        if handler.deadline is None:
+            self._sock.settimeout(handler.server.devserver._idle_timeout)
+        else:
+            left = handler.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("request not received within the read timeout")
+            self._sock.settimeout(left)
+        received = self._sock.recv_into(buffer)
+        if handler.deadline is None and received:
+            handler.deadline = time.monotonic() + handler.server.devserver._read_timeout
+        return received
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "phactor-devserver"
@@ -381,9 +435,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server: _HTTPServer
 
+    deadline: float | None = None
+
     def setup(self) -> None:
         super().setup()
+        self.rfile.close()  # replaced by a reader that enforces the timeouts
+        self.rfile = io.BufferedReader(_DeadlineReader(self))
         self.server.track(self.connection, add=True)
+
+    def handle_one_request(self) -> None:
+        self.deadline = None  # the next request's clock starts at its first byte
+        super().handle_one_request()
 
     def finish(self) -> None:
         with contextlib.suppress(OSError):
@@ -413,26 +475,76 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             with contextlib.suppress(OSError):
                 self.send_json(500, _error_body("server_error", "internal dev server error"))
 
-    def read_body(self, limit: int) -> bytes | None:
-        """The request body, or None when it is too large to read (the connection then closes)."""
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks: list[bytes] = []
-            total = 0
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(chunks)
-                total += size
-                if total > limit:
-                    return None
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > limit:
-            return None
-        return self.rfile.read(length) if length > 0 else b""
+    def read_body(self, limit: int) -> bytes:
+        """The request body, at most ``limit`` bytes.
+
+        Raises _BadRequest for a malformed Content-Length or chunked framing (400), a body over
+        ``limit`` (413) or one not received within the read timeout (408); the connection then
+        closes, as its remaining bytes cannot be trusted. ConnectionError when the client hangs up.
+        """
+        try:
+            encoding = self.headers.get("Transfer-Encoding")
+            if encoding is not None:
+                if encoding.lower().rsplit(",", 1)[-1].strip() != "chunked":
+                    raise _BadRequest(400, "invalid_payload", "unsupported Transfer-Encoding")
+                return self._read_chunked(limit)
+            lengths = set(self.headers.get_all("Content-Length") or ())
+            if not lengths:
+                return b""
+            if len(lengths) > 1:
+                raise _BadRequest(400, "invalid_payload", "conflicting Content-Length headers")
+            text = lengths.pop()
+            if not text.isascii() or not text.isdigit():
+                raise _BadRequest(400, "invalid_payload", f"invalid Content-Length {text[:40]!r}")
+            length = int(text)
+            if length > limit:
+                raise _too_large(limit)
+            return self._read_exactly(length)
+        except TimeoutError:
+            timeout = self.server.devserver._read_timeout
+            raise self._refuse(
+                _BadRequest(408, "request_timeout", f"body not received within {timeout} s")
+            ) from None
+        except _BadRequest as exc:
+            raise self._refuse(exc) from None
+
+    def _refuse(self, error: _BadRequest) -> _BadRequest:
+        self.close_connection = True
+        return error
+
+    def _read_exactly(self, length: int) -> bytes:
+        data = self.rfile.read(length) if length else b""
+        if len(data) < length:
+            raise ConnectionError("client closed the connection inside the body")
+        return data
+
+    def _read_line(self, what: str) -> bytes:
+        line = self.rfile.readline(_MAX_CHUNK_LINE + 1)
+        if not line:
+            raise ConnectionError("client closed the connection inside the body")
+        if not line.endswith(b"\n"):
+            raise _BadRequest(400, "invalid_payload", f"malformed chunked body: {what} too long")
+        return line
+
+    def _read_chunked(self, limit: int) -> bytes:
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            text = self._read_line("chunk size line").split(b";", 1)[0].strip()
+            if not text or text.strip(b"0123456789abcdefABCDEF"):
+                raise _BadRequest(400, "invalid_payload", f"malformed chunk size {text[:40]!r}")
+            size = int(text, 16)
+            if size == 0:
+                for _ in range(_MAX_TRAILER_LINES):
+                    if self._read_line("trailer line") in (b"\r\n", b"\n"):
+                        return b"".join(chunks)
+                raise _BadRequest(400, "invalid_payload", "malformed chunked body: trailers")
+            total += size
+            if total > limit:
+                raise _too_large(limit)
+            chunks.append(self._read_exactly(size))
+            if self._read_line("chunk end") not in (b"\r\n", b"\n"):
+                raise _BadRequest(400, "invalid_payload", "malformed chunked body: chunk end")
 
     def send_json(
         self, status: int, payload: Any, headers: Mapping[str, str] | None = None
@@ -446,6 +558,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         headers: Mapping[str, str] | None = None,
         content_type: str = "application/json",
     ) -> None:
+        # A client that stops reading its responses must not hold this thread forever.
+        self.connection.settimeout(self.server.devserver._read_timeout)
         self.send_response(status)
         if status != 304:
             self.send_header("Content-Type", content_type)
@@ -488,6 +602,10 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
                 self._connections.add(connection)
             else:
                 self._connections.discard(connection)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client hanging up or resetting mid-request is no server error: no traceback on stderr.
+        _log.debug("devserver_connection_error", peer=str(client_address), exc_info=True)
 
     def close_connections(self) -> None:
         # Handler threads blocked on a keep-alive read would otherwise keep serving after stop().
@@ -538,6 +656,8 @@ class DevServer:
         personal_api_key: str | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         max_events: int | None = DEFAULT_MAX_EVENTS,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
     ) -> None:
         if not isinstance(host, str):
             raise TypeError("host must be a str")
@@ -547,8 +667,14 @@ class DevServer:
             raise TypeError("max_body_bytes must be a positive int")
         if max_events is not None and not _positive_int(max_events):
             raise TypeError("max_events must be a positive int or None")
+        if not _positive_seconds(read_timeout):
+            raise TypeError("read_timeout must be a positive finite number of seconds")
+        if idle_timeout is not None and not _positive_seconds(idle_timeout):
+            raise TypeError("idle_timeout must be a positive finite number of seconds or None")
         self._max_body_bytes = max_body_bytes
         self._max_events = max_events
+        self._read_timeout = float(read_timeout)
+        self._idle_timeout = None if idle_timeout is None else float(idle_timeout)
         self._host = host
         self._requested_port = port
         self._db_path = os.fspath(db)
@@ -928,10 +1054,11 @@ class DevServer:
             self._serve_recorded(handler, method, path, query, "flags")
         elif method == "GET" and path in _DEFINITIONS_PATHS:
             self._serve_recorded(handler, method, path, query, "definitions")
+        elif not self._discard_body(handler):
+            return
         elif method == "GET" and path in ("/api/events", "/api/events/"):
             self._serve_listing(handler, query)
         elif method == "DELETE" and path in ("/api/events", "/api/events/"):
-            handler.read_body(self._max_body_bytes)
             self.clear()
             handler.send_json(200, {"status": 1})
         elif method == "GET" and path == "/":
@@ -945,18 +1072,32 @@ class DevServer:
                 },
             )
         else:
-            body = handler.read_body(self._max_body_bytes)
-            if body is None:
-                handler.close_connection = True
             handler.send_json(404, _error_body("not_found", f"no {method} {path} here"))
 
-    def _serve_listing(self, handler: _Handler, query: Mapping[str, str]) -> None:
+    def _discard_body(self, handler: _Handler) -> bool:
+        """Read a body nobody uses, so the next request on the connection starts where it should.
+
+        False when it was refused (the error is sent and the connection closes).
+        """
         try:
-            limit = int(query["limit"]) if query.get("limit") else None
-            offset = int(query.get("offset") or 0)
-        except ValueError:
-            handler.send_json(400, _error_body("invalid_input", "limit and offset must be ints"))
+            handler.read_body(self._max_body_bytes)
+        except _BadRequest as exc:
+            handler.send_json(exc.status, _error_body(exc.code, exc.detail))
+            return False
+        return True
+
+    def _serve_listing(self, handler: _Handler, query: Mapping[str, str]) -> None:
+        limit_text, offset_text = query.get("limit") or None, query.get("offset") or "0"
+        if not all(
+            text.isascii() and text.isdigit() and int(text) <= _MAX_SQL_INT
+            for text in (limit_text or "0", offset_text)
+        ):
+            handler.send_json(
+                400, _error_body("invalid_input", "limit and offset must be non-negative ints")
+            )
             return
+        limit = None if limit_text is None else int(limit_text)
+        offset = int(offset_text)
         filters = {k: query.get(k) or None for k in ("event", "distinct_id", "api_key")}
         results = self.events(limit, offset=offset, **filters)
         handler.send_json(200, {"results": results, "count": self.count(**filters)})
@@ -966,7 +1107,11 @@ class DevServer:
     ) -> None:
         received_at = _now_iso()
         headers = {k.lower(): v for k, v in handler.headers.items()}
-        raw = handler.read_body(self._max_body_bytes)
+        refused: _BadRequest | None = None
+        try:
+            raw: bytes | None = handler.read_body(self._max_body_bytes)
+        except _BadRequest as exc:
+            raw, refused = None, exc
         with self._log_cond:
             self._arrivals[endpoint] += 1
             self._log_cond.notify_all()
@@ -996,11 +1141,9 @@ class DevServer:
             handler.drop(reset=False)
             return
 
-        if raw is None:
-            too_large = _too_large(self._max_body_bytes)
-            finish(413, "too_large", too_large.detail)
-            handler.close_connection = True
-            handler.send_json(413, _error_body(too_large.code, too_large.detail))
+        if refused is not None:
+            finish(refused.status, "too_large" if refused.status == 413 else None, refused.detail)
+            handler.send_json(refused.status, _error_body(refused.code, refused.detail))
             return
         if mode in ("down", "reset"):
             finish(None, f"mode:{mode}")
@@ -1022,7 +1165,7 @@ class DevServer:
             return
         with self._fault_lock:
             limit = self._size_limit
-        if endpoint == "capture" and limit is not None and len(raw) > limit:
+        if endpoint == "capture" and limit is not None and len(raw or b"") > limit:
             finish(413, "too_large")
             handler.send_json(413, _error_body("payload_too_large", f"body over {limit} bytes"))
             return
@@ -1058,6 +1201,13 @@ class DevServer:
                 return _capture_rows(body, received_at)
             if not isinstance(body, dict):
                 raise _BadRequest(400, "invalid_payload", "flags body must be an object")
+            wanted = body.get("flag_keys_to_evaluate")
+            if wanted is not None and not (
+                isinstance(wanted, list) and all(isinstance(key, str) for key in wanted)
+            ):
+                raise _BadRequest(
+                    400, "invalid_payload", "flag_keys_to_evaluate must be a list of strings"
+                )
             parsed = _Parsed(api_key=_key_of(body), body=body)
             if parsed.api_key is None:
                 parsed.error = _BadRequest(401, "invalid_api_key", "API key not provided")
@@ -1104,6 +1254,15 @@ class DevServer:
 
 def _etags(header: str) -> Iterable[str]:
     return [tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip()]
+
+
+def _positive_seconds(value: object) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
 
 
 def _positive_int(value: object) -> bool:
