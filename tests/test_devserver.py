@@ -26,6 +26,7 @@ import requests
 from hypothesis import given
 from hypothesis import strategies as st
 
+import phactor.devserver as devserver_module
 from phactor.devserver import CAPTURE_PATHS, DevServer
 
 KEY = "phc_devserver_test"
@@ -988,3 +989,43 @@ def test_random_framing_is_answered_or_closed_and_the_server_keeps_serving() -> 
 
         check()
         assert still_serving(server)
+
+
+def test_the_request_log_is_bounded_and_counts_stay_exact(session: requests.Session) -> None:
+    with DevServer(max_requests=3) as server:
+        sent = [event(f"r{i}") for i in range(5)]
+        for one in sent:
+            assert session.post(server.url + "/batch/", json=batch(one), timeout=5).ok
+        assert session.post(server.url + "/flags/", json={"api_key": KEY}, timeout=5).ok
+        # the log keeps the newest requests; the counts cover every request
+        assert [r.endpoint for r in server.requests] == ["capture", "capture", "flags"]
+        assert server.requests[0].uuids == (sent[3]["uuid"],)
+        assert server.request_count() == 5
+        assert server.request_count("any") == 6
+        assert server.wait_for_requests(5, timeout=0)
+        assert requests.get(server.url + "/", timeout=5).json()["requests"] == 6
+        server.clear()
+        assert (server.request_count("any"), server.requests) == (0, [])
+    with pytest.raises(TypeError):
+        DevServer(max_requests=0)
+
+
+def test_a_flood_of_big_headers_does_not_grow_the_log_without_bound(
+    session: requests.Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(devserver_module, "_MAX_LOG_BYTES", 4 * 1024 * 1024)  # 64 MiB by default
+    headers = {f"X-Pad-{i}": "p" * 60_000 for i in range(16)}  # ~1 MB of headers a request
+    with DevServer() as server:
+        tracemalloc.start()
+        try:
+            for _ in range(24):  # ~23 MB of headers in all
+                response = session.post(
+                    server.url + "/flags/", json={"api_key": KEY}, headers=headers, timeout=10
+                )
+                assert response.ok
+            current, _ = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert server.request_count("flags") == 24
+        assert 3 <= len(server.requests) <= 5
+    assert current < 12 * 1024 * 1024

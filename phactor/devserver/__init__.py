@@ -72,6 +72,8 @@ Limits (docs/devserver.md)
   413; gzip is inflated incrementally and stops at the cap.
 - ``max_events`` (100,000; None: no limit): beyond it the oldest stored events are evicted,
   counted in :attr:`DevServer.evicted` and ``GET /``.
+- ``max_requests`` (10,000): the request log keeps the newest requests (and about 64 MiB of
+  them); the counts of :meth:`~DevServer.request_count` cover every request.
 - ``read_timeout`` (30 s): a request must arrive in full within it once its first byte came,
   else 408 and the connection closes; ``idle_timeout`` (75 s, None: never) closes a kept-alive
   connection waiting that long for its next request.
@@ -134,6 +136,14 @@ DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024
 
 DEFAULT_MAX_EVENTS = 100_000
 """The most events kept by default; the oldest are evicted first."""
+
+DEFAULT_MAX_REQUESTS = 10_000
+"""The most requests kept in the request log by default; counts cover every request."""
+
+# The log also keeps at most about this many bytes (headers, uuids, flags bodies): many requests
+# with huge headers must not pile up.
+_MAX_LOG_BYTES = 64 * 1024 * 1024
+_UUID_COST = 100  # a uuid str in a tuple, roughly
 
 DEFAULT_READ_TIMEOUT = 30.0
 """Seconds a request may take to arrive in full once its first byte came (408 beyond)."""
@@ -656,6 +666,7 @@ class DevServer:
         personal_api_key: str | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         max_events: int | None = DEFAULT_MAX_EVENTS,
+        max_requests: int = DEFAULT_MAX_REQUESTS,
         read_timeout: float = DEFAULT_READ_TIMEOUT,
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
     ) -> None:
@@ -667,6 +678,8 @@ class DevServer:
             raise TypeError("max_body_bytes must be a positive int")
         if max_events is not None and not _positive_int(max_events):
             raise TypeError("max_events must be a positive int or None")
+        if not _positive_int(max_requests):
+            raise TypeError("max_requests must be a positive int")
         if not _positive_seconds(read_timeout):
             raise TypeError("read_timeout must be a positive finite number of seconds")
         if idle_timeout is not None and not _positive_seconds(idle_timeout):
@@ -690,7 +703,10 @@ class DevServer:
         self._evicted = 0
 
         self._log_cond = threading.Condition()
-        self._requests: list[ReceivedRequest] = []
+        self._max_requests = max_requests
+        self._requests: collections.deque[tuple[ReceivedRequest, int]] = collections.deque()
+        self._log_bytes = 0
+        self._recorded: collections.Counter[str] = collections.Counter()
         self._arrivals: collections.Counter[str] = collections.Counter()
 
         self._fault_lock = threading.Lock()
@@ -841,6 +857,8 @@ class DevServer:
             self._evicted = 0
         with self._log_cond:
             self._requests.clear()
+            self._log_bytes = 0
+            self._recorded.clear()
             self._arrivals.clear()
 
     @staticmethod
@@ -891,20 +909,32 @@ class DevServer:
 
     @property
     def requests(self) -> list[ReceivedRequest]:
-        """A snapshot of every recorded request, in arrival order."""
+        """A snapshot of the recorded requests, in arrival order.
+
+        The log keeps the newest ``max_requests`` (and about 64 MiB); older ones are forgotten,
+        while :meth:`request_count` and :meth:`wait_for_requests` still count every request.
+        """
         with self._log_cond:
-            return list(self._requests)
+            return [request for request, _ in self._requests]
 
     def request_count(self, endpoint: Endpoint = "capture") -> int:
         """How many requests reached ``endpoint``, whatever they were answered with."""
         _check_endpoint(endpoint)
         with self._log_cond:
-            return sum(1 for r in self._requests if _matches(endpoint, r.endpoint))
+            return self._recorded_count(endpoint)
+
+    def _recorded_count(self, endpoint: str) -> int:
+        if endpoint == "any":
+            return sum(self._recorded.values())
+        return self._recorded[endpoint]
 
     def uuid_counts(self) -> collections.Counter[str]:
-        """How many times each event uuid arrived in a capture request (failed ones included)."""
+        """How often each event uuid arrived in a capture request (failed ones included).
+
+        Counts the requests still in the log (see :attr:`requests`).
+        """
         with self._log_cond:
-            return collections.Counter(u for r in self._requests for u in r.uuids)
+            return collections.Counter(u for r, _ in self._requests for u in r.uuids)
 
     def wait_for_requests(
         self, count: int, timeout: float | None = 5.0, endpoint: Endpoint = "capture"
@@ -913,7 +943,7 @@ class DevServer:
         _check_endpoint(endpoint)
 
         def reached() -> bool:
-            return sum(1 for r in self._requests if _matches(endpoint, r.endpoint)) >= count
+            return self._recorded_count(endpoint) >= count
 
         with self._log_cond:
             return self._log_cond.wait_for(reached, timeout)
@@ -936,9 +966,20 @@ class DevServer:
         with self._log_cond:
             return self._log_cond.wait_for(reached, timeout)
 
-    def _record(self, request: ReceivedRequest) -> None:
+    def _record(self, request: ReceivedRequest, body_cost: int = 0) -> None:
+        cost = (
+            body_cost
+            + sum(len(name) + len(value) for name, value in request.headers.items())
+            + _UUID_COST * len(request.uuids)
+        )
         with self._log_cond:
-            self._requests.append(request)
+            self._requests.append((request, cost))
+            self._log_bytes += cost
+            self._recorded[request.endpoint] += 1
+            while len(self._requests) > 1 and (
+                len(self._requests) > self._max_requests or self._log_bytes > _MAX_LOG_BYTES
+            ):
+                self._log_bytes -= self._requests.popleft()[1]
             self._log_cond.notify_all()
 
     # -- fault injection -------------------------------------------------------------------
@@ -1068,7 +1109,7 @@ class DevServer:
                     "status": "ok",
                     "events": self.count(),
                     "evicted": self.evicted,
-                    "requests": len(self.requests),
+                    "requests": self.request_count("any"),
                 },
             )
         else:
@@ -1131,9 +1172,13 @@ class DevServer:
         if endpoint == "flags":
             record["body"] = parsed.body
 
+        # A flags body stays in the log as parsed JSON: a few times its text in memory.
+        body_cost = 0 if parsed.body is None else 4 * len(orjson.dumps(parsed.body))
+
         def finish(status: int | None, fault_name: str | None, error: str | None = None) -> None:
             self._record(
-                ReceivedRequest(status=status, fault=fault_name, error=error, **record)  # type: ignore[arg-type]
+                ReceivedRequest(status=status, fault=fault_name, error=error, **record),  # type: ignore[arg-type]
+                body_cost,
             )
 
         if delay and self._stopping.wait(delay):
