@@ -1029,3 +1029,32 @@ def test_a_flood_of_big_headers_does_not_grow_the_log_without_bound(
         assert server.request_count("flags") == 24
         assert 3 <= len(server.requests) <= 5
     assert current < 12 * 1024 * 1024
+
+
+@pytest.mark.parametrize("unit", [b"{}", b"[]", b'"a"', b"1.5"])
+def test_a_body_of_millions_of_tiny_values_is_413_before_parsing(unit: bytes) -> None:
+    # 4 MiB of tiny JSON values would be ~1.4 million Python objects (~100+ MiB)
+    count = 4 * 1024 * 1024 // (len(unit) + 1)
+    body = b'{"api_key": "k", "batch": [' + b",".join([unit] * count) + b"]}"
+    with DevServer(max_body_bytes=len(body) + 1) as server:
+        tracemalloc.start()
+        try:
+            tracemalloc.reset_peak()
+            response = requests.post(server.url + "/batch/", data=body, timeout=30)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert response.status_code == 413
+        assert "JSON values" in response.json()["detail"]
+        assert peak < 32 * 1024 * 1024
+        assert still_serving(server)
+
+
+def test_a_batch_of_ordinary_events_near_the_cap_is_accepted() -> None:
+    props = {"$lib": "phactor", "$lib_version": "0.1.0", "plan": "pro", "n": 3, "ok": False}
+    events = [event("clicked", f"u{i}", **props) for i in range(12_000)]
+    body = json.dumps(batch(*events), separators=(",", ":")).encode()  # ~3 MB, densest form
+    with DevServer(max_body_bytes=len(body) + 1) as server:
+        response = requests.post(server.url + "/batch/", data=body, timeout=30)
+        assert response.status_code == 200, response.text
+        assert server.count() == len(events)

@@ -69,7 +69,8 @@ Fault injection
 Limits (docs/devserver.md)
 --------------------------
 - ``max_body_bytes`` (20 MiB, PostHog's cap): a body larger on the wire or once decompressed gets
-  413; gzip is inflated incrementally and stops at the cap.
+  413; gzip is inflated incrementally and stops at the cap. So does a body of more than one
+  JSON value per 8 bytes of the cap (parsing it would take ~30x its size).
 - ``max_events`` (100,000; None: no limit): beyond it the oldest stored events are evicted,
   counted in :attr:`DevServer.evicted` and ``GET /``.
 - ``max_requests`` (10,000): the request log keeps the newest requests (and about 64 MiB of
@@ -155,6 +156,9 @@ _MAX_CHUNK_LINE = 1024  # a chunk-size line: hex digits and extensions
 _MAX_TRAILER_LINES = 100
 _MAX_FORM_FIELDS = 64  # posthog-js sends data= and a few more
 _MAX_SQL_INT = 2**63 - 1
+# Event JSON averages well over this per "," or ":" (a bare event ~13, with properties more);
+# bodies of that density under max_body_bytes / 4 are never even scanned.
+_MIN_BYTES_PER_VALUE = 8
 
 Endpoint = Literal["capture", "flags", "definitions", "any"]
 """Which requests a fault, a count or a wait applies to."""
@@ -294,6 +298,13 @@ def _decode_body(
         raise _too_large(limit)
     if not data.strip():
         raise _BadRequest(400, "invalid_payload", "empty body")
+    # Parsed JSON can take 30x its text (a 20 MiB "[{},{},...]" is ~600 MiB of dicts): bound
+    # the number of values to limit / _MIN_BYTES_PER_VALUE (~10x the cap in memory at worst).
+    # Every value past the first follows a "," or a ":", so counting them is cheap (strings
+    # containing them make it an over-estimate), and short bodies cannot reach the bound at all.
+    max_values = limit // _MIN_BYTES_PER_VALUE
+    if len(data) // 2 >= max_values and data.count(b",") + data.count(b":") >= max_values:
+        raise _BadRequest(413, "payload_too_large", f"body with over {max_values} JSON values")
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
