@@ -673,7 +673,7 @@ def test_stored_events_are_capped_oldest_evicted_first() -> None:
         DevServer(max_events=0)
 
 
-LIMITS = ("--max-body-bytes", "2048", "--max-events", "2")
+LIMITS = ("--max-body-bytes", "2048", "--max-events", "2", "--max-stored-bytes", "100000")
 
 
 def test_cli_limits_options() -> None:
@@ -693,6 +693,7 @@ def test_cli_limits_options() -> None:
         assert requests.post(url + "/batch/", json=three, timeout=5).ok
         status = requests.get(url + "/", timeout=5).json()
         assert (status["events"], status["evicted"]) == (2, 1)
+        assert 0 < status["stored_bytes"] <= 100_000
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0
     finally:
@@ -1058,3 +1059,24 @@ def test_a_batch_of_ordinary_events_near_the_cap_is_accepted() -> None:
         response = requests.post(server.url + "/batch/", data=body, timeout=30)
         assert response.status_code == 200, response.text
         assert server.count() == len(events)
+
+
+def test_stored_events_are_capped_by_bytes_too() -> None:
+    with DevServer(max_stored_bytes=10_000) as server:
+        sent = [event(f"big{i}", pad="x" * 1500) for i in range(6)]  # ~3.2 KB stored each
+        for one in sent:
+            assert requests.post(server.url + "/batch/", json=batch(one), timeout=5).ok
+        kept = [e["event"] for e in server.events()]
+        assert kept == [f"big{i}" for i in range(6 - len(kept), 6)]  # the newest, in order
+        assert 2 <= len(kept) <= 3
+        assert server.stored_bytes <= 10_000
+        assert server.evicted == 6 - len(kept)
+        huge = event("huge", pad="x" * 20_000)  # alone over the budget: evicted on arrival
+        assert requests.post(server.url + "/batch/", json=batch(huge), timeout=5).ok
+        assert [e["event"] for e in server.events()][-1] != "huge"
+        assert server.evicted == 7 - len(kept)
+        server.clear()
+        assert server.stored_bytes == 0
+    assert DevServer().max_stored_bytes == 256 * 1024 * 1024
+    with pytest.raises(TypeError):
+        DevServer(max_stored_bytes=0)

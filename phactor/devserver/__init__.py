@@ -71,8 +71,9 @@ Limits (docs/devserver.md)
 - ``max_body_bytes`` (20 MiB, PostHog's cap): a body larger on the wire or once decompressed gets
   413; gzip is inflated incrementally and stops at the cap. So does a body of more than one
   JSON value per 8 bytes of the cap (parsing it would take ~30x its size).
-- ``max_events`` (100,000; None: no limit): beyond it the oldest stored events are evicted,
-  counted in :attr:`DevServer.evicted` and ``GET /``.
+- ``max_events`` (100,000) and ``max_stored_bytes`` (256 MiB of event JSON; None: no limit):
+  beyond either the oldest stored events are evicted, counted in :attr:`DevServer.evicted` and
+  ``GET /``.
 - ``max_requests`` (10,000): the request log keeps the newest requests (and about 64 MiB of
   them); the counts of :meth:`~DevServer.request_count` cover every request.
 - ``read_timeout`` (30 s): a request must arrive in full within it once its first byte came,
@@ -113,6 +114,7 @@ __all__ = [
     "CAPTURE_PATHS",
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_MAX_EVENTS",
+    "DEFAULT_MAX_STORED_BYTES",
     "DevServer",
     "Endpoint",
     "ReceivedRequest",
@@ -137,6 +139,9 @@ DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024
 
 DEFAULT_MAX_EVENTS = 100_000
 """The most events kept by default; the oldest are evicted first."""
+
+DEFAULT_MAX_STORED_BYTES = 256 * 1024 * 1024
+"""The most bytes of event JSON kept by default; the oldest events are evicted first."""
 
 DEFAULT_MAX_REQUESTS = 10_000
 """The most requests kept in the request log by default; counts cover every request."""
@@ -677,6 +682,7 @@ class DevServer:
         personal_api_key: str | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         max_events: int | None = DEFAULT_MAX_EVENTS,
+        max_stored_bytes: int | None = DEFAULT_MAX_STORED_BYTES,
         max_requests: int = DEFAULT_MAX_REQUESTS,
         read_timeout: float = DEFAULT_READ_TIMEOUT,
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
@@ -689,6 +695,8 @@ class DevServer:
             raise TypeError("max_body_bytes must be a positive int")
         if max_events is not None and not _positive_int(max_events):
             raise TypeError("max_events must be a positive int or None")
+        if max_stored_bytes is not None and not _positive_int(max_stored_bytes):
+            raise TypeError("max_stored_bytes must be a positive int or None")
         if not _positive_int(max_requests):
             raise TypeError("max_requests must be a positive int")
         if not _positive_seconds(read_timeout):
@@ -697,6 +705,7 @@ class DevServer:
             raise TypeError("idle_timeout must be a positive finite number of seconds or None")
         self._max_body_bytes = max_body_bytes
         self._max_events = max_events
+        self._max_stored_bytes = max_stored_bytes
         self._read_timeout = float(read_timeout)
         self._idle_timeout = None if idle_timeout is None else float(idle_timeout)
         self._host = host
@@ -711,6 +720,9 @@ class DevServer:
         self._db_lock = threading.Lock()
         self._stored = threading.Condition(self._db_lock)
         self._stored_count = self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+        self._stored_bytes = self._db.execute(
+            "SELECT COALESCE(SUM(length(properties) + length(raw)), 0) FROM events"
+        ).fetchone()[0]
         self._evicted = 0
 
         self._log_cond = threading.Condition()
@@ -848,8 +860,19 @@ class DevServer:
         return self._max_events
 
     @property
+    def max_stored_bytes(self) -> int | None:
+        """The most bytes of event JSON kept (None: no limit); beyond it the oldest are evicted."""
+        return self._max_stored_bytes
+
+    @property
+    def stored_bytes(self) -> int:
+        """The bytes of event JSON (properties and raw) stored now."""
+        with self._db_lock:
+            return self._stored_bytes
+
+    @property
     def evicted(self) -> int:
-        """How many stored events were evicted to stay within ``max_events`` (since clear())."""
+        """How many events were evicted to stay within the store's limits (since clear())."""
         with self._db_lock:
             return self._evicted
 
@@ -865,6 +888,7 @@ class DevServer:
         with self._stored:
             self._db.execute("DELETE FROM events")
             self._stored_count = 0
+            self._stored_bytes = 0
             self._evicted = 0
         with self._log_cond:
             self._requests.clear()
@@ -886,20 +910,40 @@ class DevServer:
     def _store(self, rows: list[tuple[Any, ...]]) -> None:
         if not rows:
             return
-        cap = self._max_events
-        skipped = 0
-        if cap is not None and len(rows) > cap:  # the batch alone overflows: keep its newest
-            skipped, rows = len(rows) - cap, rows[-cap:]
+        max_count, max_bytes = self._max_events, self._max_stored_bytes
+        sizes = [_row_bytes(row) for row in rows]
+        # A batch that alone overflows a limit keeps its newest events that fit.
+        keep = len(rows) if max_count is None else min(len(rows), max_count)
+        if max_bytes is not None:
+            total, fit = 0, 0
+            for size in reversed(sizes[len(sizes) - keep :]):
+                if total + size > max_bytes:
+                    break
+                total, fit = total + size, fit + 1
+            keep = fit
+        skipped = len(rows) - keep
+        rows, sizes = rows[skipped:], sizes[skipped:]
+        new_bytes = sum(sizes)
         with self._stored:
-            excess = 0 if cap is None else max(0, self._stored_count + len(rows) - cap)
+            over_count = 0 if max_count is None else self._stored_count + len(rows) - max_count
+            over_bytes = 0 if max_bytes is None else self._stored_bytes + new_bytes - max_bytes
+            removed = freed = 0
             # One transaction per request: per-event commits would cap throughput far too low.
             self._db.execute("BEGIN")
             try:
-                if excess:
+                if over_count > 0 or over_bytes > 0:
+                    oldest = self._db.execute(
+                        "SELECT length(properties) + length(raw) FROM events ORDER BY id"
+                    )
+                    for (size,) in oldest:
+                        if removed >= over_count and freed >= over_bytes:
+                            break
+                        removed, freed = removed + 1, freed + size
+                    oldest.close()
                     self._db.execute(
                         "DELETE FROM events WHERE id IN "
                         "(SELECT id FROM events ORDER BY id LIMIT ?)",
-                        (excess,),
+                        (removed,),
                     )
                 self._db.executemany(
                     "INSERT INTO events (api_key, uuid, event, distinct_id, timestamp, "
@@ -910,11 +954,17 @@ class DevServer:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
-            self._stored_count += len(rows) - excess
-            self._evicted += excess + skipped
+            self._stored_count += len(rows) - removed
+            self._stored_bytes += new_bytes - freed
+            self._evicted += removed + skipped
             self._stored.notify_all()
-        if excess + skipped:
-            _log.debug("devserver_evicted", events=excess + skipped, max_events=cap)
+        if removed + skipped:
+            _log.debug(
+                "devserver_evicted",
+                events=removed + skipped,
+                max_events=max_count,
+                max_stored_bytes=max_bytes,
+            )
 
     # -- request log -----------------------------------------------------------------------
 
@@ -1120,6 +1170,7 @@ class DevServer:
                     "status": "ok",
                     "events": self.count(),
                     "evicted": self.evicted,
+                    "stored_bytes": self.stored_bytes,
                     "requests": self.request_count("any"),
                 },
             )
@@ -1310,6 +1361,11 @@ class DevServer:
 
 def _etags(header: str) -> Iterable[str]:
     return [tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip()]
+
+
+def _row_bytes(row: tuple[Any, ...]) -> int:
+    """What a stored row weighs: its properties and raw JSON (the rest is small)."""
+    return len(row[5]) + len(row[7])
 
 
 def _positive_seconds(value: object) -> bool:

@@ -15,7 +15,12 @@ from types import FrameType
 
 import orjson
 
-from phactor.devserver import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_EVENTS, DevServer
+from phactor.devserver import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_EVENTS,
+    DEFAULT_MAX_STORED_BYTES,
+    DevServer,
+)
 
 
 def _positive(text: str) -> int:
@@ -56,6 +61,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         f" (default: {DEFAULT_MAX_EVENTS} in memory, no limit with --db FILE)",
     )
     parser.add_argument(
+        "--max-stored-bytes",
+        type=_non_negative,
+        default=None,
+        help=f"most bytes of event JSON kept, the oldest evicted first; 0 for no limit"
+        f" (default: {DEFAULT_MAX_STORED_BYTES} in memory, no limit with --db FILE)",
+    )
+    parser.add_argument(
         "--flags",
         default=None,
         help='JSON object served by POST /flags/, e.g. \'{"beta": true, "exp": "variant-a"}\'',
@@ -77,10 +89,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("--flags must be a JSON object", file=sys.stderr)
             return 2
 
+    in_memory = args.db == ":memory:"
     if args.max_events is None:
-        max_events = DEFAULT_MAX_EVENTS if args.db == ":memory:" else None
+        max_events = DEFAULT_MAX_EVENTS if in_memory else None
     else:
         max_events = args.max_events or None
+    if args.max_stored_bytes is None:
+        max_stored_bytes = DEFAULT_MAX_STORED_BYTES if in_memory else None
+    else:
+        max_stored_bytes = args.max_stored_bytes or None
 
     stop = threading.Event()
 
@@ -97,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             flags=flags,
             max_body_bytes=args.max_body_bytes,
             max_events=max_events,
+            max_stored_bytes=max_stored_bytes,
         ).start()
     except OSError as exc:
         print(f"cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
@@ -115,8 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         server.stop()
     print(
-        f"phactor devserver: stopped, {server.count()} events stored,"
-        f" {server.evicted} evicted",
+        f"phactor devserver: stopped, {server.count()} events stored, {server.evicted} evicted",
         file=sys.stderr,
     )
     return 0
