@@ -723,29 +723,34 @@ def exchange(server: DevServer, payload: bytes, *, timeout: float = 10.0) -> tup
     """
     with socket.create_connection(("127.0.0.1", server.port), timeout=timeout) as sock:
         sock.sendall(payload)
-        received = b""
-        while b"\r\n\r\n" not in received:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return 0, received  # closed without a response
-            received += chunk
-        head, _, body = received.partition(b"\r\n\r\n")
-        length = int(
-            next(
-                (
-                    line.split(b":")[1]
-                    for line in head.split(b"\r\n")
-                    if line.lower().startswith(b"content-length:")
-                ),
-                b"0",
-            )
+        return read_response(sock)
+
+
+def read_response(sock: socket.socket) -> tuple[int, bytes]:
+    """The status and body of the next response on ``sock``; status 0 if it closed first."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return 0, received  # closed without a response
+        received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = int(
+        next(
+            (
+                line.split(b":")[1]
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            ),
+            b"0",
         )
-        while len(body) < length:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            body += chunk
-        return int(head.split(b" ")[1]), body
+    )
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return int(head.split(b" ")[1]), body
 
 
 def post_head(path: str = "/batch/", **headers: str) -> bytes:
@@ -1080,3 +1085,24 @@ def test_stored_events_are_capped_by_bytes_too() -> None:
     assert DevServer().max_stored_bytes == 256 * 1024 * 1024
     with pytest.raises(TypeError):
         DevServer(max_stored_bytes=0)
+
+
+def test_connections_beyond_max_connections_get_503_and_the_server_recovers() -> None:
+    with DevServer(max_connections=2) as server:
+        held = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in "ab"]
+        try:
+            for sock in held:  # answered: each is accepted and kept alive by a handler thread
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert read_response(sock)[0] == 200
+            status, body = exchange(server, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert status == 503
+            assert b"too_many_connections" in body
+        finally:
+            for sock in held:
+                sock.close()
+        # the held connections' threads end on EOF; new connections are served again
+        deadline = time.monotonic() + 5
+        while exchange(server, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")[0] != 200:
+            assert time.monotonic() < deadline
+    with pytest.raises(TypeError):
+        DevServer(max_connections=0)

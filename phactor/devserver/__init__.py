@@ -76,6 +76,7 @@ Limits (docs/devserver.md)
   ``GET /``.
 - ``max_requests`` (10,000): the request log keeps the newest requests (and about 64 MiB of
   them); the counts of :meth:`~DevServer.request_count` cover every request.
+- ``max_connections`` (256): a connection beyond that many open ones gets 503 and is closed.
 - ``read_timeout`` (30 s): a request must arrive in full within it once its first byte came,
   else 408 and the connection closes; ``idle_timeout`` (75 s, None: never) closes a kept-alive
   connection waiting that long for its next request.
@@ -150,6 +151,9 @@ DEFAULT_MAX_REQUESTS = 10_000
 # with huge headers must not pile up.
 _MAX_LOG_BYTES = 64 * 1024 * 1024
 _UUID_COST = 100  # a uuid str in a tuple, roughly
+
+DEFAULT_MAX_CONNECTIONS = 256
+"""The most connections served at once by default; more get 503 at once."""
 
 DEFAULT_READ_TIMEOUT = 30.0
 """Seconds a request may take to arrive in full once its first byte came (408 beyond)."""
@@ -620,7 +624,47 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
         self.devserver = devserver
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
+        self._active = 0  # connections owning a handler thread
         super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # One thread per connection: past max_connections a flood of connections is answered
+        # 503 from the accepting thread instead of each getting a thread.
+        with self._connections_lock:
+            busy = self._active >= self.devserver._max_connections
+            if not busy:
+                self._active += 1
+        if busy:
+            self._refuse(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        with self._connections_lock:
+            self._active -= 1
+
+    def _refuse(self, request: socket.socket) -> None:
+        body = orjson.dumps(
+            _error_body("too_many_connections", "too many open connections, retry later")
+        )
+        head = (
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
+        )
+        with contextlib.suppress(OSError):
+            request.settimeout(1.0)
+            request.sendall(head.encode() + body)
+        self.shutdown_request(request)
 
     def track(self, connection: socket.socket, *, add: bool) -> None:
         with self._connections_lock:
@@ -684,6 +728,7 @@ class DevServer:
         max_events: int | None = DEFAULT_MAX_EVENTS,
         max_stored_bytes: int | None = DEFAULT_MAX_STORED_BYTES,
         max_requests: int = DEFAULT_MAX_REQUESTS,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
         read_timeout: float = DEFAULT_READ_TIMEOUT,
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
     ) -> None:
@@ -699,6 +744,8 @@ class DevServer:
             raise TypeError("max_stored_bytes must be a positive int or None")
         if not _positive_int(max_requests):
             raise TypeError("max_requests must be a positive int")
+        if not _positive_int(max_connections):
+            raise TypeError("max_connections must be a positive int")
         if not _positive_seconds(read_timeout):
             raise TypeError("read_timeout must be a positive finite number of seconds")
         if idle_timeout is not None and not _positive_seconds(idle_timeout):
@@ -706,6 +753,7 @@ class DevServer:
         self._max_body_bytes = max_body_bytes
         self._max_events = max_events
         self._max_stored_bytes = max_stored_bytes
+        self._max_connections = max_connections
         self._read_timeout = float(read_timeout)
         self._idle_timeout = None if idle_timeout is None else float(idle_timeout)
         self._host = host
