@@ -1106,3 +1106,43 @@ def test_connections_beyond_max_connections_get_503_and_the_server_recovers() ->
             assert time.monotonic() < deadline
     with pytest.raises(TypeError):
         DevServer(max_connections=0)
+
+
+TIMEOUTS = ("--read-timeout", "0.5", "--idle-timeout", "0", "--max-connections", "8")
+
+
+def test_cli_timeouts_and_connection_options() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "phactor.devserver", "--port", "0", *TIMEOUTS],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().strip()
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(post_head(Content_Length="100") + b"{")
+            started = time.monotonic()
+            assert read_response(sock)[0] == 408
+            assert time.monotonic() - started < 5
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+    for bad in ("nan", "0", "-1"):
+        result = subprocess.run(
+            [sys.executable, "-m", "phactor.devserver", "--port", "0", "--read-timeout", bad],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+        assert result.returncode == 2
+        assert "--read-timeout" in result.stderr

@@ -113,9 +113,13 @@ import structlog
 
 __all__ = [
     "CAPTURE_PATHS",
+    "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_EVENTS",
+    "DEFAULT_MAX_REQUESTS",
     "DEFAULT_MAX_STORED_BYTES",
+    "DEFAULT_READ_TIMEOUT",
     "DevServer",
     "Endpoint",
     "ReceivedRequest",
