@@ -1146,3 +1146,33 @@ def test_cli_timeouts_and_connection_options() -> None:
         )
         assert result.returncode == 2
         assert "--read-timeout" in result.stderr
+
+
+def test_large_bodies_are_processed_a_few_at_a_time() -> None:
+    # 6 concurrent 4 MiB bodies, each held (parsed) for 0.5 s by delay(): before, all six were
+    # in memory at once; now at most two large bodies are read and parsed at a time.
+    body = orjson.dumps(batch(*(event(f"big{i}", pad="x" * 4000) for i in range(1000))))
+    assert len(body) > 4_000_000
+    statuses: list[int] = []
+    with DevServer() as server:
+        server.delay(0.5, endpoint="capture")
+
+        def post() -> None:
+            response = requests.post(server.url + "/batch/", data=body, timeout=30)
+            statuses.append(response.status_code)
+
+        tracemalloc.start()
+        try:
+            tracemalloc.reset_peak()
+            posters = [threading.Thread(target=post) for _ in range(6)]
+            for poster in posters:
+                poster.start()
+            for poster in posters:
+                poster.join(timeout=30)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert statuses == [200] * 6
+        assert server.count() == 6000
+    # before: ~420 MB (six bodies, their parses and their rows' spare capacity); now ~75 MB
+    assert peak < 200 * 1024 * 1024

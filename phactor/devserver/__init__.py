@@ -169,6 +169,9 @@ _MAX_CHUNK_LINE = 1024  # a chunk-size line: hex digits and extensions
 _MAX_TRAILER_LINES = 100
 _MAX_FORM_FIELDS = 64  # posthog-js sends data= and a few more
 _MAX_SQL_INT = 2**63 - 1
+_MAX_UNUSED_BODY_BYTES = 64 * 1024  # bodies of GET/DELETE/404 requests are read and dropped
+_LARGE_BODY_BYTES = 1024 * 1024  # bodies from this size on (or chunked) are processed ...
+_LARGE_BODIES_AT_ONCE = 2  # ... at most this many at a time
 # Event JSON averages well over this per "," or ":" (a bare event ~13, with properties more);
 # bodies of that density under max_body_bytes / 4 are never even scanned.
 _MIN_BYTES_PER_VALUE = 8
@@ -391,9 +394,11 @@ def _capture_row(
         name,
         str(distinct_id),
         None if timestamp is None else str(timestamp),
-        orjson.dumps(properties, option=orjson.OPT_NON_STR_KEYS),
+        # str, not orjson's bytes: those keep several times their size in spare capacity
+        # (a 4 KB dict -> ~31 KB) while a batch waits to be stored; TEXT is the schema's type.
+        orjson.dumps(properties, option=orjson.OPT_NON_STR_KEYS).decode(),
         received_at,
-        orjson.dumps(event, option=orjson.OPT_NON_STR_KEYS),
+        orjson.dumps(event, option=orjson.OPT_NON_STR_KEYS).decode(),
     )
 
 
@@ -541,6 +546,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             ) from None
         except _BadRequest as exc:
             raise self._refuse(exc) from None
+
+    def declares_large_body(self, threshold: int) -> bool:
+        """Whether the request announces a body of ``threshold`` bytes or more (or chunked)."""
+        if self.headers.get("Transfer-Encoding") is not None:
+            return True
+        text = self.headers.get("Content-Length") or ""
+        return text.isascii() and text.isdigit() and int(text) >= threshold
 
     def _refuse(self, error: _BadRequest) -> _BadRequest:
         self.close_connection = True
@@ -758,6 +770,7 @@ class DevServer:
         self._max_events = max_events
         self._max_stored_bytes = max_stored_bytes
         self._max_connections = max_connections
+        self._large_bodies = threading.BoundedSemaphore(_LARGE_BODIES_AT_ONCE)
         self._read_timeout = float(read_timeout)
         self._idle_timeout = None if idle_timeout is None else float(idle_timeout)
         self._host = host
@@ -1235,7 +1248,7 @@ class DevServer:
         False when it was refused (the error is sent and the connection closes).
         """
         try:
-            handler.read_body(self._max_body_bytes)
+            handler.read_body(_MAX_UNUSED_BODY_BYTES)
         except _BadRequest as exc:
             handler.send_json(exc.status, _error_body(exc.code, exc.detail))
             return False
@@ -1258,6 +1271,25 @@ class DevServer:
         handler.send_json(200, {"results": results, "count": self.count(**filters)})
 
     def _serve_recorded(
+        self, handler: _Handler, method: str, path: str, query: dict[str, str], endpoint: str
+    ) -> None:
+        # A large body costs up to ~10x its size while parsed and stored: only a few at a time,
+        # whatever the number of connections. Small ones (every SDK request) never wait.
+        large = handler.declares_large_body(_LARGE_BODY_BYTES)
+        if large and not self._large_bodies.acquire(timeout=self._read_timeout):
+            _log.debug("devserver_busy", path=path)
+            handler.close_connection = True
+            handler.send_json(
+                503, _error_body("server_busy", "too many large requests at once, retry later")
+            )
+            return
+        try:
+            self._serve_recorded_body(handler, method, path, query, endpoint)
+        finally:
+            if large:
+                self._large_bodies.release()
+
+    def _serve_recorded_body(
         self, handler: _Handler, method: str, path: str, query: dict[str, str], endpoint: str
     ) -> None:
         received_at = _now_iso()
@@ -1416,7 +1448,7 @@ def _etags(header: str) -> Iterable[str]:
 
 
 def _row_bytes(row: tuple[Any, ...]) -> int:
-    """What a stored row weighs: its properties and raw JSON (the rest is small)."""
+    """What a stored row weighs: its properties and raw JSON in characters (as SQL length())."""
     return len(row[5]) + len(row[7])
 
 
