@@ -1176,3 +1176,10 @@ def test_large_bodies_are_processed_a_few_at_a_time() -> None:
         assert server.count() == 6000
     # before: ~420 MB (six bodies, their parses and their rows' spare capacity); now ~75 MB
     assert peak < 200 * 1024 * 1024
+
+
+def test_content_length_with_surrounding_whitespace_is_accepted(server: DevServer) -> None:
+    body = json.dumps(batch(event("spaced"))).encode()
+    status, _ = exchange(server, post_head(Content_Length=f" {len(body)}  ") + body)
+    assert status == 200
+    assert [e["event"] for e in server.events()] == ["spaced"]

@@ -527,7 +527,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 if encoding.lower().rsplit(",", 1)[-1].strip() != "chunked":
                     raise _BadRequest(400, "invalid_payload", "unsupported Transfer-Encoding")
                 return self._read_chunked(limit)
-            lengths = set(self.headers.get_all("Content-Length") or ())
+            lengths = {value.strip() for value in self.headers.get_all("Content-Length") or ()}
             if not lengths:
                 return b""
             if len(lengths) > 1:
@@ -551,7 +551,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         """Whether the request announces a body of ``threshold`` bytes or more (or chunked)."""
         if self.headers.get("Transfer-Encoding") is not None:
             return True
-        text = self.headers.get("Content-Length") or ""
+        text = (self.headers.get("Content-Length") or "").strip()
         return text.isascii() and text.isdigit() and int(text) >= threshold
 
     def _refuse(self, error: _BadRequest) -> _BadRequest:
