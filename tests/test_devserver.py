@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
+import tracemalloc
 import uuid
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import requests
+from hypothesis import given
+from hypothesis import strategies as st
 
+import phactor.devserver as devserver_module
 from phactor.devserver import CAPTURE_PATHS, DevServer
 
 KEY = "phc_devserver_test"
@@ -574,3 +583,603 @@ def test_cli_rejects_bad_flags_json() -> None:
     )
     assert result.returncode == 2
     assert "--flags" in result.stderr
+
+
+# -- memory bounds (issue 10: #16) ----------------------------------------------------------
+
+
+def gzip_of_zeros(mebibytes: int) -> bytes:
+    """A gzip body inflating to ``mebibytes`` MiB, built without holding the inflated bytes."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = bytes(1024 * 1024)
+    return b"".join([*(compressor.compress(block) for _ in range(mebibytes)), compressor.flush()])
+
+
+def test_a_gzip_bomb_is_413_without_inflating_it(server: DevServer) -> None:
+    bomb = gzip_of_zeros(256)  # ~250 KiB on the wire, 256 MiB inflated
+    assert len(bomb) < 1024 * 1024
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        response = requests.post(
+            server.url + "/batch/", data=bomb, headers={"Content-Encoding": "gzip"}, timeout=30
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert response.status_code == 413
+    assert response.json()["code"] == "payload_too_large"
+    # the default cap is 20 MiB decompressed: the peak stays near it, far below 256 MiB
+    assert peak < 64 * 1024 * 1024
+    assert server.requests[-1].status == 413
+    assert requests.post(server.url + "/batch/", json=batch(event()), timeout=5).ok
+
+
+def test_decompressed_and_raw_body_caps_are_options(session: requests.Session) -> None:
+    payload = json.dumps(batch(event(pad="x" * 4000))).encode()  # ~4.2 KB, gzip far smaller
+    with DevServer(max_body_bytes=2048) as server:
+        inflated = session.post(
+            server.url + "/batch/",
+            data=gzip.compress(payload),
+            headers={"Content-Encoding": "gzip"},
+            timeout=5,
+        )
+        plain = session.post(server.url + "/batch/", data=payload, timeout=5)
+        fits = session.post(server.url + "/batch/", json=batch(event()), timeout=5)
+        assert (inflated.status_code, plain.status_code) == (413, 413)
+        assert fits.status_code == 200
+        assert server.count() == 1
+    with pytest.raises(TypeError):
+        DevServer(max_body_bytes=0)
+    with pytest.raises(TypeError):
+        DevServer(max_body_bytes="1")  # type: ignore[arg-type]
+
+
+def test_multi_member_gzip_is_one_body(server: DevServer) -> None:
+    text = json.dumps(batch(event("members"))).encode()
+    body = gzip.compress(text[:10]) + gzip.compress(text[10:])
+    response = requests.post(
+        server.url + "/batch/", data=body, headers={"Content-Encoding": "gzip"}, timeout=5
+    )
+    assert response.status_code == 200
+    assert [e["event"] for e in server.events()] == ["members"]
+
+
+def test_truncated_gzip_is_400(server: DevServer) -> None:
+    body = gzip.compress(json.dumps(batch(event())).encode())[:-12]
+    response = requests.post(
+        server.url + "/batch/", data=body, headers={"Content-Encoding": "gzip"}, timeout=5
+    )
+    assert response.status_code == 400
+    assert "gzip" in response.json()["detail"]
+
+
+def test_stored_events_are_capped_oldest_evicted_first() -> None:
+    with DevServer(max_events=5) as server:
+        sent = [event(f"e{i}") for i in range(12)]
+        for chunk in (sent[:3], sent[3:4], sent[4:12]):
+            assert requests.post(server.url + "/batch/", json=batch(*chunk), timeout=5).ok
+        assert [e["event"] for e in server.events()] == [f"e{i}" for i in range(7, 12)]
+        assert (server.count(), server.evicted) == (5, 7)
+        # every event that arrived counts for wait_for, evicted or not
+        assert server.wait_for(12, timeout=0)
+        status = requests.get(server.url + "/", timeout=5).json()
+        assert (status["events"], status["evicted"]) == (5, 7)
+        server.clear()
+        assert (server.count(), server.evicted) == (0, 0)
+    assert DevServer().max_events == 100_000
+    assert DevServer(max_events=None).max_events is None
+    with pytest.raises(TypeError):
+        DevServer(max_events=0)
+
+
+LIMITS = ("--max-body-bytes", "2048", "--max-events", "2", "--max-stored-bytes", "100000")
+
+
+def test_cli_limits_options() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "phactor.devserver", "--port", "0", *LIMITS],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().strip()
+        big = batch(event(pad="x" * 4000))
+        assert requests.post(url + "/batch/", json=big, timeout=5).status_code == 413
+        three = batch(event("a"), event("b"), event("c"))
+        assert requests.post(url + "/batch/", json=three, timeout=5).ok
+        status = requests.get(url + "/", timeout=5).json()
+        assert (status["events"], status["evicted"]) == (2, 1)
+        assert 0 < status["stored_bytes"] <= 100_000
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+    result = subprocess.run(
+        [sys.executable, "-m", "phactor.devserver", "--port", "0", "--max-events", "-1"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert result.returncode == 2
+    assert "--max-events" in result.stderr
+
+
+# -- hostile clients: framing, slow and lying peers, odd bodies -----------------------------
+
+
+def exchange(server: DevServer, payload: bytes, *, timeout: float = 10.0) -> tuple[int, bytes]:
+    """Send raw bytes on a fresh connection; the status and body of the first response.
+
+    Raises TimeoutError when the server neither answers nor closes within ``timeout``.
+    """
+    with socket.create_connection(("127.0.0.1", server.port), timeout=timeout) as sock:
+        sock.sendall(payload)
+        return read_response(sock)
+
+
+def read_response(sock: socket.socket) -> tuple[int, bytes]:
+    """The status and body of the next response on ``sock``; status 0 if it closed first."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return 0, received  # closed without a response
+        received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = int(
+        next(
+            (
+                line.split(b":")[1]
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            ),
+            b"0",
+        )
+    )
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return int(head.split(b" ")[1]), body
+
+
+def post_head(path: str = "/batch/", **headers: str) -> bytes:
+    lines = [f"POST {path} HTTP/1.1", "Host: localhost"]
+    lines += [f"{name.replace('_', '-')}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def still_serving(server: DevServer) -> bool:
+    return requests.post(server.url + "/batch/", json=batch(event()), timeout=5).ok
+
+
+@pytest.mark.parametrize("length", ["abc", "+5", "-5", "1e3", "5, 6"])
+def test_malformed_content_length_is_400(server: DevServer, length: str) -> None:
+    status, body = exchange(server, post_head(Content_Length=length) + b"hello")
+    assert status == 400
+    assert b"Content-Length" in body
+    assert still_serving(server)
+
+
+@pytest.mark.parametrize("size_line", [b"-1", b"zz", b"", b"0x10", b"1" * 5000])
+def test_malformed_chunk_size_is_400_without_reading_to_eof(
+    server: DevServer, size_line: bytes
+) -> None:
+    # the client keeps its side open: reading "to the end" would hang until the client gives up
+    head = post_head(Transfer_Encoding="chunked")
+    status, _ = exchange(server, head + size_line + b"\r\n{}\r\n", timeout=10)
+    assert status == 400
+    assert still_serving(server)
+
+
+def test_chunked_body_is_accepted(server: DevServer) -> None:
+    text = json.dumps(batch(event("chunked"))).encode()
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (text[:7], text[7:]))
+    status, _ = exchange(server, post_head(Transfer_Encoding="chunked") + chunks + b"0\r\n\r\n")
+    assert status == 200
+    assert [e["event"] for e in server.events()] == ["chunked"]
+
+
+def test_a_lying_content_length_gets_408_promptly() -> None:
+    with DevServer(read_timeout=0.5) as server:
+        started = time.monotonic()
+        status, body = exchange(server, post_head(Content_Length="1000") + b'{"api_key"')
+        assert status == 408
+        assert time.monotonic() - started < 5
+        assert b"request_timeout" in body
+        assert still_serving(server)
+
+
+def test_a_dripping_body_gets_408_at_the_request_deadline() -> None:
+    with DevServer(read_timeout=1.0) as server:
+        results: list[tuple[int, bytes]] = []
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(post_head(Content_Length="200"))
+
+            def drip() -> None:  # one byte every 50 ms: never idle long, done only after 10 s
+                with contextlib.suppress(OSError):
+                    for _ in range(200):
+                        sock.sendall(b" ")
+                        time.sleep(0.05)
+
+            dripper = threading.Thread(target=drip, daemon=True)
+            started = time.monotonic()
+            dripper.start()
+            response = b""
+            while chunk := sock.recv(65536):
+                response += chunk
+                if b"\r\n\r\n" in response:
+                    break
+            elapsed = time.monotonic() - started
+            results.append((int(response.split(b" ")[1]) if response else 0, response))
+        dripper.join(timeout=20)
+        assert results[0][0] == 408
+        assert elapsed < 5
+        assert still_serving(server)
+
+
+def test_an_idle_connection_is_closed_after_idle_timeout() -> None:
+    with DevServer(idle_timeout=0.3) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            assert sock.recv(1) == b""  # closed by the server, not by our 10 s timeout
+        assert still_serving(server)
+
+
+def test_timeouts_are_checked() -> None:
+    for bad in (0, -1, float("nan"), float("inf"), "5", True):
+        with pytest.raises(TypeError):
+            DevServer(read_timeout=bad)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            DevServer(idle_timeout=bad)  # type: ignore[arg-type]
+    assert DevServer(idle_timeout=None) is not None
+
+
+def test_a_get_body_does_not_poison_the_next_request(server: DevServer) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        first = b"GET /api/events HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nxxxxx"
+        sock.sendall(first + b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    assert received.count(b"HTTP/1.1 200") == 2
+
+
+def test_form_body_with_a_flood_of_fields_is_400(server: DevServer) -> None:
+    flood = b"a=&" * 700_000  # 2 MiB: 700,000 fields, ~40 MiB once split into strings
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        response = requests.post(
+            server.url + "/e/",
+            data=flood,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+            timeout=10,
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 1024 * 1024
+    assert response.status_code == 400
+    assert "form" in response.json()["detail"]
+
+
+def test_flags_body_with_odd_flag_keys_is_400(server: DevServer) -> None:
+    server.set_flags({"beta": True})
+    body = {"api_key": KEY, "distinct_id": "u", "flag_keys_to_evaluate": [["beta"], {"a": 1}]}
+    response = requests.post(server.url + "/flags/?v=2", json=body, timeout=5)
+    assert response.status_code == 400
+    assert "flag_keys_to_evaluate" in response.json()["detail"]
+    assert server.requests[-1].status == 400
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"limit": "99999999999999999999"}, {"offset": "-1"}, {"limit": "-3"}, {"limit": "x"}],
+)
+def test_listing_with_absurd_limit_or_offset_is_400(
+    server: DevServer, params: dict[str, str]
+) -> None:
+    response = requests.get(server.url + "/api/events", params=params, timeout=5)
+    assert response.status_code == 400
+
+
+JSON_LEAVES = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+    | st.just(str(uuid.uuid4()))
+)
+JSON_VALUES = st.recursive(
+    JSON_LEAVES,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+EVENT_LIKE = st.fixed_dictionaries(
+    {},
+    optional={
+        "event": st.just("clicked") | JSON_VALUES,
+        "distinct_id": st.just("u1") | JSON_VALUES,
+        "uuid": st.just(str(uuid.uuid4())) | JSON_VALUES,
+        "properties": st.dictionaries(st.text(max_size=8), JSON_VALUES, max_size=3) | JSON_VALUES,
+        "timestamp": JSON_VALUES,
+        "api_key": st.just(KEY) | JSON_VALUES,
+    },
+)
+BODIES = st.one_of(
+    JSON_VALUES,
+    EVENT_LIKE,
+    st.lists(EVENT_LIKE | JSON_VALUES, max_size=4),
+    st.fixed_dictionaries(
+        {"batch": st.lists(EVENT_LIKE | JSON_VALUES, max_size=4) | JSON_VALUES},
+        optional={"api_key": st.just(KEY) | JSON_VALUES, "flag_keys_to_evaluate": JSON_VALUES},
+    ),
+)
+BODY_BYTES = st.one_of(
+    st.binary(max_size=512),
+    BODIES.map(orjson.dumps),
+    BODIES.map(lambda v: gzip.compress(orjson.dumps(v))),
+    BODIES.map(lambda v: gzip.compress(orjson.dumps(v))[: len(orjson.dumps(v)) // 2]),
+    st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass")),
+    BODIES.map(lambda v: b"data=" + base64.b64encode(orjson.dumps(v))),
+)
+
+
+def test_random_bodies_get_a_2xx_or_4xx_and_the_server_keeps_serving() -> None:
+    with DevServer(max_events=1000) as server, requests.Session() as http:
+
+        @given(
+            body=BODY_BYTES,
+            path=st.sampled_from(["/batch/", "/e/", "/i/v0/e/?compression=gzip-js", "/flags/"]),
+            content_type=st.sampled_from(
+                ["application/json", "application/x-www-form-urlencoded", "text/plain"]
+            ),
+            gzip_header=st.booleans(),
+        )
+        def check(body: bytes, path: str, content_type: str, gzip_header: bool) -> None:
+            headers = {"Content-Type": content_type}
+            if gzip_header:
+                headers["Content-Encoding"] = "gzip"
+            response = http.post(server.url + path, data=body, headers=headers, timeout=10)
+            assert 200 <= response.status_code < 500, response.text
+            assert response.headers["Content-Type"] == "application/json"
+
+        check()
+        assert still_serving(server)
+
+
+FRAMING_HEADERS = st.dictionaries(
+    st.sampled_from(["Content-Length", "Transfer-Encoding", "Content-Encoding", "Content-Type"]),
+    st.sampled_from(["0", "5", "-1", "99999999999", "chunked", "gzip", "x", "5, 5", "1e3"])
+    | st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=12),
+)
+
+
+def test_random_framing_is_answered_or_closed_and_the_server_keeps_serving() -> None:
+    with DevServer(read_timeout=2.0) as server:
+
+        @given(
+            request=st.binary(max_size=300)
+            | st.builds(
+                lambda headers, body: post_head(**headers) + body,
+                FRAMING_HEADERS,
+                st.binary(max_size=64) | st.sampled_from([b"5\r\nhello\r\n0\r\n\r\n", b"{}"]),
+            )
+        )
+        def check(request: bytes) -> None:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+                sock.sendall(request)
+                sock.shutdown(socket.SHUT_WR)  # EOF: the server must not wait for more
+                received = b""
+                while chunk := sock.recv(65536):
+                    received += chunk
+            statuses = [
+                int(line.split(b" ")[1])
+                for line in received.split(b"\r\n")
+                if line.startswith(b"HTTP/1.") and line[9:12].isdigit()
+            ]
+            assert all(status < 500 or status in (501, 505) for status in statuses), received
+
+        check()
+        assert still_serving(server)
+
+
+def test_the_request_log_is_bounded_and_counts_stay_exact(session: requests.Session) -> None:
+    with DevServer(max_requests=3) as server:
+        sent = [event(f"r{i}") for i in range(5)]
+        for one in sent:
+            assert session.post(server.url + "/batch/", json=batch(one), timeout=5).ok
+        assert session.post(server.url + "/flags/", json={"api_key": KEY}, timeout=5).ok
+        # the log keeps the newest requests; the counts cover every request
+        assert [r.endpoint for r in server.requests] == ["capture", "capture", "flags"]
+        assert server.requests[0].uuids == (sent[3]["uuid"],)
+        assert server.request_count() == 5
+        assert server.request_count("any") == 6
+        assert server.wait_for_requests(5, timeout=0)
+        assert requests.get(server.url + "/", timeout=5).json()["requests"] == 6
+        server.clear()
+        assert (server.request_count("any"), server.requests) == (0, [])
+    with pytest.raises(TypeError):
+        DevServer(max_requests=0)
+
+
+def test_a_flood_of_big_headers_does_not_grow_the_log_without_bound(
+    session: requests.Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(devserver_module, "_MAX_LOG_BYTES", 4 * 1024 * 1024)  # 64 MiB by default
+    headers = {f"X-Pad-{i}": "p" * 60_000 for i in range(16)}  # ~1 MB of headers a request
+    with DevServer() as server:
+        tracemalloc.start()
+        try:
+            for _ in range(24):  # ~23 MB of headers in all
+                response = session.post(
+                    server.url + "/flags/", json={"api_key": KEY}, headers=headers, timeout=10
+                )
+                assert response.ok
+            current, _ = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert server.request_count("flags") == 24
+        assert 3 <= len(server.requests) <= 5
+    assert current < 12 * 1024 * 1024
+
+
+@pytest.mark.parametrize("unit", [b"{}", b"[]", b'"a"', b"1.5"])
+def test_a_body_of_millions_of_tiny_values_is_413_before_parsing(unit: bytes) -> None:
+    # 4 MiB of tiny JSON values would be ~1.4 million Python objects (~100+ MiB)
+    count = 4 * 1024 * 1024 // (len(unit) + 1)
+    body = b'{"api_key": "k", "batch": [' + b",".join([unit] * count) + b"]}"
+    with DevServer(max_body_bytes=len(body) + 1) as server:
+        tracemalloc.start()
+        try:
+            tracemalloc.reset_peak()
+            response = requests.post(server.url + "/batch/", data=body, timeout=30)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert response.status_code == 413
+        assert "JSON values" in response.json()["detail"]
+        assert peak < 32 * 1024 * 1024
+        assert still_serving(server)
+
+
+def test_a_batch_of_ordinary_events_near_the_cap_is_accepted() -> None:
+    props = {"$lib": "phactor", "$lib_version": "0.1.0", "plan": "pro", "n": 3, "ok": False}
+    events = [event("clicked", f"u{i}", **props) for i in range(12_000)]
+    body = json.dumps(batch(*events), separators=(",", ":")).encode()  # ~3 MB, densest form
+    with DevServer(max_body_bytes=len(body) + 1) as server:
+        response = requests.post(server.url + "/batch/", data=body, timeout=30)
+        assert response.status_code == 200, response.text
+        assert server.count() == len(events)
+
+
+def test_stored_events_are_capped_by_bytes_too() -> None:
+    with DevServer(max_stored_bytes=10_000) as server:
+        sent = [event(f"big{i}", pad="x" * 1500) for i in range(6)]  # ~3.2 KB stored each
+        for one in sent:
+            assert requests.post(server.url + "/batch/", json=batch(one), timeout=5).ok
+        kept = [e["event"] for e in server.events()]
+        assert kept == [f"big{i}" for i in range(6 - len(kept), 6)]  # the newest, in order
+        assert 2 <= len(kept) <= 3
+        assert server.stored_bytes <= 10_000
+        assert server.evicted == 6 - len(kept)
+        huge = event("huge", pad="x" * 20_000)  # alone over the budget: evicted on arrival
+        assert requests.post(server.url + "/batch/", json=batch(huge), timeout=5).ok
+        assert [e["event"] for e in server.events()][-1] != "huge"
+        assert server.evicted == 7 - len(kept)
+        server.clear()
+        assert server.stored_bytes == 0
+    assert DevServer().max_stored_bytes == 256 * 1024 * 1024
+    with pytest.raises(TypeError):
+        DevServer(max_stored_bytes=0)
+
+
+def test_connections_beyond_max_connections_get_503_and_the_server_recovers() -> None:
+    with DevServer(max_connections=2) as server:
+        held = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in "ab"]
+        try:
+            for sock in held:  # answered: each is accepted and kept alive by a handler thread
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert read_response(sock)[0] == 200
+            status, body = exchange(server, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert status == 503
+            assert b"too_many_connections" in body
+        finally:
+            for sock in held:
+                sock.close()
+        # the held connections' threads end on EOF; new connections are served again
+        deadline = time.monotonic() + 5
+        while exchange(server, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")[0] != 200:
+            assert time.monotonic() < deadline
+    with pytest.raises(TypeError):
+        DevServer(max_connections=0)
+
+
+TIMEOUTS = ("--read-timeout", "0.5", "--idle-timeout", "0", "--max-connections", "8")
+
+
+def test_cli_timeouts_and_connection_options() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "phactor.devserver", "--port", "0", *TIMEOUTS],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().strip()
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(post_head(Content_Length="100") + b"{")
+            started = time.monotonic()
+            assert read_response(sock)[0] == 408
+            assert time.monotonic() - started < 5
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+    for bad in ("nan", "0", "-1"):
+        result = subprocess.run(
+            [sys.executable, "-m", "phactor.devserver", "--port", "0", "--read-timeout", bad],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+        assert result.returncode == 2
+        assert "--read-timeout" in result.stderr
+
+
+def test_large_bodies_are_processed_a_few_at_a_time() -> None:
+    # 6 concurrent 4 MiB bodies, each held (parsed) for 0.5 s by delay(): before, all six were
+    # in memory at once; now at most two large bodies are read and parsed at a time.
+    body = orjson.dumps(batch(*(event(f"big{i}", pad="x" * 4000) for i in range(1000))))
+    assert len(body) > 4_000_000
+    statuses: list[int] = []
+    with DevServer() as server:
+        server.delay(0.5, endpoint="capture")
+
+        def post() -> None:
+            response = requests.post(server.url + "/batch/", data=body, timeout=30)
+            statuses.append(response.status_code)
+
+        tracemalloc.start()
+        try:
+            tracemalloc.reset_peak()
+            posters = [threading.Thread(target=post) for _ in range(6)]
+            for poster in posters:
+                poster.start()
+            for poster in posters:
+                poster.join(timeout=30)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert statuses == [200] * 6
+        assert server.count() == 6000
+    # before: ~420 MB (six bodies, their parses and their rows' spare capacity); now ~75 MB
+    assert peak < 200 * 1024 * 1024
+
+
+def test_content_length_with_surrounding_whitespace_is_accepted(server: DevServer) -> None:
+    body = json.dumps(batch(event("spaced"))).encode()
+    status, _ = exchange(server, post_head(Content_Length=f" {len(body)}  ") + body)
+    assert status == 200
+    assert [e["event"] for e in server.events()] == ["spaced"]

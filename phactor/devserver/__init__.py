@@ -65,6 +65,22 @@ Fault injection
   :meth:`~DevServer.stop` cuts the wait short.
 - ``reject_larger_than(limit)``: capture bodies over ``limit`` wire bytes get 413 (None clears).
 - ``reset_faults()``: back to a well-behaved server. ``clear()`` forgets events and the request log.
+
+Limits (docs/devserver.md)
+--------------------------
+- ``max_body_bytes`` (20 MiB, PostHog's cap): a body larger on the wire or once decompressed gets
+  413; gzip is inflated incrementally and stops at the cap. So does a body of more than one
+  JSON value per 8 bytes of the cap (parsing it would take ~30x its size).
+- ``max_events`` (100,000) and ``max_stored_bytes`` (256 MiB of event JSON; None: no limit):
+  beyond either the oldest stored events are evicted, counted in :attr:`DevServer.evicted` and
+  ``GET /``.
+- ``max_requests`` (10,000): the request log keeps the newest requests (and about 64 MiB of
+  them); the counts of :meth:`~DevServer.request_count` cover every request.
+- ``max_connections`` (256): a connection beyond that many open ones gets 503 and is closed.
+- ``read_timeout`` (30 s): a request must arrive in full within it once its first byte came,
+  else 408 and the connection closes; ``idle_timeout`` (75 s, None: never) closes a kept-alive
+  connection waiting that long for its next request.
+- Malformed framing (``Content-Length``, chunked) gets 400 and closes the connection.
 """
 
 from __future__ import annotations
@@ -74,15 +90,17 @@ import binascii
 import collections
 import contextlib
 import datetime as dt
-import gzip
 import hashlib
 import http.server
+import io
 import logging
+import math
 import os
 import socket
 import sqlite3
 import struct
 import threading
+import time
 import uuid as uuid_module
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
@@ -93,7 +111,19 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 import structlog
 
-__all__ = ["CAPTURE_PATHS", "DevServer", "Endpoint", "ReceivedRequest"]
+__all__ = [
+    "CAPTURE_PATHS",
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_MAX_EVENTS",
+    "DEFAULT_MAX_REQUESTS",
+    "DEFAULT_MAX_STORED_BYTES",
+    "DEFAULT_READ_TIMEOUT",
+    "DevServer",
+    "Endpoint",
+    "ReceivedRequest",
+]
 
 _log = structlog.wrap_logger(logging.getLogger("phactor.devserver"))
 
@@ -109,8 +139,42 @@ _DEFINITIONS_PATHS = (
 )
 _CAPTURE_LOOKUP = frozenset(CAPTURE_PATHS) | {p.rstrip("/") for p in CAPTURE_PATHS}
 
-# Far above PostHog's 20 MiB cap; only protects the dev box from a runaway client.
-_MAX_BODY_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024
+"""PostHog's ingestion cap: the largest body accepted, on the wire and after decompression."""
+
+DEFAULT_MAX_EVENTS = 100_000
+"""The most events kept by default; the oldest are evicted first."""
+
+DEFAULT_MAX_STORED_BYTES = 256 * 1024 * 1024
+"""The most bytes of event JSON kept by default; the oldest events are evicted first."""
+
+DEFAULT_MAX_REQUESTS = 10_000
+"""The most requests kept in the request log by default; counts cover every request."""
+
+# The log also keeps at most about this many bytes (headers, uuids, flags bodies): many requests
+# with huge headers must not pile up.
+_MAX_LOG_BYTES = 64 * 1024 * 1024
+_UUID_COST = 100  # a uuid str in a tuple, roughly
+
+DEFAULT_MAX_CONNECTIONS = 256
+"""The most connections served at once by default; more get 503 at once."""
+
+DEFAULT_READ_TIMEOUT = 30.0
+"""Seconds a request may take to arrive in full once its first byte came (408 beyond)."""
+
+DEFAULT_IDLE_TIMEOUT = 75.0
+"""Seconds a kept-alive connection may wait for its next request before it is closed."""
+
+_MAX_CHUNK_LINE = 1024  # a chunk-size line: hex digits and extensions
+_MAX_TRAILER_LINES = 100
+_MAX_FORM_FIELDS = 64  # posthog-js sends data= and a few more
+_MAX_SQL_INT = 2**63 - 1
+_MAX_UNUSED_BODY_BYTES = 64 * 1024  # bodies of GET/DELETE/404 requests are read and dropped
+_LARGE_BODY_BYTES = 1024 * 1024  # bodies from this size on (or chunked) are processed ...
+_LARGE_BODIES_AT_ONCE = 2  # ... at most this many at a time
+# Event JSON averages well over this per "," or ":" (a bare event ~13, with properties more);
+# bodies of that density under max_body_bytes / 4 are never even scanned.
+_MIN_BYTES_PER_VALUE = 8
 
 Endpoint = Literal["capture", "flags", "definitions", "any"]
 """Which requests a fault, a count or a wait applies to."""
@@ -186,11 +250,50 @@ def _error_body(code: str, detail: str) -> dict[str, Any]:
     return {"type": kind, "code": code, "detail": detail, "attr": None}
 
 
-def _decode_body(raw: bytes, headers: Mapping[str, str], query: Mapping[str, str]) -> Any:
-    """Undo the encodings PostHog SDKs use, then parse JSON; raise _BadRequest on failure."""
+def _too_large(limit: int) -> _BadRequest:
+    return _BadRequest(413, "payload_too_large", f"request body over {limit} bytes")
+
+
+def _gunzip(data: bytes, limit: int) -> bytes:
+    """Inflate one or more gzip members, never holding more than ``limit`` + 1 output bytes."""
+    parts: list[bytes] = []
+    size = 0
+    try:
+        while data:
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            pending = data
+            while not inflater.eof:
+                chunk = inflater.decompress(pending, limit - size + 1)
+                pending = inflater.unconsumed_tail
+                if not chunk and not pending:
+                    raise _BadRequest(400, "invalid_payload", "invalid gzip body: truncated")
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                parts.append(chunk)
+            data = inflater.unused_data
+            if not data.strip(b"\0"):  # padding after the last member, as gzip(1) allows
+                break
+    except zlib.error as exc:
+        raise _BadRequest(400, "invalid_payload", f"invalid gzip body: {exc}") from None
+    return b"".join(parts)
+
+
+def _decode_body(
+    raw: bytes, headers: Mapping[str, str], query: Mapping[str, str], limit: int
+) -> Any:
+    """Undo the encodings PostHog SDKs use, then parse JSON; raise _BadRequest on failure.
+
+    The body, once decoded and decompressed, may hold at most ``limit`` bytes (413 beyond).
+    """
     data = raw
     if headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
-        fields = parse_qs(raw.decode("latin-1"))
+        try:
+            fields = parse_qs(raw.decode("latin-1"), max_num_fields=_MAX_FORM_FIELDS)
+        except ValueError:
+            raise _BadRequest(
+                400, "invalid_payload", f"form body with over {_MAX_FORM_FIELDS} fields"
+            ) from None
         if "data" not in fields:
             raise _BadRequest(400, "invalid_payload", "form body without a data= field")
         text = fields["data"][0].strip()
@@ -206,12 +309,18 @@ def _decode_body(raw: bytes, headers: Mapping[str, str], query: Mapping[str, str
         or data[:2] == b"\x1f\x8b"
     )
     if gzipped:
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise _BadRequest(400, "invalid_payload", f"invalid gzip body: {exc}") from None
+        data = _gunzip(data, limit)
+    elif len(data) > limit:
+        raise _too_large(limit)
     if not data.strip():
         raise _BadRequest(400, "invalid_payload", "empty body")
+    # Parsed JSON can take 30x its text (a 20 MiB "[{},{},...]" is ~600 MiB of dicts): bound
+    # the number of values to limit / _MIN_BYTES_PER_VALUE (~10x the cap in memory at worst).
+    # Every value past the first follows a "," or a ":", so counting them is cheap (strings
+    # containing them make it an over-estimate), and short bodies cannot reach the bound at all.
+    max_values = limit // _MIN_BYTES_PER_VALUE
+    if len(data) // 2 >= max_values and data.count(b",") + data.count(b":") >= max_values:
+        raise _BadRequest(413, "payload_too_large", f"body with over {max_values} JSON values")
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -285,9 +394,11 @@ def _capture_row(
         name,
         str(distinct_id),
         None if timestamp is None else str(timestamp),
-        orjson.dumps(properties, option=orjson.OPT_NON_STR_KEYS),
+        # str, not orjson's bytes: those keep several times their size in spare capacity
+        # (a 4 KB dict -> ~31 KB) while a batch waits to be stored; TEXT is the schema's type.
+        orjson.dumps(properties, option=orjson.OPT_NON_STR_KEYS).decode(),
         received_at,
-        orjson.dumps(event, option=orjson.OPT_NON_STR_KEYS),
+        orjson.dumps(event, option=orjson.OPT_NON_STR_KEYS).decode(),
     )
 
 
@@ -325,6 +436,37 @@ def _definitions_document(definitions: Any) -> dict[str, Any]:
     raise TypeError("flag_definitions must be a list of flags or a mapping with 'flags'")
 
 
+class _DeadlineReader(io.RawIOBase):
+    """The handler's socket as a raw stream whose every read honours the request's deadline.
+
+    Before a request's first byte the wait is the idle (keep-alive) timeout; from that byte on,
+    every read gets only what is left of ``read_timeout``, so a client dripping a byte at a time
+    cannot hold a request open longer than that.
+    """
+
+    def __init__(self, handler: _Handler) -> None:
+        super().__init__()
+        self._handler = handler
+        self._sock: socket.socket = handler.connection
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        handler = self._handler
+        if handler.deadline is None:
+            self._sock.settimeout(handler.server.devserver._idle_timeout)
+        else:
+            left = handler.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("request not received within the read timeout")
+            self._sock.settimeout(left)
+        received = self._sock.recv_into(buffer)
+        if handler.deadline is None and received:
+            handler.deadline = time.monotonic() + handler.server.devserver._read_timeout
+        return received
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "phactor-devserver"
@@ -332,9 +474,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server: _HTTPServer
 
+    deadline: float | None = None
+
     def setup(self) -> None:
         super().setup()
+        self.rfile.close()  # replaced by a reader that enforces the timeouts
+        self.rfile = io.BufferedReader(_DeadlineReader(self))
         self.server.track(self.connection, add=True)
+
+    def handle_one_request(self) -> None:
+        self.deadline = None  # the next request's clock starts at its first byte
+        super().handle_one_request()
 
     def finish(self) -> None:
         with contextlib.suppress(OSError):
@@ -364,26 +514,83 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             with contextlib.suppress(OSError):
                 self.send_json(500, _error_body("server_error", "internal dev server error"))
 
-    def read_body(self) -> bytes | None:
-        """The request body, or None when it is too large to read (the connection then closes)."""
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks: list[bytes] = []
-            total = 0
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(chunks)
-                total += size
-                if total > _MAX_BODY_BYTES:
-                    return None
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > _MAX_BODY_BYTES:
-            return None
-        return self.rfile.read(length) if length > 0 else b""
+    def read_body(self, limit: int) -> bytes:
+        """The request body, at most ``limit`` bytes.
+
+        Raises _BadRequest for a malformed Content-Length or chunked framing (400), a body over
+        ``limit`` (413) or one not received within the read timeout (408); the connection then
+        closes, as its remaining bytes cannot be trusted. ConnectionError when the client hangs up.
+        """
+        try:
+            encoding = self.headers.get("Transfer-Encoding")
+            if encoding is not None:
+                if encoding.lower().rsplit(",", 1)[-1].strip() != "chunked":
+                    raise _BadRequest(400, "invalid_payload", "unsupported Transfer-Encoding")
+                return self._read_chunked(limit)
+            lengths = {value.strip() for value in self.headers.get_all("Content-Length") or ()}
+            if not lengths:
+                return b""
+            if len(lengths) > 1:
+                raise _BadRequest(400, "invalid_payload", "conflicting Content-Length headers")
+            text = lengths.pop()
+            if not text.isascii() or not text.isdigit():
+                raise _BadRequest(400, "invalid_payload", f"invalid Content-Length {text[:40]!r}")
+            length = int(text)
+            if length > limit:
+                raise _too_large(limit)
+            return self._read_exactly(length)
+        except TimeoutError:
+            timeout = self.server.devserver._read_timeout
+            raise self._refuse(
+                _BadRequest(408, "request_timeout", f"body not received within {timeout} s")
+            ) from None
+        except _BadRequest as exc:
+            raise self._refuse(exc) from None
+
+    def declares_large_body(self, threshold: int) -> bool:
+        """Whether the request announces a body of ``threshold`` bytes or more (or chunked)."""
+        if self.headers.get("Transfer-Encoding") is not None:
+            return True
+        text = (self.headers.get("Content-Length") or "").strip()
+        return text.isascii() and text.isdigit() and int(text) >= threshold
+
+    def _refuse(self, error: _BadRequest) -> _BadRequest:
+        self.close_connection = True
+        return error
+
+    def _read_exactly(self, length: int) -> bytes:
+        data = self.rfile.read(length) if length else b""
+        if len(data) < length:
+            raise ConnectionError("client closed the connection inside the body")
+        return data
+
+    def _read_line(self, what: str) -> bytes:
+        line = self.rfile.readline(_MAX_CHUNK_LINE + 1)
+        if not line:
+            raise ConnectionError("client closed the connection inside the body")
+        if not line.endswith(b"\n"):
+            raise _BadRequest(400, "invalid_payload", f"malformed chunked body: {what} too long")
+        return line
+
+    def _read_chunked(self, limit: int) -> bytes:
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            text = self._read_line("chunk size line").split(b";", 1)[0].strip()
+            if not text or text.strip(b"0123456789abcdefABCDEF"):
+                raise _BadRequest(400, "invalid_payload", f"malformed chunk size {text[:40]!r}")
+            size = int(text, 16)
+            if size == 0:
+                for _ in range(_MAX_TRAILER_LINES):
+                    if self._read_line("trailer line") in (b"\r\n", b"\n"):
+                        return b"".join(chunks)
+                raise _BadRequest(400, "invalid_payload", "malformed chunked body: trailers")
+            total += size
+            if total > limit:
+                raise _too_large(limit)
+            chunks.append(self._read_exactly(size))
+            if self._read_line("chunk end") not in (b"\r\n", b"\n"):
+                raise _BadRequest(400, "invalid_payload", "malformed chunked body: chunk end")
 
     def send_json(
         self, status: int, payload: Any, headers: Mapping[str, str] | None = None
@@ -397,6 +604,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         headers: Mapping[str, str] | None = None,
         content_type: str = "application/json",
     ) -> None:
+        # A client that stops reading its responses must not hold this thread forever.
+        self.connection.settimeout(self.server.devserver._read_timeout)
         self.send_response(status)
         if status != 304:
             self.send_header("Content-Type", content_type)
@@ -431,7 +640,47 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
         self.devserver = devserver
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
+        self._active = 0  # connections owning a handler thread
         super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # One thread per connection: past max_connections a flood of connections is answered
+        # 503 from the accepting thread instead of each getting a thread.
+        with self._connections_lock:
+            busy = self._active >= self.devserver._max_connections
+            if not busy:
+                self._active += 1
+        if busy:
+            self._refuse(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        with self._connections_lock:
+            self._active -= 1
+
+    def _refuse(self, request: socket.socket) -> None:
+        body = orjson.dumps(
+            _error_body("too_many_connections", "too many open connections, retry later")
+        )
+        head = (
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
+        )
+        with contextlib.suppress(OSError):
+            request.settimeout(1.0)
+            request.sendall(head.encode() + body)
+        self.shutdown_request(request)
 
     def track(self, connection: socket.socket, *, add: bool) -> None:
         with self._connections_lock:
@@ -439,6 +688,10 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
                 self._connections.add(connection)
             else:
                 self._connections.discard(connection)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client hanging up or resetting mid-request is no server error: no traceback on stderr.
+        _log.debug("devserver_connection_error", peer=str(client_address), exc_info=True)
 
     def close_connections(self) -> None:
         # Handler threads blocked on a keep-alive read would otherwise keep serving after stop().
@@ -487,11 +740,39 @@ class DevServer:
         flag_payloads: Mapping[str, Any] | None = None,
         flag_definitions: Sequence[Mapping[str, Any]] | Mapping[str, Any] | None = None,
         personal_api_key: str | None = None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        max_events: int | None = DEFAULT_MAX_EVENTS,
+        max_stored_bytes: int | None = DEFAULT_MAX_STORED_BYTES,
+        max_requests: int = DEFAULT_MAX_REQUESTS,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
     ) -> None:
         if not isinstance(host, str):
             raise TypeError("host must be a str")
         if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
             raise TypeError("port must be an int in 0..65535")
+        if not _positive_int(max_body_bytes):
+            raise TypeError("max_body_bytes must be a positive int")
+        if max_events is not None and not _positive_int(max_events):
+            raise TypeError("max_events must be a positive int or None")
+        if max_stored_bytes is not None and not _positive_int(max_stored_bytes):
+            raise TypeError("max_stored_bytes must be a positive int or None")
+        if not _positive_int(max_requests):
+            raise TypeError("max_requests must be a positive int")
+        if not _positive_int(max_connections):
+            raise TypeError("max_connections must be a positive int")
+        if not _positive_seconds(read_timeout):
+            raise TypeError("read_timeout must be a positive finite number of seconds")
+        if idle_timeout is not None and not _positive_seconds(idle_timeout):
+            raise TypeError("idle_timeout must be a positive finite number of seconds or None")
+        self._max_body_bytes = max_body_bytes
+        self._max_events = max_events
+        self._max_stored_bytes = max_stored_bytes
+        self._max_connections = max_connections
+        self._large_bodies = threading.BoundedSemaphore(_LARGE_BODIES_AT_ONCE)
+        self._read_timeout = float(read_timeout)
+        self._idle_timeout = None if idle_timeout is None else float(idle_timeout)
         self._host = host
         self._requested_port = port
         self._db_path = os.fspath(db)
@@ -504,9 +785,16 @@ class DevServer:
         self._db_lock = threading.Lock()
         self._stored = threading.Condition(self._db_lock)
         self._stored_count = self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+        self._stored_bytes = self._db.execute(
+            "SELECT COALESCE(SUM(length(properties) + length(raw)), 0) FROM events"
+        ).fetchone()[0]
+        self._evicted = 0
 
         self._log_cond = threading.Condition()
-        self._requests: list[ReceivedRequest] = []
+        self._max_requests = max_requests
+        self._requests: collections.deque[tuple[ReceivedRequest, int]] = collections.deque()
+        self._log_bytes = 0
+        self._recorded: collections.Counter[str] = collections.Counter()
         self._arrivals: collections.Counter[str] = collections.Counter()
 
         self._fault_lock = threading.Lock()
@@ -631,18 +919,46 @@ class DevServer:
             row = self._db.execute(f"SELECT COUNT(*) FROM events{where}", params).fetchone()
             return int(row[0])
 
+    @property
+    def max_events(self) -> int | None:
+        """The most events kept (None: no limit); beyond it the oldest are evicted."""
+        return self._max_events
+
+    @property
+    def max_stored_bytes(self) -> int | None:
+        """The most bytes of event JSON kept (None: no limit); beyond it the oldest are evicted."""
+        return self._max_stored_bytes
+
+    @property
+    def stored_bytes(self) -> int:
+        """The bytes of event JSON (properties and raw) stored now."""
+        with self._db_lock:
+            return self._stored_bytes
+
+    @property
+    def evicted(self) -> int:
+        """How many events were evicted to stay within the store's limits (since clear())."""
+        with self._db_lock:
+            return self._evicted
+
     def wait_for(self, count: int, timeout: float | None = 5.0) -> bool:
-        """Block until at least ``count`` events are stored; False if ``timeout`` passes first."""
+        """Block until ``count`` events were stored (evicted ones included); False on timeout."""
         with self._stored:
-            return self._stored.wait_for(lambda: self._stored_count >= count, timeout)
+            return self._stored.wait_for(
+                lambda: self._stored_count + self._evicted >= count, timeout
+            )
 
     def clear(self) -> None:
         """Forget every stored event and the request log (faults stay; see reset_faults)."""
         with self._stored:
             self._db.execute("DELETE FROM events")
             self._stored_count = 0
+            self._stored_bytes = 0
+            self._evicted = 0
         with self._log_cond:
             self._requests.clear()
+            self._log_bytes = 0
+            self._recorded.clear()
             self._arrivals.clear()
 
     @staticmethod
@@ -659,10 +975,41 @@ class DevServer:
     def _store(self, rows: list[tuple[Any, ...]]) -> None:
         if not rows:
             return
+        max_count, max_bytes = self._max_events, self._max_stored_bytes
+        sizes = [_row_bytes(row) for row in rows]
+        # A batch that alone overflows a limit keeps its newest events that fit.
+        keep = len(rows) if max_count is None else min(len(rows), max_count)
+        if max_bytes is not None:
+            total, fit = 0, 0
+            for size in reversed(sizes[len(sizes) - keep :]):
+                if total + size > max_bytes:
+                    break
+                total, fit = total + size, fit + 1
+            keep = fit
+        skipped = len(rows) - keep
+        rows, sizes = rows[skipped:], sizes[skipped:]
+        new_bytes = sum(sizes)
         with self._stored:
+            over_count = 0 if max_count is None else self._stored_count + len(rows) - max_count
+            over_bytes = 0 if max_bytes is None else self._stored_bytes + new_bytes - max_bytes
+            removed = freed = 0
             # One transaction per request: per-event commits would cap throughput far too low.
             self._db.execute("BEGIN")
             try:
+                if over_count > 0 or over_bytes > 0:
+                    oldest = self._db.execute(
+                        "SELECT length(properties) + length(raw) FROM events ORDER BY id"
+                    )
+                    for (size,) in oldest:
+                        if removed >= over_count and freed >= over_bytes:
+                            break
+                        removed, freed = removed + 1, freed + size
+                    oldest.close()
+                    self._db.execute(
+                        "DELETE FROM events WHERE id IN "
+                        "(SELECT id FROM events ORDER BY id LIMIT ?)",
+                        (removed,),
+                    )
                 self._db.executemany(
                     "INSERT INTO events (api_key, uuid, event, distinct_id, timestamp, "
                     "properties, received_at, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -672,27 +1019,48 @@ class DevServer:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
-            self._stored_count += len(rows)
+            self._stored_count += len(rows) - removed
+            self._stored_bytes += new_bytes - freed
+            self._evicted += removed + skipped
             self._stored.notify_all()
+        if removed + skipped:
+            _log.debug(
+                "devserver_evicted",
+                events=removed + skipped,
+                max_events=max_count,
+                max_stored_bytes=max_bytes,
+            )
 
     # -- request log -----------------------------------------------------------------------
 
     @property
     def requests(self) -> list[ReceivedRequest]:
-        """A snapshot of every recorded request, in arrival order."""
+        """A snapshot of the recorded requests, in arrival order.
+
+        The log keeps the newest ``max_requests`` (and about 64 MiB); older ones are forgotten,
+        while :meth:`request_count` and :meth:`wait_for_requests` still count every request.
+        """
         with self._log_cond:
-            return list(self._requests)
+            return [request for request, _ in self._requests]
 
     def request_count(self, endpoint: Endpoint = "capture") -> int:
         """How many requests reached ``endpoint``, whatever they were answered with."""
         _check_endpoint(endpoint)
         with self._log_cond:
-            return sum(1 for r in self._requests if _matches(endpoint, r.endpoint))
+            return self._recorded_count(endpoint)
+
+    def _recorded_count(self, endpoint: str) -> int:
+        if endpoint == "any":
+            return sum(self._recorded.values())
+        return self._recorded[endpoint]
 
     def uuid_counts(self) -> collections.Counter[str]:
-        """How many times each event uuid arrived in a capture request (failed ones included)."""
+        """How often each event uuid arrived in a capture request (failed ones included).
+
+        Counts the requests still in the log (see :attr:`requests`).
+        """
         with self._log_cond:
-            return collections.Counter(u for r in self._requests for u in r.uuids)
+            return collections.Counter(u for r, _ in self._requests for u in r.uuids)
 
     def wait_for_requests(
         self, count: int, timeout: float | None = 5.0, endpoint: Endpoint = "capture"
@@ -701,7 +1069,7 @@ class DevServer:
         _check_endpoint(endpoint)
 
         def reached() -> bool:
-            return sum(1 for r in self._requests if _matches(endpoint, r.endpoint)) >= count
+            return self._recorded_count(endpoint) >= count
 
         with self._log_cond:
             return self._log_cond.wait_for(reached, timeout)
@@ -724,9 +1092,20 @@ class DevServer:
         with self._log_cond:
             return self._log_cond.wait_for(reached, timeout)
 
-    def _record(self, request: ReceivedRequest) -> None:
+    def _record(self, request: ReceivedRequest, body_cost: int = 0) -> None:
+        cost = (
+            body_cost
+            + sum(len(name) + len(value) for name, value in request.headers.items())
+            + _UUID_COST * len(request.uuids)
+        )
         with self._log_cond:
-            self._requests.append(request)
+            self._requests.append((request, cost))
+            self._log_bytes += cost
+            self._recorded[request.endpoint] += 1
+            while len(self._requests) > 1 and (
+                len(self._requests) > self._max_requests or self._log_bytes > _MAX_LOG_BYTES
+            ):
+                self._log_bytes -= self._requests.popleft()[1]
             self._log_cond.notify_all()
 
     # -- fault injection -------------------------------------------------------------------
@@ -842,30 +1221,51 @@ class DevServer:
             self._serve_recorded(handler, method, path, query, "flags")
         elif method == "GET" and path in _DEFINITIONS_PATHS:
             self._serve_recorded(handler, method, path, query, "definitions")
+        elif not self._discard_body(handler):
+            return
         elif method == "GET" and path in ("/api/events", "/api/events/"):
             self._serve_listing(handler, query)
         elif method == "DELETE" and path in ("/api/events", "/api/events/"):
-            handler.read_body()
             self.clear()
             handler.send_json(200, {"status": 1})
         elif method == "GET" and path == "/":
             handler.send_json(
                 200,
-                {"status": "ok", "events": self.count(), "requests": len(self.requests)},
+                {
+                    "status": "ok",
+                    "events": self.count(),
+                    "evicted": self.evicted,
+                    "stored_bytes": self.stored_bytes,
+                    "requests": self.request_count("any"),
+                },
             )
         else:
-            body = handler.read_body()
-            if body is None:
-                handler.close_connection = True
             handler.send_json(404, _error_body("not_found", f"no {method} {path} here"))
 
-    def _serve_listing(self, handler: _Handler, query: Mapping[str, str]) -> None:
+    def _discard_body(self, handler: _Handler) -> bool:
+        """Read a body nobody uses, so the next request on the connection starts where it should.
+
+        False when it was refused (the error is sent and the connection closes).
+        """
         try:
-            limit = int(query["limit"]) if query.get("limit") else None
-            offset = int(query.get("offset") or 0)
-        except ValueError:
-            handler.send_json(400, _error_body("invalid_input", "limit and offset must be ints"))
+            handler.read_body(_MAX_UNUSED_BODY_BYTES)
+        except _BadRequest as exc:
+            handler.send_json(exc.status, _error_body(exc.code, exc.detail))
+            return False
+        return True
+
+    def _serve_listing(self, handler: _Handler, query: Mapping[str, str]) -> None:
+        limit_text, offset_text = query.get("limit") or None, query.get("offset") or "0"
+        if not all(
+            text.isascii() and text.isdigit() and int(text) <= _MAX_SQL_INT
+            for text in (limit_text or "0", offset_text)
+        ):
+            handler.send_json(
+                400, _error_body("invalid_input", "limit and offset must be non-negative ints")
+            )
             return
+        limit = None if limit_text is None else int(limit_text)
+        offset = int(offset_text)
         filters = {k: query.get(k) or None for k in ("event", "distinct_id", "api_key")}
         results = self.events(limit, offset=offset, **filters)
         handler.send_json(200, {"results": results, "count": self.count(**filters)})
@@ -873,9 +1273,32 @@ class DevServer:
     def _serve_recorded(
         self, handler: _Handler, method: str, path: str, query: dict[str, str], endpoint: str
     ) -> None:
+        # A large body costs up to ~10x its size while parsed and stored: only a few at a time,
+        # whatever the number of connections. Small ones (every SDK request) never wait.
+        large = handler.declares_large_body(_LARGE_BODY_BYTES)
+        if large and not self._large_bodies.acquire(timeout=self._read_timeout):
+            _log.debug("devserver_busy", path=path)
+            handler.close_connection = True
+            handler.send_json(
+                503, _error_body("server_busy", "too many large requests at once, retry later")
+            )
+            return
+        try:
+            self._serve_recorded_body(handler, method, path, query, endpoint)
+        finally:
+            if large:
+                self._large_bodies.release()
+
+    def _serve_recorded_body(
+        self, handler: _Handler, method: str, path: str, query: dict[str, str], endpoint: str
+    ) -> None:
         received_at = _now_iso()
         headers = {k.lower(): v for k, v in handler.headers.items()}
-        raw = handler.read_body()
+        refused: _BadRequest | None = None
+        try:
+            raw: bytes | None = handler.read_body(self._max_body_bytes)
+        except _BadRequest as exc:
+            raw, refused = None, exc
         with self._log_cond:
             self._arrivals[endpoint] += 1
             self._log_cond.notify_all()
@@ -895,9 +1318,13 @@ class DevServer:
         if endpoint == "flags":
             record["body"] = parsed.body
 
+        # A flags body stays in the log as parsed JSON: a few times its text in memory.
+        body_cost = 0 if parsed.body is None else 4 * len(orjson.dumps(parsed.body))
+
         def finish(status: int | None, fault_name: str | None, error: str | None = None) -> None:
             self._record(
-                ReceivedRequest(status=status, fault=fault_name, error=error, **record)  # type: ignore[arg-type]
+                ReceivedRequest(status=status, fault=fault_name, error=error, **record),  # type: ignore[arg-type]
+                body_cost,
             )
 
         if delay and self._stopping.wait(delay):
@@ -905,10 +1332,9 @@ class DevServer:
             handler.drop(reset=False)
             return
 
-        if raw is None:
-            finish(413, "too_large", "body over the dev server's hard cap")
-            handler.close_connection = True
-            handler.send_json(413, _error_body("payload_too_large", "request body too large"))
+        if refused is not None:
+            finish(refused.status, "too_large" if refused.status == 413 else None, refused.detail)
+            handler.send_json(refused.status, _error_body(refused.code, refused.detail))
             return
         if mode in ("down", "reset"):
             finish(None, f"mode:{mode}")
@@ -930,7 +1356,7 @@ class DevServer:
             return
         with self._fault_lock:
             limit = self._size_limit
-        if endpoint == "capture" and limit is not None and len(raw) > limit:
+        if endpoint == "capture" and limit is not None and len(raw or b"") > limit:
             finish(413, "too_large")
             handler.send_json(413, _error_body("payload_too_large", f"body over {limit} bytes"))
             return
@@ -961,11 +1387,18 @@ class DevServer:
         if raw is None or endpoint == "definitions":
             return _Parsed()
         try:
-            body = _decode_body(raw, headers, query)
+            body = _decode_body(raw, headers, query, self._max_body_bytes)
             if endpoint == "capture":
                 return _capture_rows(body, received_at)
             if not isinstance(body, dict):
                 raise _BadRequest(400, "invalid_payload", "flags body must be an object")
+            wanted = body.get("flag_keys_to_evaluate")
+            if wanted is not None and not (
+                isinstance(wanted, list) and all(isinstance(key, str) for key in wanted)
+            ):
+                raise _BadRequest(
+                    400, "invalid_payload", "flag_keys_to_evaluate must be a list of strings"
+                )
             parsed = _Parsed(api_key=_key_of(body), body=body)
             if parsed.api_key is None:
                 parsed.error = _BadRequest(401, "invalid_api_key", "API key not provided")
@@ -1012,6 +1445,24 @@ class DevServer:
 
 def _etags(header: str) -> Iterable[str]:
     return [tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip()]
+
+
+def _row_bytes(row: tuple[Any, ...]) -> int:
+    """What a stored row weighs: its properties and raw JSON in characters (as SQL length())."""
+    return len(row[5]) + len(row[7])
+
+
+def _positive_seconds(value: object) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def _matches(selector: str, endpoint: str) -> bool:

@@ -7,6 +7,7 @@ test can read it; the server then runs until Ctrl-C or SIGTERM and exits with st
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 import threading
@@ -15,7 +16,44 @@ from types import FrameType
 
 import orjson
 
-from phactor.devserver import DevServer
+from phactor.devserver import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_EVENTS,
+    DEFAULT_MAX_REQUESTS,
+    DEFAULT_MAX_STORED_BYTES,
+    DEFAULT_READ_TIMEOUT,
+    DevServer,
+)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive int, got {text}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative number of seconds, got {text}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be a positive number of seconds, got 0")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative int, got {text}")
+    return value
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -27,6 +65,50 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8010, help="port, 0 for a free one (8010)")
     parser.add_argument(
         "--db", default=":memory:", help="SQLite file to keep events in (default: in memory)"
+    )
+    parser.add_argument(
+        "--max-body-bytes",
+        type=_positive,
+        default=DEFAULT_MAX_BODY_BYTES,
+        help="largest body accepted, on the wire and decompressed; 413 beyond (20 MiB)",
+    )
+    parser.add_argument(
+        "--max-events",
+        type=_non_negative,
+        default=None,
+        help=f"most events kept, the oldest evicted first; 0 for no limit"
+        f" (default: {DEFAULT_MAX_EVENTS} in memory, no limit with --db FILE)",
+    )
+    parser.add_argument(
+        "--max-stored-bytes",
+        type=_non_negative,
+        default=None,
+        help=f"most bytes of event JSON kept, the oldest evicted first; 0 for no limit"
+        f" (default: {DEFAULT_MAX_STORED_BYTES} in memory, no limit with --db FILE)",
+    )
+    parser.add_argument(
+        "--max-requests",
+        type=_positive,
+        default=DEFAULT_MAX_REQUESTS,
+        help=f"requests kept in the request log ({DEFAULT_MAX_REQUESTS})",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=_positive,
+        default=DEFAULT_MAX_CONNECTIONS,
+        help=f"connections served at once, 503 beyond ({DEFAULT_MAX_CONNECTIONS})",
+    )
+    parser.add_argument(
+        "--read-timeout",
+        type=_positive_seconds,
+        default=DEFAULT_READ_TIMEOUT,
+        help=f"seconds for a request to arrive in full, 408 beyond ({DEFAULT_READ_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=_seconds,
+        default=DEFAULT_IDLE_TIMEOUT,
+        help=f"seconds a kept-alive connection may idle; 0 for no limit ({DEFAULT_IDLE_TIMEOUT:g})",
     )
     parser.add_argument(
         "--flags",
@@ -50,6 +132,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("--flags must be a JSON object", file=sys.stderr)
             return 2
 
+    in_memory = args.db == ":memory:"
+    if args.max_events is None:
+        max_events = DEFAULT_MAX_EVENTS if in_memory else None
+    else:
+        max_events = args.max_events or None
+    if args.max_stored_bytes is None:
+        max_stored_bytes = DEFAULT_MAX_STORED_BYTES if in_memory else None
+    else:
+        max_stored_bytes = args.max_stored_bytes or None
+
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -58,7 +150,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        server = DevServer(host=args.host, port=args.port, db=args.db, flags=flags).start()
+        server = DevServer(
+            host=args.host,
+            port=args.port,
+            db=args.db,
+            flags=flags,
+            max_body_bytes=args.max_body_bytes,
+            max_events=max_events,
+            max_stored_bytes=max_stored_bytes,
+            max_requests=args.max_requests,
+            max_connections=args.max_connections,
+            read_timeout=args.read_timeout,
+            idle_timeout=args.idle_timeout or None,
+        ).start()
     except OSError as exc:
         print(f"cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
@@ -75,7 +179,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             pass
     finally:
         server.stop()
-    print(f"phactor devserver: stopped, {server.count()} events stored", file=sys.stderr)
+    print(
+        f"phactor devserver: stopped, {server.count()} events stored, {server.evicted} evicted",
+        file=sys.stderr,
+    )
     return 0
 
 
