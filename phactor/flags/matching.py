@@ -209,7 +209,10 @@ def _json_text(value: Any) -> str | None:
     if isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, int):
-        return str(value)
+        try:
+            return str(value)
+        except ValueError:  # more digits than sys.get_int_max_str_digits() allows
+            return None
     if isinstance(value, float):
         return _float_text(value)
     return None
@@ -468,7 +471,10 @@ def _relative_date(number: int, unit: str) -> _dt.datetime | None:
 def _semver_part(part: str) -> int | None:
     if not part or not part.isdecimal() or (len(part) > 1 and part[0] == "0"):
         return None
-    return int(part)
+    try:
+        return int(part)
+    except ValueError:  # more digits than sys.get_int_max_str_digits() allows
+        return None
 
 
 def _parse_semver(value: Any) -> tuple[int, int, int] | None:
@@ -744,9 +750,11 @@ class _Date(_Filter):
         text = str(value)
         relative = None
         m = _RELATIVE_DATE.search(text)
-        if m is not None:
+        # Over 10,000 units is never relative (as in posthog); reading the digits' length first
+        # keeps int() away from values past sys.get_int_max_str_digits().
+        if m is not None and len(m.group("n").lstrip("0")) <= 4:
             number, unit = int(m.group("n")), m.group("u")
-            if number < 10_000 and unit in "hdwmy":
+            if unit in "hdwmy":
                 relative = (number, unit)
         self.relative = relative
         self.fixed = _parse_datetime(text)
@@ -832,16 +840,32 @@ class _Cohort(_Filter):
             return _Undecided(f"static_cohort:{self.cohort_id}", _UNSUPPORTED, server=True)
         if self.operator not in _COHORT_OPERATORS:
             return _Undecided(f"unsupported_cohort_operator:{self.operator}", _UNSUPPORTED)
-        ctx.depth += 1
-        if ctx.depth > 64:
-            raise _Malformed("cohorts nest too deeply")
-        try:
-            result = group.match(props, ctx)
-        finally:
-            ctx.depth -= 1
+        # Each cohort is decided once per flag evaluation: a graph that reaches one cohort by
+        # many paths (A -> B twice -> C twice ...) would otherwise cost 2**depth.
+        memo = ctx.cohorts
+        memo_key = (self.cohort_id, id(props))
+        result = memo.get(memo_key, _MISSING)
+        if result is _IN_PROGRESS:
+            raise _Malformed("cohorts refer to each other in a cycle")
+        if result is _MISSING:
+            ctx.depth += 1
+            if ctx.depth > 64:
+                raise _Malformed("cohorts nest too deeply")
+            memo[memo_key] = _IN_PROGRESS
+            try:
+                result = group.match(props, ctx)
+            except BaseException:
+                del memo[memo_key]
+                raise
+            finally:
+                ctx.depth -= 1
+            memo[memo_key] = result
         if result is True or result is False:
             return result is not (self.operator == "not_in")
         return result
+
+
+_IN_PROGRESS: Any = object()  # a cohort being decided: meeting it again is a cycle
 
 
 class _Dependency(_Filter):
@@ -1064,6 +1088,26 @@ class CompiledFlag:
         self.variant_keys, self.variant_table = self._compile_variants(filters.get("multivariate"))
         self.conditions = self._compile_conditions(filters.get("groups"), matching_version)
 
+    @classmethod
+    def uncompilable(cls, raw: dict[str, Any]) -> CompiledFlag:
+        """A flag whose definition could not be compiled at all: it is always unresolved
+        (``"malformed_definition"``), as a dependency too, and never affects other flags."""
+        flag = cls.__new__(cls)
+        flag.raw = raw
+        flag.key = raw["key"]
+        flag.flag_id = raw.get("id")
+        flag.version = raw.get("version")
+        flag.active = True
+        flag.continuity = False
+        flag.definition_problem = None
+        flag.filters_ok = False  # evaluation stops here, as for filters that are not an object
+        flag.aggregation = None
+        flag.early_exit = flag.enrollment = flag.by_device = False
+        flag.payloads = None
+        flag.holdout = None
+        flag.variant_keys = flag.variant_table = flag.conditions = ()
+        return flag
+
     @staticmethod
     def _compile_holdout(holdout: Any) -> Any:
         if not holdout:
@@ -1122,13 +1166,17 @@ class CompiledFlag:
 
 
 class _Context:
-    __slots__ = ("cache", "defs", "depth", "device_id", "distinct_id")
+    """One evaluation's state: flag values decided so far (``cache``) and cohort outcomes
+    (``cohorts``, by (cohort id, id of the properties)); both start empty for each flag."""
+
+    __slots__ = ("cache", "cohorts", "defs", "depth", "device_id", "distinct_id")
 
     def __init__(self, defs: Definitions, distinct_id: Any, device_id: Any) -> None:
         self.defs = defs
         self.distinct_id = distinct_id
         self.device_id = device_id
         self.cache: dict[Any, Any] = {}
+        self.cohorts: dict[tuple[str, int], Any] = {}
         self.depth = 0
 
 
@@ -1410,6 +1458,8 @@ def evaluate(
     for flag in selected:
         if ctx.cache:
             ctx.cache = {}
+        if ctx.cohorts:
+            ctx.cohorts = {}
         ctx.depth = 0
         try:
             outcome = _evaluate_one(flag, ctx, distinct_id, person, groups, group_props)
