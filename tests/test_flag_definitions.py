@@ -16,10 +16,18 @@ from hypothesis import strategies as st
 
 from phactor.flags import Definitions, evaluate
 
-# Ints str() refuses to render; drawn as a marker and put in place in the test, so that
-# hypothesis never has to print one.
+# Ints str() refuses to render and strings past the int-string limit; drawn as markers and put
+# in place in the test, so that hypothesis never has to print one.
 HUGE = 10 ** (sys.get_int_max_str_digits() + 1) - 1
-HUGE_INTS = {"<huge>": HUGE, "<-huge>": -HUGE}
+HUGE_DIGITS = "9" * (sys.get_int_max_str_digits() + 1)
+HUGE_VALUES = {
+    "<huge>": HUGE,
+    "<-huge>": -HUGE,
+    "<huge-semver>": HUGE_DIGITS,
+    "<huge-relative-date>": f"-{HUGE_DIGITS}d",
+    "<huge-minor>": f"1.{HUGE_DIGITS}.0",
+    "<huge-wildcard>": f"{HUGE_DIGITS}.*",
+}
 OPERATORS = [
     "exact",
     "is_not",
@@ -45,16 +53,12 @@ scalars = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(),
-    st.sampled_from([*HUGE_INTS, 2**64, 10**400]),
+    st.sampled_from([*HUGE_VALUES, 2**64, 10**400]),
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=12),
     st.text(alphabet=st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), max_size=3),
     st.sampled_from(
         [
-            "9" * 5000,
-            "-" + "9" * 5000 + "d",
-            "1." + "9" * 5000 + ".0",
-            "9" * 5000 + ".*",
             "^(a|a)*$",
             "1.2.3",
             "-7d",
@@ -129,7 +133,7 @@ def malformed_flag(draw: st.DrawFn, key: str) -> dict[str, Any]:
 
 def with_huge_ints(value: Any) -> Any:
     if isinstance(value, str):
-        return HUGE_INTS.get(value, value)
+        return HUGE_VALUES.get(value, value)
     if isinstance(value, (list, tuple)):
         return type(value)(with_huge_ints(v) for v in value)
     if isinstance(value, dict):

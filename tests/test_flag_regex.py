@@ -101,7 +101,7 @@ def worker() -> Iterator[Worker]:
 
 
 ATOMS = ["a", "b", "x", "=", "@", ".", r"\d", r"\s", r"\w", "[ab]", "[^a]", r"\.", "1", " "]
-QUANTIFIERS = ["*", "+", "?", "{2,5}", "{1,}", "*?", "+?", "{3}", "{0,2}"]
+QUANTIFIERS = ["*", "+", "?", "{2,5}", "{1,}", "*?", "+?", "{3}", "{0,2}", "{12}", "{2,30}"]
 
 
 @st.composite
@@ -140,6 +140,21 @@ def adversarial_values(pattern: str) -> list[tuple[str, int, str]]:
 
 
 NAMED = [r"^(a|a)*$", r"^(.|\s)*x$", r"^\d*\d*\d*\d*\d*\d*\d*$", r"^.*.*.*.*.*=$"]
+
+
+MORE_CATASTROPHIC = [
+    r"(a+)+b",
+    r"^(\w+\s?)*$",
+    r"^\w+([\.-]?\w+)*@\w+([\.-]?\w+)*(\.\w{2,3})+$",  # a well-known email regex
+    r"(?:a|aa){100}x",  # no quantifier inside, but 2**n ways through "aaa..."
+    r"(a|aa)(a|aa)(a|aa)(a|aa)(a|aa)x",
+    r"x(a|a)+",
+]
+
+
+@pytest.mark.parametrize("pattern", MORE_CATASTROPHIC)
+def test_more_exponential_shapes_are_refused(pattern):
+    assert _prepare_regex(pattern) is _DEFER
 
 
 @pytest.mark.parametrize("pattern", NAMED)

@@ -514,6 +514,9 @@ def _items(seq: Any, out: list[_Item]) -> list[_Item]:
                     chars = _union(chars, item.chars)
             width = min(sum(i.width for i in alt) for alt in alternatives)
             degree = max(_degree(alt, anchored=True, tail=False) for alt in alternatives)
+            if not _disjoint_alternatives(av[1]):
+                # Two ways through the same text: a sequence of such (`(a|aa){30}`) is exponential.
+                degree = max(degree, 1)
             out.append(_Item(chars, width, degree))
         elif op in _REPEAT_OPS:
             low, high, body = av
@@ -554,6 +557,17 @@ def _deterministic(seq: Any) -> tuple[_CharSet, int]:
     return chars, width
 
 
+def _disjoint_alternatives(alternatives: Any) -> bool:
+    """Whether at most one alternative can start at any position (none matches empty)."""
+    seen: _CharSet = (0, False)
+    for alt in alternatives:
+        first = _first_chars(alt)
+        if first is None or _meets(seen, first):
+            return False
+        seen = _union(seen, first)
+    return True
+
+
 def _check_branches(seq: Any) -> None:
     for op, av in seq:
         if op is _sre.SUBPATTERN:
@@ -561,12 +575,9 @@ def _check_branches(seq: Any) -> None:
         elif op in _REPEAT_OPS:
             _check_branches(av[2])
         elif op is _sre.BRANCH:
-            seen: _CharSet = (0, False)
+            if not _disjoint_alternatives(av[1]):
+                raise _Unsafe("alternatives that can match the same text")
             for alt in av[1]:
-                first = _first_chars(alt)
-                if first is None or _meets(seen, first):
-                    raise _Unsafe("alternatives that can match the same text")
-                seen = _union(seen, first)
                 _check_branches(alt)
 
 
