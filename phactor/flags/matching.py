@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as _dt
+import functools
 import hashlib
 import json
 import math
@@ -278,8 +279,11 @@ class _RegexInfo:
     max_input: int  # longer values are not searched here (unsupported_regex: the server decides)
 
 
+@functools.lru_cache(maxsize=1024)
 def _prepare_regex(pattern: str) -> Any:
-    """Return a ``_RegexInfo``, None for invalid syntax (never matches), or ``_DEFER``."""
+    """Return a ``_RegexInfo``, None for invalid syntax (never matches), or ``_DEFER``.
+
+    Cached: every poll compiles the same patterns again, and the cost analysis is not free."""
     out: list[str] = []
     n = len(pattern)
     i = 0
