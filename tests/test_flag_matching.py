@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import sys
+import threading
 from typing import Any
 
 import pytest
@@ -366,3 +368,78 @@ def test_definitions_are_immutable_and_tolerate_garbage():
     assert "f" in defs and len(defs) == 1
     assert len(Definitions.from_response(None)) == 0
     assert len(Definitions.from_response({"flags": "nope"})) == 0
+
+
+def _diamond_cohorts(depth: int, leaf: dict[str, Any]) -> dict[str, Any]:
+    """Cohort i is in cohort i+1 twice (AND): 2**depth paths to the leaf cohort."""
+    cohorts: dict[str, Any] = {str(depth): {"type": "AND", "values": [leaf]}}
+    for i in range(depth - 1, -1, -1):
+        ref = {"key": "id", "type": "cohort", "value": i + 1}
+        cohorts[str(i)] = {"type": "AND", "values": [ref, dict(ref)]}
+    return cohorts
+
+
+@pytest.mark.parametrize("plan", ["pro", "free", None])
+def test_a_diamond_cohort_graph_is_decided_once_per_cohort(plan):
+    # Each cohort refers to the next one twice, 30 levels deep: without memoising each cohort
+    # per evaluation this walks 2**30 paths (depth 23 took 7 s). Bounded in a thread.
+    cohorts = _diamond_cohorts(30, prop("plan", "pro"))
+    diamond = flag("diamond", cond({"key": "id", "type": "cohort", "value": 0, "operator": "in"}))
+    direct = flag("direct", cond({"key": "id", "type": "cohort", "value": 30, "operator": "in"}))
+    person = {} if plan is None else {"plan": plan}
+    outcome: list[Any] = []
+    worker = threading.Thread(
+        target=lambda: outcome.append(
+            run([diamond, direct], cohorts=cohorts, person_properties=person)
+        ),
+        daemon=True,
+    )
+    worker.start()
+    worker.join(timeout=5)
+    assert outcome, "a diamond cohort graph of depth 30 did not evaluate within 5 s"
+    results, unresolved = outcome[0]
+    if plan is None:
+        assert unresolved == {"diamond": "missing_property:plan", "direct": "missing_property:plan"}
+    else:
+        assert results["diamond"].value is results["direct"].value is (plan == "pro")
+
+
+def test_a_cohort_cycle_is_still_malformed():
+    cycle = {
+        "1": {"type": "AND", "values": [{"key": "id", "type": "cohort", "value": 2}]},
+        "2": {"type": "OR", "values": [{"key": "id", "type": "cohort", "value": 1}]},
+    }
+    f = flag("f", cond({"key": "id", "type": "cohort", "value": 1}))
+    assert value([f], cohorts=cycle) == ("unresolved", "malformed_definition")
+
+
+HUGE = "9" * (sys.get_int_max_str_digits() + 1)
+
+
+@pytest.mark.parametrize(
+    ("operator", "filter_value"),
+    [
+        ("semver_eq", HUGE),
+        ("semver_gt", f"1.{HUGE}.0"),
+        ("semver_tilde", HUGE),
+        ("semver_caret", f"0.0.{HUGE}"),
+        ("semver_wildcard", f"{HUGE}.*"),
+        ("is_date_before", f"-{HUGE}d"),
+        ("is_date_after", f"{HUGE}h"),
+        ("exact", int(HUGE[:-1]) * 10 + 9),  # an int str() refuses to render
+        ("icontains", [int(HUGE[:-1]) * 10 + 9]),
+    ],
+    ids=lambda v: v if isinstance(v, str) and len(v) < 20 else type(v).__name__,
+)
+def test_a_value_past_the_int_string_limit_only_affects_its_flag(operator, filter_value):
+    # int() of more than sys.get_int_max_str_digits() digits raises ValueError; that used to
+    # fail the whole definitions load, so every flag lost local evaluation.
+    bad = flag("bad", cond(prop("p", filter_value, operator)))
+    results, unresolved = run([bad, flag("good", cond())], person_properties={"p": "1.2.3"})
+    assert results["good"].value is True
+    assert unresolved == {"bad": "invalid_filter_value:p"}
+
+
+def test_a_person_value_past_the_int_string_limit_is_an_invalid_property_value():
+    f = flag("f", cond(prop("p", "1.2.3", "semver_gt")))
+    assert value([f], person_properties={"p": HUGE}) == ("unresolved", "invalid_property_value:p")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -217,3 +218,38 @@ def test_stop_cancels_polling(server, started):
     # Several poll intervals later, nothing more arrived (bounded wait on a condition that
     # must stay false).
     assert not server.wait_for_requests(after_stop + 1, timeout=0.5, endpoint="definitions")
+
+
+def test_a_value_past_the_int_string_limit_only_affects_its_flag(server, started, caplog):
+    # A semver or relative date with more digits than sys.get_int_max_str_digits() used to raise
+    # ValueError while compiling, failing the whole load: every flag lost local evaluation.
+    huge = "9" * (sys.get_int_max_str_digits() + 1)
+
+    def gated(key: str, operator: str, value: str) -> dict[str, Any]:
+        prop = {"key": "v", "value": value, "operator": operator, "type": "person"}
+        return {
+            "id": 9,
+            "key": key,
+            "active": True,
+            "filters": {"groups": [{"properties": [prop], "rollout_percentage": 100}]},
+        }
+
+    server.set_flag_definitions(
+        [
+            gated("huge-semver", "semver_gt", huge),
+            gated("huge-date", "is_date_after", f"-{huge}d"),
+            ROLLED_OUT,
+            SECOND,
+        ]
+    )
+    inst = started(server)
+    with caplog.at_level(logging.WARNING):
+        assert inst.reload_feature_flags() is True
+    ev = inst.evaluate_flags("user-1", person_properties={"v": "1.2.3"}, only_evaluate_locally=True)
+    assert ev.get_flag("rolled-out") is True and ev.get_flag("second") is True
+    assert ev.unresolved == {
+        "huge-semver": "invalid_filter_value:v",
+        "huge-date": "invalid_filter_value:v",
+    }
+    assert "flag_load_failed" not in caplog.text
+    assert inst.children()["flags"] is True

@@ -25,13 +25,22 @@ from phactor.flags.matching import (
 __all__ = ["Definitions"]
 
 
+def _cohort_group(group: Any, matching_version: Any) -> PropertyGroup:
+    try:
+        return PropertyGroup(group, matching_version)
+    except Exception:
+        return PropertyGroup(None)  # malformed: flags using this cohort go to the server
+
+
 class Definitions:
     """A frozen snapshot of flag definitions ready for local evaluation.
 
     Attributes: ``flags`` (tuple of compiled flags in response order), ``flags_by_key``,
     ``cohorts`` (raw cohort property groups by id), ``group_type_mapping`` (index str -> group
     type), ``property_matching_version``, ``skipped`` (entries that were not flag objects with a
-    string key). Use ``Definitions.from_response(json_body)``; ``Definitions.empty()`` has no flags.
+    string key), ``uncompilable`` (keys of flags whose definition could not be compiled at all;
+    they stay unresolved with reason ``"malformed_definition"``). Use
+    ``Definitions.from_response(json_body)``; ``Definitions.empty()`` has no flags.
     """
 
     __slots__ = (
@@ -42,6 +51,7 @@ class Definitions:
         "group_type_mapping",
         "property_matching_version",
         "skipped",
+        "uncompilable",
     )
 
     _cohort_groups: dict[Any, PropertyGroup]
@@ -51,6 +61,7 @@ class Definitions:
     group_type_mapping: Mapping[str, Any]
     property_matching_version: Any
     skipped: int
+    uncompilable: tuple[str, ...]
 
     def __init__(
         self,
@@ -70,18 +81,25 @@ class Definitions:
             self,
             "_cohort_groups",
             {
-                cid: PropertyGroup(group, property_matching_version)
+                cid: _cohort_group(group, property_matching_version)
                 for cid, group in raw_cohorts.items()
             },
         )
         compiled: list[CompiledFlag] = []
         by_key: dict[str, CompiledFlag] = {}
         skipped = 0
+        uncompilable: list[CompiledFlag] = []
         for raw in flags if isinstance(flags, (list, tuple)) else ():
             if not isinstance(raw, dict) or not isinstance(raw.get("key"), str):
                 skipped += 1
                 continue
-            flag = CompiledFlag(raw, property_matching_version)
+            try:
+                flag = CompiledFlag(raw, property_matching_version)
+            except Exception:
+                # Whatever a definition holds (a number past the int-string limit, a type no
+                # one expected), it costs only its own flag its local evaluation.
+                flag = CompiledFlag.uncompilable(raw)
+                uncompilable.append(flag)
             if flag.key in by_key:
                 # posthog keeps the last definition of a duplicated key.
                 compiled = [f for f in compiled if f.key != flag.key]
@@ -90,6 +108,7 @@ class Definitions:
         set_(self, "flags", tuple(compiled))
         set_(self, "flags_by_key", MappingProxyType(by_key))
         set_(self, "skipped", skipped)
+        set_(self, "uncompilable", tuple(f.key for f in uncompilable if by_key.get(f.key) is f))
         for flag in compiled:
             try:
                 flag.definition_problem = self._definition_problem(flag)

@@ -245,6 +245,13 @@ def load_definitions(state: FlagState, log: Any) -> bool:
             skipped=definitions.skipped,
             path=fetch.path,
         )
+        if definitions.uncompilable:
+            log.warning(
+                "flag_definitions_uncompilable",
+                count=len(definitions.uncompilable),
+                flags=list(definitions.uncompilable[:20]),
+                effect="these flags are unresolved locally (malformed_definition); others are not",
+            )
         return True
     if fetch.outcome == "not_modified":
         if previous != "not_modified":
