@@ -523,7 +523,7 @@ class Instance(FlagMethods, ErrorTrackingMethods):
                 self._drop("before_send", event)
                 return None
             message = changed
-        data = ev.encode(message)
+        data = ev.encode(message, self._config.max_event_bytes)
         if len(data) > self._config.max_event_bytes:
             self._drop("event_too_large", event, size=len(data))
             return None
