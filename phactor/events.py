@@ -25,6 +25,7 @@ from phactor._version import __version__
 __all__ = [
     "LIB",
     "build_event",
+    "checked_event",
     "encode",
     "format_timestamp",
     "json_safe",
@@ -149,6 +150,59 @@ def build_event(
     if top_level:
         message.update(top_level)
     return message
+
+
+def checked_event(value: Any, built: Mapping[str, Any]) -> dict[str, Any]:
+    """What a `before_send` hook returned, as a wire event; ValueError saying what is wrong.
+
+    Checked as `capture()` checks its own arguments, because the server refuses a whole batch
+    for one bad event: a Mapping with a non-empty str `event`, a non-empty str (or int)
+    `distinct_id`, a valid `uuid` (none: the one the event was `built` with), Mapping
+    `properties` (if any) and a datetime or ISO `timestamp` (if any).
+    """
+    if not isinstance(value, Mapping):
+        raise ValueError(f"result must be a dict, got {_kind(value)}")
+    message = dict(value)
+    name = message.get("event")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"event must be a non-empty str, got {_kind(name)}")
+    distinct_id = message.get("distinct_id")
+    if isinstance(distinct_id, int) and not isinstance(distinct_id, bool):
+        message["distinct_id"] = distinct_id = str(distinct_id)
+    if not isinstance(distinct_id, str) or not distinct_id:
+        raise ValueError(f"distinct_id must be a non-empty str, got {_kind(distinct_id)}")
+    event_uuid = message.get("uuid")
+    if event_uuid is None:
+        message["uuid"] = built["uuid"]
+    elif event_uuid is not built["uuid"]:
+        try:
+            message["uuid"] = normalize_uuid(event_uuid)
+        except (TypeError, ValueError):
+            raise ValueError(f"uuid must be a UUID, got {_kind(event_uuid)}") from None
+    if "properties" in message:
+        properties = message["properties"]
+        if not isinstance(properties, Mapping):
+            raise ValueError(f"properties must be a dict, got {_kind(properties)}")
+        if type(properties) is not dict:
+            message["properties"] = dict(properties)
+    timestamp = message.get("timestamp")
+    if timestamp is None:
+        message.pop("timestamp", None)
+    elif timestamp is not built.get("timestamp"):
+        try:
+            message["timestamp"] = format_timestamp(timestamp)
+        except (TypeError, ValueError):
+            raise ValueError(f"timestamp must be ISO-8601, got {_kind(timestamp)}") from None
+    return message
+
+
+def _kind(value: Any) -> str:
+    """A short, safe description of a bad value for an error message (never its content)."""
+    if value is None:
+        return "None"
+    if isinstance(value, str) and not value:
+        return "an empty str"
+    return type(value).__name__
 
 
 def encode(message: Mapping[str, Any], max_bytes: int | None = None) -> bytes:
