@@ -13,7 +13,7 @@ import enum
 import random
 import time
 import uuid as uuid_module
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from pathlib import PurePath
 from typing import Any
@@ -25,6 +25,7 @@ from phactor._version import __version__
 __all__ = [
     "LIB",
     "build_event",
+    "checked_event",
     "encode",
     "format_timestamp",
     "json_safe",
@@ -38,6 +39,11 @@ LIB = "phactor"
 _LIB_PROPS = {"$lib": LIB, "$lib_version": __version__, "$geoip_disable": True}
 _DUMPS_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_NAIVE_UTC
 _MAX_DEPTH = 64
+_MAX_NODES = 1_000_000
+_CYCLE = "<cycle>"
+_TOO_DEEP = "<max depth exceeded>"
+_TRUNCATED = "<truncated>"
+_INF = float("inf")
 
 
 def new_uuid() -> str:
@@ -146,12 +152,72 @@ def build_event(
     return message
 
 
-def encode(message: Mapping[str, Any]) -> bytes:
-    """Serialise an event to compact JSON bytes (exact size); never raises for odd values."""
+def checked_event(value: Any, built: Mapping[str, Any]) -> dict[str, Any]:
+    """What a `before_send` hook returned, as a wire event; ValueError saying what is wrong.
+
+    Checked as `capture()` checks its own arguments, because the server refuses a whole batch
+    for one bad event: a Mapping with a non-empty str `event`, a non-empty str (or int)
+    `distinct_id`, a valid `uuid` (none: the one the event was `built` with), Mapping
+    `properties` (if any) and a datetime or ISO `timestamp` (if any).
+    """
+    if not isinstance(value, Mapping):
+        raise ValueError(f"result must be a dict, got {_kind(value)}")
+    message = dict(value)
+    name = message.get("event")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"event must be a non-empty str, got {_kind(name)}")
+    distinct_id = message.get("distinct_id")
+    if isinstance(distinct_id, int) and not isinstance(distinct_id, bool):
+        message["distinct_id"] = distinct_id = str(distinct_id)
+    if not isinstance(distinct_id, str) or not distinct_id:
+        raise ValueError(f"distinct_id must be a non-empty str, got {_kind(distinct_id)}")
+    event_uuid = message.get("uuid")
+    if event_uuid is None:
+        message["uuid"] = built["uuid"]
+    elif event_uuid is not built["uuid"]:
+        try:
+            message["uuid"] = normalize_uuid(event_uuid)
+        except (TypeError, ValueError):
+            raise ValueError(f"uuid must be a UUID, got {_kind(event_uuid)}") from None
+    if "properties" in message:
+        properties = message["properties"]
+        if not isinstance(properties, Mapping):
+            raise ValueError(f"properties must be a dict, got {_kind(properties)}")
+        if type(properties) is not dict:
+            message["properties"] = dict(properties)
+    timestamp = message.get("timestamp")
+    if timestamp is None:
+        message.pop("timestamp", None)
+    elif timestamp is not built.get("timestamp"):
+        try:
+            message["timestamp"] = format_timestamp(timestamp)
+        except (TypeError, ValueError):
+            raise ValueError(f"timestamp must be ISO-8601, got {_kind(timestamp)}") from None
+    return message
+
+
+def _kind(value: Any) -> str:
+    """A short, safe description of a bad value for an error message (never its content)."""
+    if value is None:
+        return "None"
+    if isinstance(value, str) and not value:
+        return "an empty str"
+    return type(value).__name__
+
+
+def encode(message: Mapping[str, Any], max_bytes: int | None = None) -> bytes:
+    """Serialise an event to compact JSON bytes (exact size); never raises for odd values.
+
+    `max_bytes` (the caller's size limit) bounds the work of the slow path: see `json_safe`.
+    """
     try:
         data = orjson.dumps(message, default=_default, option=_DUMPS_OPTIONS)
     except (orjson.JSONEncodeError, TypeError, ValueError, RecursionError):
-        data = orjson.dumps(json_safe(message), option=_DUMPS_OPTIONS)
+        # Compact JSON spends at least 2 bytes on every value but the first (its own byte, plus
+        # a comma before it or its container's closing bracket), so a value of more nodes than
+        # this is over max_bytes whatever it holds: the budget never cuts what could be sent.
+        max_nodes = _MAX_NODES if max_bytes is None else max_bytes // 2 + 2
+        data = orjson.dumps(json_safe(message, max_nodes), option=_DUMPS_OPTIONS)
     # orjson returns its whole working buffer (~4 KiB whatever the JSON's length). Queued events
     # live for a while, so keep an exact-size copy: 0.2 us here saves ~3 KiB per queued event.
     return bytes(memoryview(data))
@@ -172,55 +238,122 @@ def _default(value: Any) -> Any:
     return str(value)
 
 
-def json_safe(value: Any, _depth: int = 0) -> Any:
-    """A deep copy of `value` made only of JSON types. Slow path; never raises.
+def json_safe(value: Any, max_nodes: int = _MAX_NODES) -> Any:
+    """A copy of `value` made only of JSON types and valid Unicode. Slow path; never raises.
 
-    Used when the fast orjson path fails (ints over 64 bits, cycles, str() raising, odd keys).
+    Used when the fast orjson path fails (ints over 64 bits, lone surrogates, cycles, str()
+    raising, odd keys). Linear in the size of the result: a container met again on its own
+    path is a cycle and becomes `"<cycle>"`; nesting deeper than 64 becomes
+    `"<max depth exceeded>"`; after `max_nodes` values (shared containers count each time they
+    are met, so a DAG of 2**64 paths costs no more) the rest becomes `"<truncated>"`. Lone
+    surrogates (`os.fsdecode` of a non-UTF-8 name) become U+FFFD, in keys as in values.
     """
-    if _depth > _MAX_DEPTH:
-        return "<max depth exceeded>"
-    if value is None or isinstance(value, bool | str):
-        return value
-    if isinstance(value, int):
-        return value if -(2**63) <= value < 2**64 else str(value)
-    if isinstance(value, float):
-        return value if value == value and value not in (float("inf"), float("-inf")) else None
-    if isinstance(value, dt.datetime):
-        return format_timestamp(value)
-    if isinstance(value, dt.date | dt.time):
-        return value.isoformat()
-    if isinstance(value, uuid_module.UUID):
-        return str(value)
-    if isinstance(value, enum.Enum):
-        return json_safe(value.value, _depth + 1)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        fields = {f.name: getattr(value, f.name, None) for f in dataclasses.fields(value)}
-        return json_safe(fields, _depth + 1)
-    if isinstance(value, Mapping):
-        return {_safe_key(k): json_safe(v, _depth + 1) for k, v in _safe_items(value)}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [json_safe(v, _depth + 1) for v in value]
-    try:
+    return _SafeCopy(max_nodes).convert(value, 0)
+
+
+class _SafeCopy:
+    """One json_safe walk: the node budget left and the ids of the containers on the path."""
+
+    __slots__ = ("budget", "path")
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.path: set[int] = set()
+
+    def convert(self, value: Any, depth: int) -> Any:
+        self.budget -= 1
+        if self.budget < 0:
+            return _TRUNCATED
+        # Anything a hostile value can do (str(), items(), utcoffset(), a property, __eq__
+        # raising) ends as a marker for that value, never as an exception.
+        try:
+            return self._convert(value, depth)
+        except Exception:
+            return _unrepresentable(value)
+
+    def _convert(self, value: Any, depth: int) -> Any:
+        kind = type(value)  # the common kinds first
+        if kind is str:
+            return _valid_text(value)
+        if kind is dict:
+            return self._container(value, depth, iter(value.items()), True)
+        if kind is list or kind is tuple:
+            return self._container(value, depth, iter(value), False)
+        if value is None or isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            return _valid_text(value)
+        if isinstance(value, int):
+            return value if -(2**63) <= value < 2**64 else str(value)
+        if isinstance(value, float):
+            return value if value == value and value not in (_INF, -_INF) else None
+        if isinstance(value, dt.datetime):
+            return format_timestamp(value)
+        if isinstance(value, dt.date | dt.time):
+            return value.isoformat()
+        if isinstance(value, uuid_module.UUID):
+            return str(value)
+        if isinstance(value, enum.Enum):
+            return self.convert(value.value, depth + 1)
+        if isinstance(value, Mapping):
+            return self._container(value, depth, iter(value.items()), True)
+        if isinstance(value, list | tuple | set | frozenset):
+            return self._container(value, depth, iter(value), False)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            fields = ((f.name, getattr(value, f.name)) for f in dataclasses.fields(value))
+            return self._container(value, depth, fields, True)
         converted = _default(value)
-    except Exception:
-        return _unrepresentable(value)
-    if isinstance(converted, str | float | list | dict):
-        return json_safe(converted, _depth + 1) if not isinstance(converted, str) else converted
-    return _unrepresentable(value)
+        if isinstance(converted, str):
+            return _valid_text(converted)
+        return self.convert(converted, depth + 1)
+
+    def _container(self, value: Any, depth: int, items: Iterator[Any], pairs: bool) -> Any:
+        key = id(value)
+        if key in self.path:
+            return _CYCLE
+        if depth >= _MAX_DEPTH:
+            return _TOO_DEEP
+        self.path.add(key)
+        try:
+            return self._mapping(items, depth) if pairs else self._sequence(items, depth)
+        finally:
+            self.path.discard(key)
+
+    def _mapping(self, items: Iterator[tuple[Any, Any]], depth: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in items:
+            if self.budget <= 0:
+                out[_TRUNCATED] = _TRUNCATED
+                break
+            out[_safe_key(k)] = self.convert(v, depth + 1)
+        return out
+
+    def _sequence(self, items: Iterator[Any], depth: int) -> list[Any]:
+        out: list[Any] = []
+        for v in items:
+            if self.budget <= 0:
+                out.append(_TRUNCATED)
+                break
+            out.append(self.convert(v, depth + 1))
+        return out
 
 
-def _safe_items(mapping: Mapping[Any, Any]) -> list[tuple[Any, Any]]:
+def _valid_text(text: str) -> str:
+    """`text` with each lone surrogate as U+FFFD (a surrogate pair as the character it codes)."""
+    if str.isascii(text):
+        return text
     try:
-        return list(mapping.items())
-    except Exception:
-        return []
+        str.encode(text, "utf-8")
+        return text
+    except UnicodeEncodeError:
+        return str.encode(text, "utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
 def _safe_key(key: Any) -> str:
     if isinstance(key, str):
-        return key
+        return _valid_text(key)
     try:
-        return str(key)
+        return _valid_text(str(key))
     except Exception:
         return _unrepresentable(key)
 

@@ -534,10 +534,9 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         if self._config.before_send is not None:
             changed = self._run_before_send(message)
             if changed is None:
-                self._drop("before_send", event)
                 return None
             message = changed
-        data = ev.encode(message)
+        data = ev.encode(message, self._config.max_event_bytes)
         if len(data) > self._config.max_event_bytes:
             self._drop("event_too_large", event, size=len(data))
             return None
@@ -549,6 +548,7 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         return str(message.get("uuid", event_uuid))
 
     def _run_before_send(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        """The event as the hook left it, or None when dropped (counted and logged here)."""
         hook = self._config.before_send
         assert hook is not None
         # The hook works on its own copy (properties, $set, ... included): if it raises half-way
@@ -564,11 +564,17 @@ class Instance(FlagMethods, ErrorTrackingMethods):
             )
             return message
         if result is None:
+            self._drop("before_send", message["event"])
             return None
-        if not isinstance(result, Mapping) or not result.get("event"):
-            self._log.error("before_send_bad_result", result_type=type(result).__name__)
-            return message
-        return dict(result)
+        # One bad event would make the server refuse its whole batch: drop just this one.
+        try:
+            return ev.checked_event(result, message)
+        except ValueError as error:
+            problem = str(error)
+        except Exception as error:  # a Mapping whose items() raises
+            problem = f"result cannot be read: {type(error).__name__}"
+        self._drop("before_send_invalid", message["event"], problem=problem)
+        return None
 
     def _drop(self, reason: str, event: str, **details: Any) -> None:
         self._buffer.drop_at_capture(reason)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
+import uuid as uuid_module
 from typing import Any
 
 import pytest
 from conftest import assert_ledger, wait_until
+from hypothesis import given
+from hypothesis import strategies as st
 
 import phactor
 from phactor.devserver import DevServer
@@ -236,3 +240,141 @@ def test_stop_past_deadline_counts_what_was_left(devserver: DevServer, instance_
     assert final["queued"] == 0 and final["in_flight"] == 0
     assert final["dropped"].get("shutdown") == 20
     devserver.reset_faults()
+
+
+# --- what before_send returns is checked like capture()'s own arguments -----------------------
+
+DELETE = object()  # a field the hook removes
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("distinct_id", DELETE),
+        ("distinct_id", ""),
+        ("distinct_id", {"id": 1}),
+        ("distinct_id", True),
+        ("event", DELETE),
+        ("event", ""),
+        ("event", 5),
+        ("uuid", "not-a-uuid"),
+        ("uuid", 12),
+        ("properties", ["a"]),
+        ("properties", None),
+        ("timestamp", "yesterday"),
+        (None, ["not", "a", "dict"]),
+        (None, "a str"),
+    ],
+)
+def test_an_invalid_before_send_result_drops_only_that_event(
+    devserver: DevServer, instance_name: str, field: str | None, value: Any
+) -> None:
+    def hook(message: dict[str, Any]) -> Any:
+        if message["properties"]["n"] != 37:
+            return message
+        if field is None:
+            return value
+        if value is DELETE:
+            del message[field]
+        else:
+            message[field] = value
+        return message
+
+    inst = phactor.start(
+        instance_name, api_key=KEY, host=devserver.url, before_send=hook, flush_at=100
+    )
+    uuids = [inst.capture("e", "u1", {"n": n}) for n in range(100)]
+    assert inst.flush(timeout=5)
+    # Before: the server refused the whole batch of 100 for the one bad event (or, for a result
+    # that is not a dict, the unhooked event was sent as if the hook had kept it).
+    assert sorted(e["properties"]["n"] for e in devserver.events()) == [
+        n for n in range(100) if n != 37
+    ]
+    assert uuids[37] is None and all(u for n, u in enumerate(uuids) if n != 37)
+    stats = assert_ledger(inst)
+    assert stats["dropped"] == {"before_send_invalid": 1} and stats["sent"] == 99
+
+
+def test_before_send_result_is_normalised_like_capture_arguments(
+    devserver: DevServer, instance_name: str
+) -> None:
+    fixed = uuid_module.UUID(int=7)
+
+    def hook(message: dict[str, Any]) -> Any:
+        n = message["properties"]["n"]
+        if n == 0:
+            message["distinct_id"] = 42  # an int id, as capture() takes it
+        elif n == 1:
+            del message["uuid"]  # the uuid it was built with
+        elif n == 2:
+            message["uuid"] = fixed
+            message["timestamp"] = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+        return message
+
+    inst = phactor.start(instance_name, api_key=KEY, host=devserver.url, before_send=hook)
+    uuids = [inst.capture("e", "u1", {"n": n}) for n in range(3)]
+    assert inst.flush(timeout=5)
+    by_n = {e["properties"]["n"]: e for e in devserver.events()}
+    assert by_n[0]["distinct_id"] == "42"
+    assert by_n[1]["uuid"] == uuids[1]
+    assert by_n[2]["uuid"] == uuids[2] == str(fixed)
+    assert by_n[2]["timestamp"] == "2026-01-02T03:04:05.000Z"
+    assert assert_ledger(inst)["sent"] == 3
+
+
+anything = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(max_size=40),
+    st.uuids(),
+    st.uuids().map(str),
+    st.datetimes(timezones=st.none() | st.just(dt.UTC)),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.just(DELETE),
+)
+changes = st.dictionaries(
+    st.sampled_from(["event", "distinct_id", "uuid", "properties", "timestamp", "$set"]),
+    anything,
+    max_size=3,
+)
+
+
+def test_whatever_before_send_returns_never_loses_the_batch(
+    devserver: DevServer, instance_name: str
+) -> None:
+    current: dict[str, Any] = {}
+
+    def hook(message: dict[str, Any]) -> Any:
+        if message["event"] != "hooked":
+            return message
+        for field, value in current.items():
+            if value is DELETE:
+                message.pop(field, None)
+            else:
+                message[field] = value
+        return message
+
+    inst = phactor.start(instance_name, api_key=KEY, host=devserver.url, before_send=hook)
+
+    @given(change=changes)
+    def check(change: dict[str, Any]) -> None:
+        current.clear()
+        current.update(change)
+        devserver.clear()
+        before = inst.stats()["dropped"].get("before_send_invalid", 0)
+        hooked = inst.capture("hooked", "u1")
+        plain = inst.capture("plain", "u1")
+        assert inst.flush(timeout=5)
+        stats = assert_ledger(inst)
+        arrived = {e["uuid"] for e in devserver.events()}
+        # The plain event always arrives: a bad hook result never takes its batch down with it.
+        assert plain in arrived
+        assert set(stats["dropped"]) <= {"before_send_invalid"}
+        invalid = stats["dropped"].get("before_send_invalid", 0) - before
+        assert (hooked is None) == (invalid == 1)
+        assert len(arrived) == 2 - invalid
+
+    check()

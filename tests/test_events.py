@@ -218,3 +218,26 @@ def test_odd_property_values_never_raise_and_arrive(instance_name: str) -> None:
     stats = inst.stats()
     assert stats["sent"] == stats["captured"]
     assert stats["dropped"] == {}
+
+
+def test_checked_event_accepts_what_capture_accepts_and_names_what_is_wrong() -> None:
+    built = ev.build_event(
+        "e", "u1", {}, timestamp="2026-01-01T00:00:00.000Z", uuid=ev.new_uuid()
+    )
+    assert ev.checked_event(dict(built), built) == built
+    assert ev.checked_event({**built, "distinct_id": 7}, built)["distinct_id"] == "7"
+    assert ev.checked_event({**built, "uuid": None}, built)["uuid"] == built["uuid"]
+    assert "timestamp" not in ev.checked_event({**built, "timestamp": None}, built)
+    upper = str(uuid_module.UUID(int=5)).upper()
+    assert ev.checked_event({**built, "uuid": upper}, built)["uuid"] == str(uuid_module.UUID(int=5))
+    for bad, words in [
+        ([built], "result must be a dict, got list"),
+        ({**built, "event": ""}, "event must be a non-empty str, got an empty str"),
+        ({**built, "distinct_id": None}, "distinct_id must be a non-empty str, got None"),
+        ({**built, "distinct_id": False}, "got bool"),
+        ({**built, "uuid": "x"}, "uuid must be a UUID"),
+        ({**built, "properties": "x"}, "properties must be a dict, got str"),
+        ({**built, "timestamp": 5}, "timestamp must be ISO-8601, got int"),
+    ]:
+        with pytest.raises(ValueError, match=words):
+            ev.checked_event(bad, built)
