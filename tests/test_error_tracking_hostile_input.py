@@ -15,7 +15,7 @@ import textwrap
 from typing import Any
 
 import pytest
-from conftest import StartInstance, assert_ledger, exception_events, wait_until
+from conftest import assert_ledger, exception_events, wait_until
 from hypothesis import given
 from hypothesis import strategies as st
 
