@@ -233,6 +233,7 @@ extras = st.one_of(
     st.none(),
     st.just({"cyclic": cyclic_dict()}),
     st.just({"cyclic": cyclic_list()}),
+    st.just({"unprintable": Unprintable(), "nested": {"x": [Unprintable(), 2**70]}}),
     st.dictionaries(messages.filter(lambda k: k and not k.startswith("_")), messages, max_size=3),
 )
 
@@ -249,15 +250,23 @@ def fuzz_instance() -> Any:
     inst.stop(timeout=5)
 
 
-@given(exc=exception_objects(), extra=extras, message=messages)
-def test_any_logged_exception_is_sent_or_counted(fuzz_instance, exc, extra, message):
+@given(
+    exc=exception_objects(),
+    extra=extras,
+    message=messages,
+    how=st.sampled_from(["log", "capture_exception"]),
+)
+def test_any_logged_exception_is_sent_or_counted(fuzz_instance, exc, extra, message, how):
     inst = fuzz_instance
     before = inst.stats()
     before_events = len(exception_events(inst))
     try:
         raise exc
-    except BaseException:
-        log.exception(message, extra=extra)
+    except BaseException as error:
+        if how == "log":
+            log.exception(message, extra=extra)
+        else:  # asked: returns within its bound, with the uuid or None (then counted)
+            inst.capture_exception(error, message or None, properties=extra)
     # Bounded: a wedged LoggerHandler makes this drain time out instead of hanging.
     assert wait_until(lambda: inst._error_tracking_drain(5.0), timeout=10)
     after = assert_ledger(inst)

@@ -271,9 +271,10 @@ def _cwd() -> str | None:
 class LoggerHandler(SupervisedActor):
     """Child "logger_handler" of an instance with error tracking on.
 
-    Messages: `Wake` (told when the logging handler left records in `Intake.pending`, and by
-    itself), a `Snapshot` (asked by except hooks and `capture_exception`, which get the event
-    uuid back) and `Drain` (asked by flush and stop). Each message first drains what is pending.
+    Messages: `Wake` (told when something was left in `Intake.pending`, and by itself). Except
+    hooks, `capture_exception` and flush do not ask the actor: they leave a `Waiter` in
+    `pending` and wait on it, so a replacement incarnation answers them too. (A `Snapshot` or
+    `Drain` asked directly is still answered, after what is pending.)
 
     The wake-up protocol: `Intake.wake_sent` is True from the moment someone decides to wake the
     actor until the actor finds `pending` empty on a `Wake`. While it keeps finding records, it
@@ -307,10 +308,13 @@ class LoggerHandler(SupervisedActor):
         self.capture = capture
         self.builder: ExceptionEventBuilder | None = None
         self._linger: int | None = None  # the scheduler handle of the next self-wake
-        # The watchdog (see the class docstring). `_current` is written by this actor's thread
-        # only: (the item being worked on, when it was taken), None between items.
+        # The watchdog (see the class docstring). `_current`: (the item being worked on, when
+        # it was taken), None between items. Taking an item and giving up on the incarnation
+        # are decided under `_item_lock` (held only for that), so an item is either taken
+        # before the fence, and then counted by whoever gives up, or left in `pending`.
         self.build_timeout = BUILD_TIMEOUT_SECONDS
         self._current: tuple[Pending, float] | None = None
+        self._item_lock = threading.Lock()
         self._watch: int | None = None  # the scheduler handle of the next check
         self._watch_lock = threading.Lock()
         self.superseded = False  # given up on by the watchdog (or by stop)
@@ -357,7 +361,8 @@ class LoggerHandler(SupervisedActor):
             if message is SELF_WAKE:
                 self._linger = None
             if self.drain_pending():
-                self._wake_later()
+                if not self.superseded:
+                    self._wake_later()
                 return None
             if self.superseded:
                 return None  # the flag belongs to the successor
@@ -371,15 +376,16 @@ class LoggerHandler(SupervisedActor):
             return None
         # Asks come after what was told before them: drain first, keep the order.
         self.drain_pending()
-        if isinstance(message, Snapshot) and not self.superseded:
+        if isinstance(message, Snapshot):
             assert self.builder is not None
-            self._begin(message)
+            if not self._begin(message):
+                return None
             try:
                 if not self.accept(message):
                     return None
                 return self.builder.queue(message)
             finally:
-                self._current = None
+                self._end()
         if isinstance(message, Drain):
             return True
         return None
@@ -404,17 +410,15 @@ class LoggerHandler(SupervisedActor):
         intake = self.intake
         pending = intake.pending
         count = 0
-        while pending and not self.superseded:
-            try:
-                item = pending.popleft()
-            except IndexError:
+        while pending:
+            item = self._next(pending)
+            if item is None:
                 break
             count += 1
-            self._begin(item)
             try:
                 self._take(item, builder)
             finally:
-                self._current = None
+                self._end()
         return count
 
     def _take(self, item: Pending, builder: ExceptionEventBuilder) -> None:
@@ -439,10 +443,36 @@ class LoggerHandler(SupervisedActor):
 
     # -- the watchdog -----------------------------------------------------------------------------
 
-    def _begin(self, item: Pending) -> None:
-        # Written before `_watch` is read; `_check` clears `_watch` before it reads `_current`:
-        # whichever runs second sees the other's write, so an item is never left unwatched.
-        self._current = (item, time.monotonic())
+    def _next(self, pending: Any) -> Pending | None:
+        """Take the next pending item (None: nothing left, or this incarnation was given up)."""
+        with self._item_lock:
+            if self.superseded:
+                return None
+            try:
+                item = pending.popleft()
+            except IndexError:
+                return None
+            self._current = (item, time.monotonic())
+        self._watch_current()
+        return item
+
+    def _begin(self, item: Pending) -> bool:
+        """Work on `item` (an asked Snapshot); False when this incarnation was given up."""
+        with self._item_lock:
+            if self.superseded:
+                return False
+            self._current = (item, time.monotonic())
+        self._watch_current()
+        return True
+
+    def _end(self) -> None:
+        with self._item_lock:
+            self._current = None
+
+    def _watch_current(self) -> None:
+        # `_current` is written before `_watch` is read; `_check` clears `_watch` before it
+        # reads `_current`: whichever runs second sees the other's write, so an item is never
+        # left unwatched.
         if self._watch is None:
             self._arm(self.build_timeout)
 
@@ -458,34 +488,28 @@ class LoggerHandler(SupervisedActor):
         current = self._current
         if current is None or self.superseded:
             return  # idle: the next item arms a check again
-        item, taken = current
-        elapsed = time.monotonic() - taken
-        if elapsed < self.build_timeout:
-            self._arm(self.build_timeout - elapsed)
-            return
-        self.give_up(item, elapsed, restart=True)
+        elapsed = time.monotonic() - current[1]
+        if elapsed < self.build_timeout or not self.give_up(current):
+            self._arm(max(self.build_timeout - elapsed, 0.001))
 
-    def current_item(self) -> Pending | None:
-        """The item this incarnation is working on right now (None between items)."""
-        current = self._current
-        return current[0] if current is not None else None
+    def give_up(self, expected: tuple[Pending, float] | None = None) -> bool:
+        """Fence this incarnation off, count what it holds, and have a fresh one replace it.
 
-    def current_seconds(self) -> float:
-        """For how long it has been working on that item."""
-        current = self._current
-        return time.monotonic() - current[1] if current is not None else 0.0
-
-    def give_up(self, item: Pending | None, elapsed: float, *, restart: bool) -> None:
-        """Fence this (stuck) incarnation off, count `item`, and have a fresh one replace it.
-
-        Runs on another thread than the stuck one, which may never come back. Without
-        `restart` (stop() gave up waiting) the rest of `pending` is counted too.
+        Runs on another thread than the (stuck) actor's, which may never come back. With
+        `expected` (the watchdog) only if the actor is still on that item: the item is counted
+        as `exception_build_timeout` and the Supervisor restarts the child. Without it (stop()
+        gave up waiting) the item and the rest of `pending` are counted as `shutdown`. False
+        when there was nothing to give up on.
         """
-        if self.superseded:
-            return
-        self.superseded = True
-        if self.builder is not None:
-            self.builder.fenced = True
+        with self._item_lock:
+            current = self._current
+            if self.superseded or (expected is not None and current is not expected):
+                return False
+            self.superseded = True
+            if self.builder is not None:
+                self.builder.fenced = True
+        item = current[0] if current is not None else None
+        elapsed = time.monotonic() - current[1] if current is not None else 0.0
         intake = self.intake
         inst = intake.instance
         if intake.actor_ref is self.actor_ref:
@@ -495,21 +519,26 @@ class LoggerHandler(SupervisedActor):
             intake.actor = None
             intake.actor_thread = None
             intake.wake_sent = False
+        reason = "exception_build_timeout" if expected is not None else "shutdown"
+        if isinstance(item, Waiter):
+            item.resolve(None)
+            if item.snapshot is None:
+                item = None  # a barrier: not an event
         if item is not None:
-            inst._drop("exception_build_timeout", "$exception", **_describe_item(item))
-            if isinstance(item, Waiter):
-                item.resolve(None)
+            inst._drop(reason, "$exception")
         self.builder_log().error(
-            "exception_build_timeout",
+            "logger_handler_given_up",
+            reason=reason,
             seconds=round(elapsed, 3),
             bound=self.build_timeout,
             generation=self.generation,
             **_describe_item(item),
         )
-        if not restart or inst._state not in ("running",):
+        if expected is None or inst._state != "running":
             count_left_behind(intake, "shutdown" if inst._state == "stopping" else "stopped")
-            return
-        self._report(f"stuck on one exception event for {elapsed:.1f}s (replaced)")
+        else:
+            self._report(f"stuck on one exception event for {elapsed:.1f}s (replaced)")
+        return True
 
     def builder_log(self) -> Any:
         return self.builder.log if self.builder is not None else get_logger("errortracking")

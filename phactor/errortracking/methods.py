@@ -79,8 +79,7 @@ class ErrorTrackingMethods:
         intake.abandoned = True
         actor = intake.actor
         if actor is not None:
-            current = actor.current_item()
-            actor.give_up(current, actor.current_seconds(), restart=False)
+            actor.give_up()
         from phactor.errortracking.actor import count_left_behind
 
         count_left_behind(intake, "shutdown")
