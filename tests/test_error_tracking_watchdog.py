@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -142,3 +143,22 @@ def test_stop_with_a_stuck_build_reports_failure_and_counts_it(
     assert finished == [False]
     stats = assert_ledger(inst)
     assert sum(stats["dropped"].values()) == 2, stats  # the stuck one and the one behind it
+
+
+def test_a_long_burst_of_quick_builds_is_not_mistaken_for_a_stuck_one(
+    start_test_mode: StartInstance, bound: float
+):
+    # The bound is per item, not per burst: records logged for twice the bound are all sent.
+    inst = start_test_mode(exception_rate_limit_burst=1_000_000)
+    intake = inst.__dict__["_error_intake"]
+    logged = 0
+    deadline = time.monotonic() + 2 * bound
+    while time.monotonic() < deadline and logged < 5000:
+        log_failure(ValueError, payload={"n": list(range(50))})
+        logged += 1
+    assert len(exception_events(inst)) == logged
+    assert "exception_build_timeout" not in inst.stats()["dropped"]
+    # Idle again: the watchdog disarms itself (an idle instance costs no timer).
+    actor = intake.actor
+    assert wait_until(lambda: actor._watch is None, 5)
+    assert handler_generation(inst) == 1
