@@ -658,15 +658,16 @@ class Instance(FlagMethods, ErrorTrackingMethods):
             return False
         deadline = None if timeout is None else time.monotonic() + timeout
         # Exceptions logged before this call may still be snapshots in the LoggerHandler's
-        # mailbox: turn them into queued events first, so this flush covers them.
-        self._error_tracking_drain(timeout)
+        # mailbox: turn them into queued events first, so this flush covers them. Not drained
+        # (a stuck LoggerHandler): those exceptions are neither sent nor counted, so not done.
+        drained = self._error_tracking_drain(timeout)
         if deadline is not None:
             timeout = max(0.0, deadline - time.monotonic())
         target = self._buffer.high_water()
         if self._config.sync_mode:
             self._send_now()
         self._registry.tell("batcher", FlushNow())
-        return self._buffer.wait_through(target, timeout)
+        return self._buffer.wait_through(target, timeout) and drained
 
     def queue_length(self) -> int:
         """Events accepted but not yet handed to a Sender."""

@@ -507,7 +507,7 @@ def test_a_failure_while_building_is_logged_once_and_never_raised(inst, caplog):
     def broken_capture(*args: Any, **kwargs: Any) -> str:
         raise RuntimeError("pipeline broke")
 
-    builder = ExceptionEventBuilder(inst.name, inst.config, broken_capture)
+    builder = ExceptionEventBuilder(inst.name, inst.config, broken_capture, inst._drop)
     intake = inst.__dict__["_error_intake"]
     with caplog.at_level(logging.ERROR, logger="phactor.errortracking"):
         for _ in range(3):
@@ -523,6 +523,8 @@ def test_a_failure_while_building_is_logged_once_and_never_raised(inst, caplog):
     failures = [r for r in caplog.records if "exception_event_failed" in r.getMessage()]
     assert len(failures) == 1
     assert intake.installed
+    assert inst.stats()["dropped"] == {"exception_build_failed": 3}  # logged once, each counted
+    assert_ledger(inst)
 
 
 # -- several instances, install and uninstall ---------------------------------------------------

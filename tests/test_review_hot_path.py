@@ -221,10 +221,10 @@ def test_flush_covers_records_logged_while_the_restarted_actor_is_not_yet_regist
             log_failure("one")  # the actor is held in before_send with it
             assert entered.wait(5)
             log_failure("two")  # waits in pending
-            # Let the actor go once flush's Drain is behind "one" in its mailbox.
+            # Let the actor go once flush's barrier is behind "two" in pending.
             helper = threading.Thread(
                 target=lambda: (
-                    wait_until(lambda: actor.actor_inbox.qsize() > 0),
+                    wait_until(lambda: len(intake.pending) >= 2),
                     release.set(),
                 )
             )

@@ -12,6 +12,9 @@ context chain and the members of exception groups. Each entry links to its paren
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
+import enum
 import hashlib
 import linecache
 import os
@@ -21,17 +24,20 @@ import sysconfig
 import threading
 import tokenize
 import types
+import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 __all__ = [
+    "CYCLE_MARKER",
     "DEFAULT_MAX_EXCEPTIONS",
     "DEFAULT_MAX_FRAMES",
     "MAX_LINE_BYTES",
     "MAX_VALUE_BYTES",
     "SourceCache",
     "call_site_fingerprint",
+    "clean_text",
     "exception_level",
     "exception_list",
     "exception_properties",
@@ -39,6 +45,7 @@ __all__ = [
     "message_exception_list",
     "message_exception_properties",
     "traceback_of_caller",
+    "wire_safe",
 ]
 
 #: Frames kept per exception; a deeper stack keeps its outermost and innermost halves.
@@ -60,6 +67,15 @@ CONTEXT_LINES = 5
 #: megabytes in the cache for a few lines of context.
 MAX_SOURCE_FILE_BYTES = 1024 * 1024
 
+#: What `wire_safe` puts where a value contains itself (a reference back to an enclosing one).
+CYCLE_MARKER = "<cycle>"
+#: Containers nested deeper than this are cut by `wire_safe` (orjson refuses past 255 levels).
+MAX_WIRE_DEPTH = 64
+#: Values `wire_safe` copies at most: a structure that shares one container many times (a
+#: "diamond": not a cycle, yet 2**64 paths for a tree walk) costs bounded time and size.
+MAX_WIRE_NODES = 10_000
+
+_SURROGATES_RE = re.compile("[\ud800-\udfff]")
 _EXTERNAL_PATH_RE = re.compile(r"[\\/](?:site|dist)-packages[\\/]")
 _HIDE_FLAGS = ("__tracebackhide__", "__traceback_hide__")
 _HIDE_FLAG_SET = frozenset(_HIDE_FLAGS)
@@ -104,6 +120,124 @@ def _interpreter_dirs() -> tuple[str, ...]:
 
 
 _INTERPRETER_DIRS = _interpreter_dirs()
+
+
+# -- JSON-safe text and values ---------------------------------------------------------------------
+
+
+def clean_text(text: str) -> str:
+    """`text` with every surrogate code point replaced by U+FFFD.
+
+    Lone surrogates come from `os.fsdecode` of a non-UTF-8 file name (and so from paths, error
+    messages, log lines); they are not valid UTF-8 and JSON encoders refuse them.
+    """
+    if text.isascii():  # O(1) in CPython: the common case costs nothing
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATES_RE.sub("\ufffd", str(text))
+    return text
+
+
+def _clean_or_none(text: str | None) -> str | None:
+    return clean_text(text) if isinstance(text, str) else text
+
+
+def wire_safe(value: Any) -> Any:
+    """A copy of `value` made only of JSON types, in time linear in its size. Never raises.
+
+    For values the encoder's fast path refused (a cycle, a lone surrogate, a `__str__` that
+    raises, a key that is not a string, an integer over 64 bits): a container inside itself
+    becomes `CYCLE_MARKER`, surrogates become U+FFFD, other objects their (cleaned) text; past
+    `MAX_WIRE_DEPTH` levels or `MAX_WIRE_NODES` values the rest is cut with a marker.
+    """
+    copier = _WireCopy()
+    try:
+        return copier.copy(value, 0)
+    except Exception:  # an object whose type checks themselves raise
+        return _unrepresentable(value)
+
+
+class _WireCopy:
+    __slots__ = ("nodes", "path")
+
+    def __init__(self) -> None:
+        self.path: set[int] = set()  # ids of the containers enclosing the current value
+        self.nodes = 0
+
+    def copy(self, value: Any, depth: int) -> Any:
+        self.nodes += 1
+        if self.nodes > MAX_WIRE_NODES:
+            return "<truncated>"
+        if value is None or isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            return clean_text(str.__str__(value))
+        if isinstance(value, int):
+            number = int.__int__(value)
+            return number if -(2**63) <= number < 2**64 else str(number)
+        if isinstance(value, float):
+            real = float.__float__(value)
+            return real if real - real == 0.0 else None  # NaN and inf are not JSON
+        if isinstance(value, dt.datetime | dt.date | dt.time):
+            return _text_of(value, "isoformat")
+        if isinstance(value, uuid.UUID | os.PathLike):
+            return _text_of(value)
+        if isinstance(value, bytes | bytearray | memoryview):
+            return bytes(value).decode("utf-8", "replace")
+        if depth >= MAX_WIRE_DEPTH:
+            return "<max depth exceeded>"
+        if isinstance(value, enum.Enum):
+            return self.copy(value.value, depth + 1)
+        if isinstance(value, Mapping | list | tuple | set | frozenset) or (
+            dataclasses.is_dataclass(value) and not isinstance(value, type)
+        ):
+            key = id(value)
+            if key in self.path:
+                return CYCLE_MARKER
+            self.path.add(key)
+            try:
+                return self._container(value, depth)
+            finally:
+                self.path.discard(key)
+        return _text_of(value)
+
+    def _container(self, value: Any, depth: int) -> Any:
+        try:
+            if isinstance(value, Mapping):
+                items = list(value.items())
+            elif isinstance(value, list | tuple | set | frozenset):
+                return [self.copy(item, depth + 1) for item in list(value)]
+            else:  # a dataclass instance
+                items = [(f.name, getattr(value, f.name, None)) for f in dataclasses.fields(value)]
+        except Exception:
+            return _unrepresentable(value)
+        result: dict[str, Any] = {}
+        for k, v in items:
+            result[self.key(k)] = self.copy(v, depth + 1)
+        return result
+
+    @staticmethod
+    def key(key: Any) -> str:
+        if isinstance(key, str):
+            return clean_text(str.__str__(key))
+        return _text_of(key)
+
+
+def _text_of(value: Any, method: str | None = None) -> str:
+    """`str(value)` (or `value.method()`), cleaned; a marker when it raises or is not text."""
+    try:
+        text = getattr(value, method)() if method else str(value)
+        if isinstance(text, str):
+            return clean_text(str.__str__(text))
+    except Exception:
+        pass
+    return _unrepresentable(value)
+
+
+def _unrepresentable(value: object) -> str:
+    return f"<unrepresentable {type(value).__name__}>"
 
 
 # -- source lines -------------------------------------------------------------------------------
@@ -158,7 +292,7 @@ class SourceCache:
                 return cached
         try:
             loaded = self._loader(filename)
-            lines = tuple(line.rstrip("\r\n") for line in loaded) if loaded else ()
+            lines = tuple(clean_text(line.rstrip("\r\n")) for line in loaded) if loaded else ()
         except Exception:
             lines = ()
         with self._lock:
@@ -297,7 +431,7 @@ def _serialize_frame(
     try:
         code = frame.f_code
         filename: str | None = code.co_filename or None
-        function = code.co_name or "<unknown>"
+        function = clean_text(code.co_name) or "<unknown>"
     except Exception:
         filename, function = None, "<unknown>"
     try:
@@ -320,6 +454,8 @@ def _serialize_frame(
                 sources.sites.clear()
             sources.sites[key] = site
     abs_path, shown, pre, line, post, in_app = site
+    if module is not None:
+        module = clean_text(module)
     return {
         "platform": "python",
         "filename": shown,
@@ -354,8 +490,8 @@ def _site(
     except Exception:
         pre, line, post = [], None, []
     return (
-        abs_path,
-        _frame_filename(module, abs_path) if abs_path else None,
+        _clean_or_none(abs_path),
+        clean_text(_frame_filename(module, abs_path)) if abs_path else None,
         tuple(pre),
         line,
         tuple(post),
@@ -396,14 +532,18 @@ def _traceback_entries(
 
 
 def _safe_str(value: object) -> str:
+    """`str(value)` (else its repr), with surrogates replaced; never raises."""
+    for to_text in (str, repr):
+        try:
+            text = to_text(value)
+            if isinstance(text, str):
+                return clean_text(text)
+        except Exception:
+            pass
     try:
-        return str(value)
-    except Exception:
-        pass
-    try:
-        return repr(value)
-    except Exception:
         return f"<unprintable {type(value).__qualname__} object>"
+    except Exception:
+        return "<unprintable object>"
 
 
 def _message_of(exc: BaseException) -> object:
@@ -425,14 +565,14 @@ def _message_of(exc: BaseException) -> object:
 
 def _type_name(cls: type) -> str:
     name = getattr(cls, "__qualname__", None) or getattr(cls, "__name__", None)
-    return name if isinstance(name, str) else "<unknown>"
+    return clean_text(name) if isinstance(name, str) else "<unknown>"
 
 
 def _type_module(cls: type) -> str | None:
     module = getattr(cls, "__module__", None)
     if not isinstance(module, str) or module in ("builtins", "__builtins__"):
         return None
-    return module
+    return clean_text(module)
 
 
 def _linked_exception(exc: BaseException) -> tuple[BaseException | None, str]:
@@ -736,7 +876,9 @@ def message_exception_list(
     try:
         if sources is None:
             sources = SourceCache()
-        type_name = logger_name if isinstance(logger_name, str) and logger_name else "root"
+        type_name = (
+            clean_text(logger_name) if isinstance(logger_name, str) and logger_name else "root"
+        )
         entry: dict[str, Any] = {
             "type": type_name,
             "value": _cut(_safe_str(message), MAX_VALUE_BYTES),
@@ -760,10 +902,12 @@ def message_exception_list(
             pre, line, post = [], None, []
         frame = {
             "platform": "python",
-            "filename": _frame_filename(mod, abs_path) if abs_path else None,
-            "abs_path": abs_path,
-            "function": function if isinstance(function, str) and function else "<unknown>",
-            "module": mod,
+            "filename": clean_text(_frame_filename(mod, abs_path)) if abs_path else None,
+            "abs_path": _clean_or_none(abs_path),
+            "function": clean_text(function)
+            if isinstance(function, str) and function
+            else "<unknown>",
+            "module": _clean_or_none(mod),
             "lineno": line_no,
             "pre_context": pre,
             "context_line": line,

@@ -54,6 +54,7 @@ __all__ = [
     "Pending",
     "Snapshot",
     "TokenBuckets",
+    "Waiter",
     "Wake",
     "already_captured",
     "as_snapshot",
@@ -313,15 +314,35 @@ class Snapshot:
         self.extras = extras or None
 
 
+class Waiter:
+    """A pending item someone waits for: an asked snapshot (its event uuid), or, with no
+    snapshot, a barrier (`Intake.drain`: everything handed over before it is done).
+
+    Asks go through `Intake.pending` like everything else, not through the actor's mailbox: a
+    replacement LoggerHandler finds them there when its predecessor got stuck.
+    """
+
+    __slots__ = ("done", "result", "snapshot")
+
+    def __init__(self, snapshot: Snapshot | None) -> None:
+        self.snapshot = snapshot
+        self.result: str | None = None
+        self.done = threading.Event()
+
+    def resolve(self, result: str | None) -> None:
+        self.result = result
+        self.done.set()
+
+
 #: What the logging handler leaves in `Intake.pending`: (exception, message, a copy of the
 #: record's dict, the thread's context); message None when the actor may format it itself
 #: (a str message with immutable scalar arguments). The actor makes it a Snapshot
-#: (`as_snapshot`); other sources leave Snapshots.
+#: (`as_snapshot`); other sources leave Snapshots, or Waiters when they wait.
 RecordItem = tuple[BaseException | None, str | None, dict[str, Any], ContextState]
-Pending = Snapshot | RecordItem
+Pending = Snapshot | RecordItem | Waiter
 
 
-def as_snapshot(item: Pending) -> Snapshot:
+def as_snapshot(item: Snapshot | RecordItem) -> Snapshot:
     """The Snapshot of a pending item (a logging record's tuple is expanded here, off the app)."""
     if isinstance(item, Snapshot):
         return item
@@ -393,7 +414,11 @@ class Intake:
         self.actor_thread: int | None = None  # ident of the LoggerHandler's thread
         # The running LoggerHandler incarnation, set by itself at start (before it drains).
         self.actor_ref: pykka.ActorRef[Any] | None = None
+        self.actor: Any = None  # that incarnation's LoggerHandler object (its watchdog's state)
         self.fallback: Callable[[Snapshot], str | None] | None = None
+        # Set when stop() gave up waiting for a stuck LoggerHandler: what it held was counted,
+        # and a drain must not report success any more.
+        self.abandoned = False
         _INTAKES.add(self)
 
     def _after_fork_in_child(self) -> None:
@@ -403,6 +428,7 @@ class Intake:
         self.pending.clear()
         self.wake_sent = False
         self.actor_ref = None
+        self.actor = None
         self.actor_thread = None
         self.limiter._lock = threading.Lock()  # another thread may have held it at fork time
 
@@ -575,20 +601,43 @@ class Intake:
         if wait is None:
             self.hand_off(snapshot)
             return None
-        inst = self._running_instance()
-        ref = inst._registry.get("logger_handler")
-        if ref is not None and threading.get_ident() != self.actor_thread:
-            try:
-                result = ref.ask(snapshot, timeout=wait)
-            except pykka.Timeout:
-                return None  # not cancelled: the actor still queues it, later
-            except pykka.ActorDeadError:
-                pass
-            else:
-                return result if isinstance(result, str) else None
+        self._running_instance()
+        if self._actor_running() and threading.get_ident() != self.actor_thread:
+            waiter = Waiter(snapshot)
+            self.enqueue(waiter)
+            if waiter.done.wait(wait):
+                return waiter.result
+            return None  # not cancelled: the actor (or its successor) still queues it, later
         return self._build_here(snapshot)
 
-    def hand_off(self, item: Pending) -> None:
+    def drain(self, timeout: float) -> bool:
+        """Wait until everything handed over so far is an event (or counted); False on timeout.
+
+        A barrier joins `pending`: a LoggerHandler that replaces a stuck one answers it too.
+        """
+        if self.abandoned:
+            return False
+        if threading.get_ident() == self.actor_thread:
+            return False  # the actor cannot wait for itself
+        if not self.pending and not self._actor_running():
+            return True
+        # Answered by the running actor, or by the next incarnation (it drains as it starts).
+        barrier = Waiter(None)
+        self.enqueue(barrier)
+        return barrier.done.wait(max(timeout, 0.0))
+
+    def _actor_running(self) -> bool:
+        # The registry's ref covers a LoggerHandler started but not yet through `started`
+        # (pykka runs on_start on the actor's thread): it drains `pending` as it starts.
+        ref = self.actor_ref or self.instance._registry.get("logger_handler")
+        return ref is not None and ref.is_alive()
+
+    def enqueue(self, item: Pending) -> None:
+        """Append `item` to `pending` (no backlog bound: its caller waits) and wake the actor."""
+        self.pending.append(item)
+        self._wake()
+
+    def hand_off(self, item: Snapshot | RecordItem) -> None:
         """Leave `item` in `pending` for the actor, waking it only when it is not already due.
 
         The actor, once woken, keeps coming back every `LINGER_SECONDS` while it finds work, so
@@ -606,6 +655,10 @@ class Intake:
             return
         # Append before reading the flag: the actor clears the flag, then looks at `pending`.
         pending.append(item)
+        if not self.wake_sent:  # tested here too: no call on the logging thread's fast path
+            self._wake()
+
+    def _wake(self) -> None:
         if not self.wake_sent:
             self.wake_sent = True
             # The incarnation's own ref, not the registry's: a restarted actor drains (and

@@ -9,7 +9,6 @@ hooks are chained in front of `sys.excepthook` / `threading.excepthook`. `stop()
 from __future__ import annotations
 
 import sys
-import threading
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
@@ -45,7 +44,7 @@ class ErrorTrackingMethods:
         intake = inst.__dict__.get("_error_intake")
         if intake is None:
             intake = Intake(inst)
-            builder = ExceptionEventBuilder(inst.name, config, inst._capture)
+            builder = ExceptionEventBuilder(inst.name, config, inst._capture, inst._drop)
             # Used only when the actor is down (restarting) and a caller can wait.
             intake.fallback = builder.queue
             inst.__dict__["_error_intake"] = intake
@@ -73,34 +72,30 @@ class ErrorTrackingMethods:
         if intake is None:
             return
         intake.uninstall()
-        self._error_tracking_drain(min(inst.config.shutdown_timeout, 5.0))
+        if self._error_tracking_drain(min(inst.config.shutdown_timeout, 5.0)):
+            return
+        # Stuck (or too slow for the deadline): nothing will turn what is left into events in
+        # time. Count it now, fence the actor off, and let flush() (so stop()) report False.
+        intake.abandoned = True
+        actor = intake.actor
+        if actor is not None:
+            actor.give_up()
+        from phactor.errortracking.actor import count_left_behind
+
+        count_left_behind(intake, "shutdown")
 
     def _error_tracking_drain(self, timeout: float | None = 5.0) -> bool:
         """Block until every snapshot handed to the LoggerHandler so far is a queued event.
 
-        True when drained (or nothing to drain); False on timeout or when called from the
-        LoggerHandler's own thread (it cannot wait for itself). `flush()` should call this first.
+        True when drained (or nothing to drain); False on timeout, when called from the
+        LoggerHandler's own thread (it cannot wait for itself), or once stop() gave up on a
+        stuck LoggerHandler. `flush()` calls this first.
         """
         inst = cast("Instance", self)
         intake: Intake | None = inst.__dict__.get("_error_intake")
         if intake is None:
             return True
-        # A restarted LoggerHandler drains before the Supervisor registers it: its own ref
-        # (published at its start) covers that gap.
-        ref = inst._registry.get("logger_handler") or intake.actor_ref
-        if ref is None:
-            return True
-        if threading.get_ident() == intake.actor_thread:
-            return False
-        from phactor.errortracking.actor import Drain
-
-        try:
-            ref.ask(Drain(), timeout=5.0 if timeout is None else max(timeout, 0.0))
-        except pykka.Timeout:
-            return False
-        except pykka.ActorDeadError:
-            pass
-        return True
+        return intake.drain(5.0 if timeout is None else timeout)
 
     def capture_exception(
         self,
