@@ -540,7 +540,7 @@ from hypothesis import given, settings, strategies as st
 import conftest  # the suite's hypothesis profiles
 from fuzz_support import cyclic_graph
 
-faulthandler.dump_traceback_later(10, exit=True)  # a hang ends the child (the parent fails)
+faulthandler.dump_traceback_later(8, exit=True)  # a hang ends the child (the parent fails)
 inst = phactor.start("fuzz", test_mode=True, enable_error_tracking=False)
 spec = st.lists(
     st.tuples(st.booleans(), st.lists(st.integers(0, 50), min_size=1, max_size=3)),
