@@ -29,6 +29,9 @@ import phactor
 
 # A public call must return within this bound (seconds); generous on a loaded 2-core machine.
 CALL_BOUND = 5.0
+# A child process running a whole hypothesis test (`run_script`) ends itself after this many
+# seconds (faulthandler.dump_traceback_later): a few seconds in CI, long with PHACTOR_FUZZ=long.
+CHILD_BOUND = 8.0 if os.environ.get("PHACTOR_FUZZ", "ci") == "ci" else 1800.0
 # What a public call may raise for bad input (ConfigError is a ValueError).
 ALLOWED_ERRORS: tuple[type[BaseException], ...] = (TypeError, ValueError)
 
@@ -68,7 +71,7 @@ def ledger(inst: phactor.Instance) -> dict[str, Any]:
     return stats
 
 
-def run_script(code: str, *, timeout: float = 60.0, memory_mb: int = 1024) -> None:
+def run_script(code: str, *, timeout: float = CHILD_BOUND + 12.0, memory_mb: int = 1024) -> None:
     """Run `code` in a fresh interpreter (this worktree first on the path), bounded in time and
     address space; fail with its output unless it exits 0 in time.
 

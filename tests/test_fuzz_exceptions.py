@@ -312,8 +312,9 @@ from conftest import exception_events
 from fuzz_support import cyclic_graph
 from hypothesis import given, strategies as st
 import conftest  # the suite's hypothesis profiles
+from fuzz_support import CHILD_BOUND
 
-faulthandler.dump_traceback_later(8, exit=True)  # a wedged handler ends the child
+faulthandler.dump_traceback_later(CHILD_BOUND, exit=True)  # a wedged handler ends the child
 inst = phactor.start("fuzz", test_mode=True, exception_rate_limit_burst=10**6)
 log = logging.getLogger("app.fuzz")
 spec = st.lists(
@@ -345,4 +346,4 @@ inst.stop(5)
     strict=False,
 )
 def test_cyclic_values_in_exception_events_are_cut_and_sent() -> None:
-    run_script(CYCLIC_EXTRAS_IN_A_CHILD, timeout=20)
+    run_script(CYCLIC_EXTRAS_IN_A_CHILD)

@@ -538,9 +538,10 @@ CYCLES_IN_A_CHILD = """
 import phactor, phactor.testing, faulthandler
 from hypothesis import given, settings, strategies as st
 import conftest  # the suite's hypothesis profiles
+from fuzz_support import CHILD_BOUND
 from fuzz_support import cyclic_graph
 
-faulthandler.dump_traceback_later(8, exit=True)  # a hang ends the child (the parent fails)
+faulthandler.dump_traceback_later(CHILD_BOUND, exit=True)  # a hang ends the child (the parent fails)
 inst = phactor.start("fuzz", test_mode=True, enable_error_tracking=False)
 spec = st.lists(
     st.tuples(st.booleans(), st.lists(st.integers(0, 50), min_size=1, max_size=3)),
@@ -568,7 +569,7 @@ inst.stop(5)
 )
 def test_cyclic_property_graphs_are_cut_and_sent() -> None:
     # In a child bounded in time and memory: today the first cyclic example runs for ever.
-    run_script(CYCLES_IN_A_CHILD, timeout=20)
+    run_script(CYCLES_IN_A_CHILD)
 
 
 DAG_IN_A_CHILD = """
