@@ -738,3 +738,34 @@ def test_a_wrong_argument_whose_repr_raises_gives_a_type_error(
 ) -> None:
     _, error = bounded(getattr(inst, function), *args)
     assert isinstance(error, TypeError)
+
+
+def test_testing_helpers_with_generated_arguments(inst: phactor.Instance) -> None:
+    names = safe_text | st.none() | st.integers() | st.lists(st.integers(), max_size=1)
+
+    def answered(call: Callable[[], Any]) -> tuple[bool, BaseException | None]:
+        """(NotStarted raised, other TypeError/ValueError raised)."""
+        box: dict[str, Any] = {}
+
+        def guarded() -> None:
+            try:
+                call()
+            except phactor.NotStarted:
+                box["not_started"] = True
+
+        _, error = bounded(guarded)
+        return "not_started" in box, error
+
+    @given(name=names | st.just(inst.name), flush=st.booleans() | st.none() | st.integers())
+    def run(name: Any, flush: Any) -> None:
+        for call in (
+            lambda: phactor.testing.events(name, flush=flush),
+            lambda: phactor.testing.clear(name),
+        ):
+            not_started, error = answered(call)
+            if name == inst.name:
+                assert error is None and not not_started
+            else:
+                assert error is not None or not_started
+
+    run()
