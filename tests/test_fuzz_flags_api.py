@@ -485,3 +485,37 @@ run()
 )
 def test_cohort_graphs_evaluate_in_bounded_time() -> None:
     run_script(COHORTS_IN_A_CHILD)
+
+
+def test_snapshot_methods_with_generated_keys(server: DevServer, inst: phactor.Instance) -> None:
+    """FlagEvaluations answers any str key, raises TypeError for others, and tags captures."""
+    serve(server, inst, {"flags": [CANARY], "group_type_mapping": {"0": "company"}})
+    snapshot = inst.evaluate_flags("u", only_evaluate_locally=True)
+    keys = st.text(max_size=6) | st.sampled_from(["canary", "f0"]) | wrong_types
+
+    @given(key=keys, many=st.lists(keys, max_size=3) | wrong_types)
+    def run(key: Any, many: Any) -> None:
+        for method in (snapshot.enabled, snapshot.get_flag, snapshot.get_flag_payload):
+            _, error = bounded(method, key)
+            assert (error is None) == (type(key) is str), (method, key, error)
+        only, error = bounded(snapshot.only, many)
+        if error is None:
+            assert set(only.keys()) <= set(snapshot.keys())
+        accessed, _ = bounded(snapshot.only_accessed)
+        assert set(accessed.keys()) <= set(snapshot.keys())
+
+        def tagged_capture() -> str | None:
+            # In a fresh thread: the snapshot in context tags the capture, no new request.
+            with inst.context(snapshot):
+                return inst.capture("tagged", "u")
+
+        requests_before = server.request_count("flags")
+        uid, error = bounded(tagged_capture)
+        assert error is None and uid is not None
+        assert server.request_count("flags") == requests_before
+
+    run()
+    assert inst.flush(5.0)
+    tagged = server.events(event="tagged")
+    assert tagged and all(e["properties"].get("$feature/canary") is True for e in tagged)
+    ledger(inst)
