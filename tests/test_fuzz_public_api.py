@@ -38,7 +38,7 @@ from fuzz_support import (
     valid_distinct_ids,
     wrong_types,
 )
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import phactor
@@ -188,6 +188,8 @@ def test_person_and_group_calls_with_generated_arguments(inst: phactor.Instance)
         event_uuid: Any,
         module: bool,
     ) -> None:
+        # A map (its keys may repr() badly) as an alias/group key: the xfail test at the end.
+        assume(call not in ("alias", "group_identify") or not isinstance(second, dict))
         fn = getattr(phactor if module else inst, call)
         kw: dict[str, Any] = {"timestamp": timestamp, "uuid": event_uuid}
         if module:
@@ -427,7 +429,9 @@ def test_every_public_function_is_fuzzed() -> None:
 def test_distinct_id_of_a_wrong_type_raises_type_error(inst: phactor.Instance) -> None:
     @open_defect
     @given(
-        call=st.sampled_from(["capture", "identify", "set", "set_once", "capture_exception"]),
+        call=st.sampled_from(
+            ["capture", "capture_prop", "identify", "set", "set_once", "capture_exception"]
+        ),
         distinct_id=st.one_of(
             st.floats(),
             st.binary(min_size=1),
@@ -442,6 +446,8 @@ def test_distinct_id_of_a_wrong_type_raises_type_error(inst: phactor.Instance) -
     def run(call: str, distinct_id: Any) -> None:
         if call == "capture":
             args: tuple[Any, ...] = ("e", distinct_id)
+        elif call == "capture_prop":  # properties["distinct_id"] stands in for the argument
+            call, args = "capture", ("e", None, {"distinct_id": distinct_id})
         elif call == "capture_exception":
             args = (ValueError("x"), distinct_id)
         else:
