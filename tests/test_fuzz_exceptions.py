@@ -36,6 +36,7 @@ from hypothesis import strategies as st
 
 import phactor
 import phactor.testing
+from phactor.integrations.structlog import capture_exceptions_for
 
 log = logging.getLogger("app.fuzz")
 
@@ -248,6 +249,49 @@ def test_logged_hostile_exceptions_become_events(inst: phactor.Instance) -> None
 
     run()
     assert_still_tracking(inst)
+
+
+def test_structlog_processor_with_generated_event_dicts(inst: phactor.Instance) -> None:
+    """The structlog processor returns the event dict untouched, never raises, and an
+    error-level event with an exception becomes exactly one event."""
+    processor = capture_exceptions_for(inst.name)
+
+    @given(
+        message=st.none() | safe_text | json_hostile_values | st.builds(RaisingStr),
+        extra=st.dictionaries(
+            safe_text.filter(lambda k: k not in ("event", "exc_info", "exception")),
+            json_hostile_values,
+            max_size=3,
+        ),
+        method=st.sampled_from(["error", "exception", "critical", "warning", "info"]),
+        form=st.sampled_from(["exception", "true", "tuple"]),
+        exc=hostile_exceptions(),
+    )
+    def run(
+        message: Any, extra: dict[str, Any], method: str, form: str, exc: BaseException
+    ) -> None:
+        before = settled(inst)
+        event_dict: dict[str, Any] = {**extra, "event": message}
+
+        def log_it() -> Any:
+            try:
+                raise exc
+            except BaseException as raised:
+                exc_info: Any = {
+                    "exception": raised,
+                    "true": True,
+                    "tuple": (type(raised), raised, raised.__traceback__),
+                }[form]
+                event_dict["exc_info"] = exc_info
+                return processor(None, method, event_dict)
+
+        returned, error = bounded(log_it)
+        assert error is None and returned is event_dict
+        after = settled(inst)
+        expected = 1 if method in ("error", "exception", "critical") else 0
+        assert after["captured"] == before["captured"] + expected, (before, after)
+
+    run()
 
 
 # --- known defects, fuzzed ----------------------------------------------------------------------
