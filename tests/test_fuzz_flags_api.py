@@ -519,3 +519,41 @@ def test_snapshot_methods_with_generated_keys(server: DevServer, inst: phactor.I
     tagged = server.events(event="tagged")
     assert tagged and all(e["properties"].get("$feature/canary") is True for e in tagged)
     ledger(inst)
+
+
+def test_reload_with_generated_timeouts(inst: phactor.Instance) -> None:
+    @given(
+        timeout=st.none()
+        | st.floats(min_value=-1e9, max_value=3.0, allow_nan=False)
+        | st.just(float("nan"))
+        | st.integers(-5, 3)
+        | wrong_types.filter(lambda v: v is not None and not isinstance(v, int | float)),
+        module=st.booleans(),
+    )
+    def run(timeout: Any, module: bool) -> None:
+        if module:
+            value, error = bounded(phactor.reload_feature_flags, timeout=timeout, instance=inst.name)
+        else:
+            value, error = bounded(inst.reload_feature_flags, timeout)
+        if isinstance(timeout, int | float) or timeout is None:
+            assert error is None and type(value) is bool
+        else:
+            assert isinstance(error, TypeError)
+
+    run()
+
+
+@pytest.mark.xfail(
+    reason="new (fuzz): reload_feature_flags(timeout=inf, 1e300 or a huge int) raises "
+    "OverflowError from the pykka ask (flags/methods.py); the same class as flush(inf); filed "
+    "for the lead",
+    strict=False,
+)
+def test_reload_with_an_infinite_or_huge_timeout_returns(inst: phactor.Instance) -> None:
+    @open_defect
+    @given(timeout=st.floats(min_value=1e10) | st.integers(min_value=10**400, max_value=10**401))
+    def run(timeout: Any) -> None:
+        value, error = bounded(inst.reload_feature_flags, timeout)
+        assert error is None and value is True
+
+    run()
