@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from hypothesis import Phase, settings
 from hypothesis import strategies as st
 
@@ -31,7 +32,11 @@ import phactor
 CALL_BOUND = 5.0
 # A child process running a whole hypothesis test (`run_script`) ends itself after this many
 # seconds (faulthandler.dump_traceback_later): a few seconds in CI, long with PHACTOR_FUZZ=long.
-CHILD_BOUND = 8.0 if os.environ.get("PHACTOR_FUZZ", "ci") == "ci" else 1800.0
+LONG_RUN = os.environ.get("PHACTOR_FUZZ", "ci") != "ci"
+CHILD_BOUND = 1800.0 if LONG_RUN else 8.0
+# Put on every fuzz module (`pytestmark = fuzz_timeout`): the suite's 120 s per-test timeout
+# is for CI; a PHACTOR_FUZZ=long run takes minutes per test.
+fuzz_timeout = pytest.mark.timeout(4 * 3600 if LONG_RUN else 120)
 # What a public call may raise for bad input (ConfigError is a ValueError).
 ALLOWED_ERRORS: tuple[type[BaseException], ...] = (TypeError, ValueError)
 

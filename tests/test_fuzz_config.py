@@ -18,6 +18,7 @@ import pytest
 from fuzz_support import (
     RaisingStr,
     bounded,
+    fuzz_timeout,
     ledger,
     open_defect,
     safe_text,
@@ -29,6 +30,8 @@ from hypothesis import strategies as st
 
 import phactor
 from phactor.config import Config
+
+pytestmark = fuzz_timeout
 
 OPTIONS = sorted(f.name for f in dataclasses.fields(Config))
 SECONDS_OPTIONS = [

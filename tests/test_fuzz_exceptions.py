@@ -21,6 +21,7 @@ from fuzz_support import (
     big_ints,
     bounded,
     floats,
+    fuzz_timeout,
     json_hostile_values,
     ledger,
     open_defect,
@@ -37,6 +38,8 @@ from hypothesis import strategies as st
 import phactor
 import phactor.testing
 from phactor.integrations.structlog import capture_exceptions_for
+
+pytestmark = fuzz_timeout
 
 log = logging.getLogger("app.fuzz")
 

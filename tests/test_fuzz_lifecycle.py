@@ -14,13 +14,15 @@ import os
 from typing import Any
 
 import pytest
-from fuzz_support import bounded, ledger
+from fuzz_support import bounded, fuzz_timeout, ledger
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import phactor
 import phactor.testing
+
+pytestmark = fuzz_timeout
 
 _runs = itertools.count(1)
 

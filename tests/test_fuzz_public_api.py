@@ -28,6 +28,7 @@ from fuzz_support import (
     bounded,
     datetimes,
     event_names,
+    fuzz_timeout,
     json_hostile_values,
     ledger,
     open_defect,
@@ -44,6 +45,8 @@ from hypothesis import strategies as st
 import phactor
 import phactor.testing
 from phactor.devserver import DevServer
+
+pytestmark = fuzz_timeout
 
 timestamps = st.one_of(
     st.none(),
