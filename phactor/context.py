@@ -91,6 +91,9 @@ class ContextStore:
 
     def get_event(self, event: str) -> dict[str, Any]:
         """A copy of the context properties for events named `event`."""
+        if type(event) is not str:
+            # As set_event: an odd name is a TypeError here, never a lookup that hashes it.
+            raise TypeError(f"event must be a str, got {type(event).__name__}")
         return dict(self._var.get().event_properties.get(event, _EMPTY_MAP))
 
     @contextlib.contextmanager

@@ -96,9 +96,32 @@ def _capture(
         level=level,
         level_name=logging.getLevelName(level),
         logger_name=_logger_name(logger, event_dict),
-        message=None if message is None else str(message),
+        message=_text(message),
         extras={k: v for k, v in event_dict.items() if k not in _NOT_CONTEXT},
     )
+
+
+def _text(message: Any) -> str | None:
+    """The event's message as text; one whose str() raises still names its type (the exception
+    is what matters: it must not be lost for its message)."""
+    if message is None:
+        return None
+    try:
+        return str(message)
+    except Exception:
+        return f"<unprintable {type(message).__qualname__} object>"
+
+
+def _failed(instance_name: str, error: Exception) -> None:
+    # Logging must never fail because of error tracking, but a lost exception must show.
+    try:
+        from phactor._log import get_logger
+
+        get_logger("errortracking", instance=instance_name).error(
+            "structlog_capture_failed", kind=type(error).__name__
+        )
+    except Exception:  # pragma: no cover - the last resort of a last resort
+        pass
 
 
 def capture_exceptions_for(instance_name: str) -> Processor:
@@ -111,8 +134,8 @@ def capture_exceptions_for(instance_name: str) -> Processor:
     ) -> MutableMapping[str, Any]:
         try:
             _capture(instance_name, logger, method_name, event_dict)
-        except Exception:
-            pass  # logging must never fail because of error tracking
+        except Exception as error:
+            _failed(instance_name, error)
         return event_dict
 
     capture_exceptions.__qualname__ = f"capture_exceptions_for({instance_name!r})"
@@ -129,6 +152,6 @@ def capture_exceptions(
     """
     try:
         _capture("default", logger, method_name, event_dict)
-    except Exception:
-        pass  # logging must never fail because of error tracking
+    except Exception as error:
+        _failed("default", error)
     return event_dict
