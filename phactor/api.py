@@ -285,11 +285,10 @@ def _stop_all_at_exit() -> None:
 
 
 def _after_fork_in_child() -> None:
+    # Each Instance resets itself (phactor.instance registers that hook, before this one).
     global _lock
     _lock = threading.Lock()
     _reset_pykka_registry()
-    for inst in _instances.values():
-        inst._after_fork_in_child()
 
 
 def _reset_pykka_registry() -> None:

@@ -12,6 +12,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from typing import Any, cast
@@ -58,6 +59,8 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         self._log = get_logger("instance", instance=name)
         self._debug_handler = _enable_debug_output(name) if config.debug else None
         self._forked = False
+        # Serialises the lazy restart of a forked child's tree (two threads' first calls).
+        self._fork_lock = threading.Lock()
         self._state = "stopped"
         # One stop() at a time: a second caller must not report "stopped" mid-drain.
         self._stop_lock = threading.Lock()
@@ -69,6 +72,7 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         self._drop_log_at: dict[str, int] = {}
         self._sender_names = [f"sender-{i}" for i in range(config.senders)]
         self._reset_runtime()
+        _INSTANCES.add(self)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -179,25 +183,41 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         self._log.error("instance_stopped", reason=reason, dropped_queued=dropped)
 
     def _after_fork_in_child(self) -> None:
-        # Runs inside os.fork(): keep it cheap. The tree is rebuilt on first use.
-        self._forked = True
+        """Give a forked child its own, consistent state (runs inside os.fork(): cheap, no IO).
 
-    def _restart_after_fork(self) -> None:
-        self._forked = False
-        if self._pid == os.getpid():
-            return
-        # The parent still owns (and will send) what was queued before the fork.
-        # Reentrant: `on_error` runs inside a sync_mode delivery and may capture again.
+        Every lock a parent thread may have held at fork time is new, and the runtime (buffer,
+        registry, abort flag) is new and empty: the parent still owns, and sends, what it had
+        queued, so no entry point of the child (stats, queue_length, flush...) ever reports it.
+        The tree's threads did not come along; the first call that needs them starts a new
+        tree (`_restart_after_fork`). Also runs for subprocess's preexec_fn: no threads here.
+        """
+        self._fork_lock = threading.Lock()
+        self._stop_lock = threading.Lock()
         self._sync_lock = threading.RLock()
+        self._sync_delivery = None
         self._test_lock = threading.Lock()
         self._test_events = []
+        self._drop_log_at = {}
         self._reset_runtime()
-        if self._state == "running":
-            self._start_tree()
-            self._log.info("restarted_after_fork", pid=self._pid)
-        else:
-            # Stopped (or given up) before the fork: nothing will ever send from this buffer.
+        if self._state == "running" and not self._disabled:
+            self._forked = True
+            return
+        self._forked = False
+        if self._state == "stopping":
+            self._state = "stopped"  # the parent's stop() goes on there, not here
+        if not self._disabled:
+            # Stopped or given up before the fork: nothing will ever send from this buffer.
             self._buffer.close("stopped")
+
+    def _restart_after_fork(self) -> None:
+        """Start the forked child's tree, once, on the first call that needs it."""
+        with self._fork_lock:
+            if not self._forked:
+                return  # another thread of the child did it meanwhile
+            self._forked = False
+            if self._state == "running":
+                self._start_tree()
+                self._log.info("restarted_after_fork", pid=self._pid)
 
     def stop(self, timeout: float | None = None) -> bool:
         """Flush (within `timeout`, default `shutdown_timeout`), then stop the tree.
@@ -230,8 +250,14 @@ class Instance(FlagMethods, ErrorTrackingMethods):
             self._state = "stopped"
             self._disable_debug_output()
             return True
-        if self._forked:
-            self._restart_after_fork()
+        if self._forked and self._never_restarted():
+            # A forked child that never used this instance: nothing was ever queued here, and
+            # the flag sessions are the parent's (their pool lock may be a dead thread's).
+            self._error_tracking_stopped()
+            self._buffer.close("shutdown")
+            self._state = "stopped"
+            self._disable_debug_output()
+            return True
         deadline = time.monotonic() + timeout
         self._state = "stopping"
         self._run_stop_hooks()
@@ -256,6 +282,13 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         self._disable_debug_output()
         return ok and not left_queued and not left_in_flight
 
+    def _never_restarted(self) -> bool:
+        with self._fork_lock:
+            if not self._forked:
+                return False
+            self._forked = False
+            return True
+
     def _disable_debug_output(self) -> None:
         handler, self._debug_handler = self._debug_handler, None
         if handler is not None:
@@ -275,6 +308,8 @@ class Instance(FlagMethods, ErrorTrackingMethods):
 
     def children(self) -> dict[str, bool]:
         """Each child of the supervision tree and whether it is alive (OTP `which_children`)."""
+        if self._forked:
+            self._restart_after_fork()
         if self._supervisor is None or not self._supervisor.is_alive():
             return {}
         try:
@@ -662,6 +697,9 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         return f"<phactor.Instance {self.name!r} {self._state}>"
 
 
+# Every Instance, running or not (a stopped one may still be read): a forked child resets each.
+_INSTANCES: weakref.WeakSet[Instance] = weakref.WeakSet()
+
 _debug_lock = threading.Lock()
 _debug_handlers: list[logging.Handler] = []
 _level_before_debug = logging.NOTSET
@@ -704,3 +742,15 @@ def _check_mapping(value: Any, name: str) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise TypeError(f"{name} must be a Mapping, got {type(value).__name__}")
     return dict(value)
+
+
+def _after_fork_in_child() -> None:
+    """os.fork() hook (in the child): new module locks, then each instance's own reset."""
+    global _debug_lock
+    _debug_lock = threading.Lock()
+    for inst in list(_INSTANCES):
+        inst._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

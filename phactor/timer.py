@@ -86,3 +86,13 @@ class Scheduler:
 
 
 scheduler = Scheduler()
+
+
+def _after_fork_in_child() -> None:
+    # The parent's thread did not come along and its Condition may have been held at fork
+    # time: a fresh state (the thread starts again on the next call_later).
+    scheduler.__init__()  # type: ignore[misc]
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
