@@ -58,6 +58,8 @@ class Config:
     max_restarts: int = 3
     max_seconds: float = 5.0
     shutdown_timeout: float = 10.0
+    # process end
+    handle_sigterm: bool = True
     # feature flags
     poll_interval: float = 30.0
     flags_request_timeout: float = 3.0
@@ -241,6 +243,7 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "max_restarts": _int_at_least(0),
     "max_seconds": _seconds(allow_zero=False),
     "shutdown_timeout": _seconds(allow_zero=True),
+    "handle_sigterm": _bool,
     "poll_interval": _seconds(allow_zero=False),
     "flags_request_timeout": _seconds(allow_zero=False),
     "flags": _flags,

@@ -22,8 +22,9 @@ import pykka
 from phactor import events as ev
 from phactor._guard import inside_phactor
 from phactor._log import PHACTOR_LOGGER, get_logger
+from phactor._sigmask import signals_blocked
 from phactor.batcher import ENVELOPE_BYTES, Batcher, FlushNow, Reclaim, Wake
-from phactor.buffer import EventBuffer
+from phactor.buffer import EventBuffer, busy, reentered
 from phactor.config import Config
 from phactor.context import EMPTY, ContextState, ContextStore
 from phactor.errortracking.methods import ErrorTrackingMethods
@@ -90,14 +91,16 @@ class Instance(FlagMethods, ErrorTrackingMethods):
             self._state = "running"
             return
         config = self._config
-        self._supervisor = Supervisor.start(
-            self.name,
-            self._registry,
-            max_restarts=config.max_restarts,
-            max_seconds=config.max_seconds,
-            on_restart=self._child_restarted,
-            on_give_up=self._give_up,
-        )
+        # The Supervisor's thread starts (and restarts) every child: all inherit its mask.
+        with signals_blocked():
+            self._supervisor = Supervisor.start(
+                self.name,
+                self._registry,
+                max_restarts=config.max_restarts,
+                max_seconds=config.max_seconds,
+                on_restart=self._child_restarted,
+                on_give_up=self._give_up,
+            )
         specs = [self._sender_spec(n) for n in self._sender_names]
         specs.append(self._batcher_spec())
         specs.extend(self._flag_children())
@@ -227,6 +230,11 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         """
         from phactor import api  # the module registry of instances
 
+        if reentered():
+            # A signal handler that interrupted this thread inside phactor (holding a lock the
+            # drain needs): stopping here would wait for ever. Keep running; exit drains it.
+            self._log.warning("stop_refused_in_signal_handler")
+            return False
         api._forget(self)
         timeout = self._config.shutdown_timeout if timeout is None else max(timeout, 0.0)
         # Called from on_error, i.e. from inside a delivery of this instance: that delivery
@@ -613,6 +621,8 @@ class Instance(FlagMethods, ErrorTrackingMethods):
 
     def _send_now(self) -> None:
         # sync_mode: deliver on the caller's thread, one request per capture.
+        if reentered():
+            return  # from a signal handler inside phactor: it goes with the next flush
         with self._sync_lock:
             if self._sync_delivery is None:
                 self._sync_delivery = self._delivery()
@@ -664,6 +674,10 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         """
         if self._disabled or self._state not in ("running", "stopping"):
             return True
+        if reentered():
+            # A signal handler that interrupted this thread inside phactor: waiting could wait
+            # for the interrupted frame. What it captured goes with the next batch.
+            return False
         if self._forked:
             self._restart_after_fork()
         if delivering_for(self._buffer):
@@ -678,7 +692,8 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         target = self._buffer.high_water()
         if self._config.sync_mode:
             self._send_now()
-        self._registry.tell("batcher", FlushNow())
+        with busy():  # the Batcher's mailbox lock: a signal handler must not wait for it
+            self._registry.tell("batcher", FlushNow())
         return self._buffer.wait_through(target, timeout)
 
     def queue_length(self) -> int:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 from phactor._log import get_logger
+from phactor._sigmask import signals_blocked
 
 __all__ = ["Scheduler", "scheduler"]
 
@@ -59,7 +60,8 @@ class Scheduler:
                     self._thread = threading.Thread(
                         target=self._run, name="phactor-scheduler", daemon=True
                     )
-                    self._thread.start()
+                    with signals_blocked():
+                        self._thread.start()
 
     def _run(self) -> None:
         while True:
