@@ -42,8 +42,11 @@ def last_json(result: subprocess.CompletedProcess[str]) -> dict:
 # --- os.fork with busy threads ---------------------------------------------------------------
 
 FORK_BUSY_SCRIPT = """
-    import json, os, select, sys, threading
+    import faulthandler, json, os, select, signal, sys, threading, time
     import phactor
+
+    # A hung child dumps its threads' stacks on SIGUSR2 (to stderr) before it is killed.
+    faulthandler.register(signal.SIGUSR2, all_threads=True)
 
     url, forks = sys.argv[1], int(sys.argv[2])
     inst = phactor.start(api_key="phc_fork", host=url, flush_at=50, flush_interval=3600)
@@ -86,8 +89,10 @@ FORK_BUSY_SCRIPT = """
             os._exit(0)
         os.close(w)
         # The child must answer promptly: a deadlock on a lock copied while held is a hang.
-        ready, _, _ = select.select([r], [], [], 8)
+        ready, _, _ = select.select([r], [], [], 15)
         if not ready:
+            os.kill(pid, signal.SIGUSR2)
+            time.sleep(1)
             os.kill(pid, 9)
             reports.append({"error": "child hung"})
         else:
@@ -104,12 +109,12 @@ FORK_BUSY_SCRIPT = """
 
 
 def test_fork_while_threads_capture_gives_the_child_its_own_state(devserver: DevServer) -> None:
-    forks = 4
+    forks = 3
     result = run_script(FORK_BUSY_SCRIPT, devserver.url, str(forks))
     assert result.returncode == 0, result.stderr
     out = last_json(result)
     for report in out["reports"]:
-        assert "error" not in report, report
+        assert "error" not in report, (report, result.stderr)
         first = report["first"]
         # Every entry point sees the child's own (empty) state, never the parent's queue.
         assert first["stats"]["captured"] == 0, first
