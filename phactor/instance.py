@@ -91,6 +91,8 @@ class Instance(FlagMethods, ErrorTrackingMethods):
             self._state = "running"
             return
         config = self._config
+        if not config.test_mode:
+            _import_http_stack()
         # The Supervisor's thread starts (and restarts) every child: all inherit its mask.
         with signals_blocked():
             self._supervisor = Supervisor.start(
@@ -749,6 +751,19 @@ def _disable_debug_output(handler: logging.Handler) -> None:
             _debug_handlers.remove(handler)
         if not _debug_handlers:
             logger.setLevel(_level_before_debug)
+
+
+def _import_http_stack() -> None:
+    """Import here, on the starting thread, what a Sender's first request would import.
+
+    A fork while one of our threads is inside an import leaves the child that module's import
+    lock held by a thread that does not exist there: the child's first request would hang on
+    it for good. (requests imports netrc on every request, the first time for real.)
+    """
+    import netrc  # noqa: F401
+    import shlex  # noqa: F401
+
+    import requests  # noqa: F401
 
 
 def _check_mapping(value: Any, name: str) -> dict[str, Any]:

@@ -188,8 +188,10 @@ def test_multiprocessing_fork_children_deliver_every_event(devserver: DevServer,
 # --- SIGTERM ---------------------------------------------------------------------------------
 
 SIGTERM_SCRIPT = """
-    import json, signal, sys, threading
+    import faulthandler, json, signal, sys, threading
     import phactor
+
+    faulthandler.register(signal.SIGUSR2, all_threads=True)  # stacks of a hung run
 
     url, n, variant = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     if variant == "app":
@@ -218,7 +220,17 @@ def run_until_sigterm(devserver: DevServer, n: int, variant: str) -> tuple[int, 
         assert proc.stdout is not None
         first = json.loads(proc.stdout.readline() or "{}")
         proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=SCRIPT_TIMEOUT)
+        try:
+            _, stderr = proc.communicate(timeout=SCRIPT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGUSR2)
+            try:
+                proc.wait(timeout=1)  # time for faulthandler to write the stacks
+            except subprocess.TimeoutExpired:
+                pass
+            proc.kill()
+            _, stderr = proc.communicate()
+            pytest.fail(f"the process outlived SIGTERM ({variant}); stacks: {stderr}")
     finally:
         if proc.poll() is None:
             proc.kill()
