@@ -9,11 +9,11 @@ from __future__ import annotations
 import atexit
 import os
 import threading
-import time
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from typing import Any
 
+from phactor import shutdown
 from phactor.config import Config, mask
 from phactor.errors import AlreadyStarted, NotStarted
 from phactor.errortracking.methods import capture_exception
@@ -91,6 +91,7 @@ def start(name: str = "default", **options: Any) -> Instance:
         inst = Instance(name, config)
         inst._start_tree()
         _replace({**_instances, name: inst})
+    shutdown.on_start(config)
     return inst
 
 
@@ -101,8 +102,11 @@ def _replace(new: dict[str, Instance]) -> None:
 
 def _forget(inst: Instance) -> None:
     with _lock:
-        if _instances.get(inst.name) is inst:
-            _replace({k: v for k, v in _instances.items() if k != inst.name})
+        if _instances.get(inst.name) is not inst:
+            return
+        _replace({k: v for k, v in _instances.items() if k != inst.name})
+    if not _instances:
+        shutdown.on_last_stop()
 
 
 def instance(name: str = "default") -> Instance:
@@ -277,31 +281,15 @@ def _missing(name: str) -> Instance:
 
 def _stop_all_at_exit() -> None:
     """Drain every instance within its shutdown_timeout at interpreter exit (in parallel)."""
-    running = list(_instances.values())
-    if not running:
-        return
-    deadline = max(i.config.shutdown_timeout for i in running)
-    start_time = time.monotonic()
-    threads = []
-    for inst in running:
-        remaining = max(
-            0.0, min(inst.config.shutdown_timeout, deadline - (time.monotonic() - start_time))
-        )
-        t = threading.Thread(
-            target=inst.stop, args=(remaining,), daemon=True, name=f"phactor-exit-{inst.name}"
-        )
-        t.start()
-        threads.append(t)
-    for t in threads:
-        t.join(deadline + 2.0)
+    shutdown.drain(list(_instances.values()))
 
 
 def _after_fork_in_child() -> None:
+    # Each Instance resets itself (phactor.instance registers that hook, before this one).
     global _lock
     _lock = threading.Lock()
     _reset_pykka_registry()
-    for inst in _instances.values():
-        inst._after_fork_in_child()
+    shutdown.after_fork_in_child()
 
 
 def _reset_pykka_registry() -> None:
@@ -323,6 +311,7 @@ def _reset_pykka_registry() -> None:
         pass
 
 
+shutdown.bind(lambda: list(_instances.values()))
 atexit.register(_stop_all_at_exit)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -12,6 +12,14 @@ Every counter changes under one lock together with the queue, so at every moment
 
 The `CircuitBreaker` lives here for the same reason: an outage is a fact about the endpoint,
 not about one Sender incarnation, so a restarted Sender must still see it.
+
+Signal handlers: Python runs one on the main thread between two bytecodes, possibly while that
+thread is inside `offer()` holding the (non-reentrant) lock. A capture from the handler must not
+wait for that lock: it would wait for ever. So the app-facing calls mark the thread busy (a
+thread-local flag, set before the lock is taken and cleared after it is released and the Batcher
+woken), and a call that finds its own thread busy never locks: an event goes to a lock-free
+hand-off deque, counted as captured and queued at once, and moved into the queue (sequence
+number, bound, close) by the next call that holds the lock.
 """
 
 from __future__ import annotations
@@ -23,7 +31,36 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["Batch", "CircuitBreaker", "EventBuffer", "Item"]
+__all__ = ["Batch", "CircuitBreaker", "EventBuffer", "Item", "busy", "reentered"]
+
+
+class _ThreadState(threading.local):
+    """Per thread: inside an app-facing buffer call (class default: no AttributeError)."""
+
+    busy = False
+
+
+_thread = _ThreadState()
+
+
+class busy:
+    """`with busy(), lock:` -- the thread is busy in phactor while it may hold a lock (the buffer's,
+    or an actor mailbox's): a signal handler run meanwhile sees `reentered()`."""
+
+    __slots__ = ("_before",)
+
+    def __enter__(self) -> None:
+        self._before = _thread.busy
+        _thread.busy = True
+
+    def __exit__(self, *exc_info: object) -> None:
+        _thread.busy = self._before
+
+
+def reentered() -> bool:
+    """True when this thread is inside an app-facing buffer call: a signal handler run in the
+    middle of it. Such a caller must not take the buffer lock (nor wait for the Batcher)."""
+    return _thread.busy
 
 Item = tuple[int, bytes]
 """One queued event: (sequence number, serialised JSON)."""
@@ -136,6 +173,9 @@ class EventBuffer:
         self._lock = threading.Lock()
         self._done = threading.Condition(self._lock)
         self._queue: deque[Item] = deque()
+        # Events (bytes) and capture-time drop reasons (str) from a re-entered call: appended
+        # without the lock, merged under it by the next locked call (`_merge_locked`).
+        self._handoff: deque[bytes | str] = deque()
         self._queued_bytes = 0
         self._in_flight: dict[str, Batch] = {}
         self._seq = 0
@@ -154,35 +194,78 @@ class EventBuffer:
     # --- callers ---------------------------------------------------------------------------
 
     def offer(self, data: bytes) -> bool:
-        """Queue one event; False (counted `queue_full` or `stopped`) when it cannot be."""
-        with self._lock:
-            self._seq += 1
-            if self._closed:
-                self.dropped["stopped"] += 1
-                return False
-            if len(self._queue) >= self.max_queue_size:
-                self.dropped["queue_full"] += 1
-                return False
-            self._queue.append((self._seq, data))
-            self._queued_bytes += len(data)
-            wake = len(self._queue) >= self.flush_at and not self._wake_pending
-            if wake:
-                self._wake_pending = True
-        if wake and self.wake is not None:
-            self.wake()
-        return True
+        """Queue one event; False (counted `queue_full` or `stopped`) when it cannot be.
+
+        Re-entered (from a signal handler): handed off without the lock; True (it is counted
+        captured at once, and dropped `queue_full`/`stopped` later if it does not fit).
+        """
+        state = _thread
+        if state.busy:
+            self._handoff.append(data)
+            return True
+        state.busy = True
+        try:
+            with self._lock:
+                if self._handoff:
+                    self._merge_locked()
+                self._seq += 1
+                if self._closed:
+                    self.dropped["stopped"] += 1
+                    return False
+                if len(self._queue) >= self.max_queue_size:
+                    self.dropped["queue_full"] += 1
+                    return False
+                self._queue.append((self._seq, data))
+                self._queued_bytes += len(data)
+                wake = len(self._queue) >= self.flush_at and not self._wake_pending
+                if wake:
+                    self._wake_pending = True
+            # Still busy: waking the Batcher takes its mailbox lock, which a handler must not
+            # wait for either.
+            if wake and self.wake is not None:
+                self.wake()
+            return True
+        finally:
+            state.busy = False
 
     def drop_at_capture(self, reason: str) -> None:
         """Count an event that was refused before it was queued."""
-        with self._lock:
+        state = _thread
+        if state.busy:
+            self._handoff.append(reason)
+            return
+        state.busy = True
+        try:
+            with self._lock:
+                self._seq += 1
+                self.dropped[reason] += 1
+        finally:
+            state.busy = False
+
+    def _merge_locked(self) -> None:
+        """Move what re-entered calls handed off into the queue and the counters, in order."""
+        handoff = self._handoff
+        queue = self._queue
+        while handoff:
+            item = handoff.popleft()
             self._seq += 1
-            self.dropped[reason] += 1
+            if isinstance(item, str):
+                self.dropped[item] += 1
+            elif self._closed:
+                self.dropped["stopped"] += 1
+            elif len(queue) >= self.max_queue_size:
+                self.dropped["queue_full"] += 1
+            else:
+                queue.append((self._seq, item))
+                self._queued_bytes += len(item)
 
     # --- the Batcher -----------------------------------------------------------------------
 
     def take(self, holder: str, max_events: int, max_bytes: int) -> Batch | None:
         """Move up to `max_events` queued events (within `max_bytes`) in flight under `holder`."""
-        with self._lock:
+        with busy(), self._lock:
+            if self._handoff:
+                self._merge_locked()
             if not self._queue or holder in self._in_flight:
                 return None
             items: list[Item] = []
@@ -203,7 +286,7 @@ class EventBuffer:
             return batch
 
     def queue_length(self) -> int:
-        return len(self._queue)
+        return len(self._queue) + len(self._handoff)
 
     # --- the Senders and the Supervisor ----------------------------------------------------
 
@@ -222,7 +305,7 @@ class EventBuffer:
         counted `queue_full` / the close reason) and ends the wait of flushes that cover it.
         An unknown holder (abandoned at the shutdown deadline) is ignored: never counted twice.
         """
-        with self._lock:
+        with busy(), self._lock:
             batch = self._in_flight.pop(holder, None)
             if batch is None:
                 return
@@ -302,7 +385,7 @@ class EventBuffer:
         self._queued_bytes += sum(len(d) for _, d in items)
 
     def count_retry(self) -> None:
-        with self._lock:
+        with busy(), self._lock:
             self.retries += 1
 
     def count_restart(self) -> None:
@@ -311,7 +394,9 @@ class EventBuffer:
 
     def close(self, reason: str) -> int:
         """Refuse further events and drop what is still queued under `reason`; returns count."""
-        with self._lock:
+        with busy(), self._lock:
+            if self._handoff:
+                self._merge_locked()
             self._closed = True
             self._close_reason = reason
             n = len(self._queue)
@@ -325,7 +410,7 @@ class EventBuffer:
 
     def abandon_in_flight(self, reason: str) -> int:
         """Count every batch still in flight as dropped (shutdown deadline passed)."""
-        with self._lock:
+        with busy(), self._lock:
             n = sum(len(b.items) for b in self._in_flight.values())
             if n:
                 self.dropped[reason] += n
@@ -337,7 +422,11 @@ class EventBuffer:
 
     def high_water(self) -> int:
         """The sequence number of the newest event accepted so far."""
-        with self._lock:
+        if _thread.busy:
+            return self._seq + len(self._handoff)
+        with busy(), self._lock:
+            if self._handoff:
+                self._merge_locked()
             return self._seq
 
     def wait_through(self, seq: int, timeout: float | None) -> bool:
@@ -350,7 +439,7 @@ class EventBuffer:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         waiter: list[Any] = [seq, False]
-        with self._lock:
+        with busy(), self._lock:
             self._waiters.append(waiter)
             try:
                 while self._oldest_pending_locked() <= seq:
@@ -376,22 +465,36 @@ class EventBuffer:
 
     def notify(self) -> None:
         """Wake flush() waiters (after a state change they should re-check)."""
-        with self._lock:
+        with busy(), self._lock:
             self._done.notify_all()
 
     def stats(self) -> dict[str, Any]:
-        """A consistent snapshot of the counters."""
-        with self._lock:
-            in_flight = sum(len(b.items) for b in self._in_flight.values())
-            return {
-                "captured": self._seq,
-                "sent": self.sent,
-                "dropped": dict(self.dropped),
-                "queued": len(self._queue),
-                "queued_bytes": self._queued_bytes,
-                "in_flight": in_flight,
-                "retries": self.retries,
-                "requeued": self.requeued,
-                "restarts": self.restarts,
-                "circuit": self.breaker.state(),
-            }
+        """A consistent snapshot of the counters.
+
+        Re-entered (a signal handler that interrupted this thread in a buffer call): read
+        without the lock, so it may be one event off while the interrupted call is half-done.
+        """
+        if _thread.busy:
+            return self._snapshot(list(self._handoff))
+        with busy(), self._lock:
+            if self._handoff:
+                self._merge_locked()
+            return self._snapshot([])
+
+    def _snapshot(self, handoff: list[bytes | str]) -> dict[str, Any]:
+        # `handoff`: not merged yet (a re-entered read), counted as captured and queued.
+        events = [item for item in handoff if isinstance(item, bytes)]
+        dropped = self.dropped.copy()
+        dropped.update(item for item in handoff if isinstance(item, str))
+        return {
+            "captured": self._seq + len(handoff),
+            "sent": self.sent,
+            "dropped": dict(dropped),
+            "queued": len(self._queue) + len(events),
+            "queued_bytes": self._queued_bytes + sum(len(item) for item in events),
+            "in_flight": sum(len(b.items) for b in list(self._in_flight.values())),
+            "retries": self.retries,
+            "requeued": self.requeued,
+            "restarts": self.restarts,
+            "circuit": self.breaker.state(),
+        }

@@ -63,6 +63,8 @@ class Config:
     max_restarts: int = 3
     max_seconds: float = 5.0
     shutdown_timeout: float = 10.0
+    # process end
+    handle_sigterm: bool = True
     # feature flags
     poll_interval: float = 30.0
     flags_request_timeout: float = 3.0
@@ -369,6 +371,7 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "max_restarts": _count(0, 10_000),
     "max_seconds": _seconds(0.001, _DAY),
     "shutdown_timeout": _seconds(0.0, 3600.0),
+    "handle_sigterm": _bool,
     "poll_interval": _seconds(0.01, _DAY),
     "flags_request_timeout": _seconds(0.001, 600.0),
     "flags": _flags,

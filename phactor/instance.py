@@ -14,6 +14,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from typing import Any, cast
@@ -23,8 +24,9 @@ import pykka
 from phactor import events as ev
 from phactor._guard import inside_phactor
 from phactor._log import PHACTOR_LOGGER, get_logger
+from phactor._sigmask import signals_blocked
 from phactor.batcher import ENVELOPE_BYTES, Batcher, FlushNow, Reclaim, Wake
-from phactor.buffer import EventBuffer
+from phactor.buffer import EventBuffer, busy, reentered
 from phactor.config import Config
 from phactor.context import EMPTY, ContextState, ContextStore
 from phactor.errortracking.methods import ErrorTrackingMethods
@@ -60,6 +62,8 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         self._log = get_logger("instance", instance=name)
         self._debug_handler = _enable_debug_output(name) if config.debug else None
         self._forked = False
+        # Serialises the lazy restart of a forked child's tree (two threads' first calls).
+        self._fork_lock = threading.Lock()
         self._state = "stopped"
         # One stop() at a time: a second caller must not report "stopped" mid-drain.
         self._stop_lock = threading.Lock()
@@ -71,6 +75,7 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         self._drop_log_at: dict[str, int] = {}
         self._sender_names = [f"sender-{i}" for i in range(config.senders)]
         self._reset_runtime()
+        _INSTANCES.add(self)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -88,14 +93,18 @@ class Instance(FlagMethods, ErrorTrackingMethods):
             self._state = "running"
             return
         config = self._config
-        self._supervisor = Supervisor.start(
-            self.name,
-            self._registry,
-            max_restarts=config.max_restarts,
-            max_seconds=config.max_seconds,
-            on_restart=self._child_restarted,
-            on_give_up=self._give_up,
-        )
+        if not config.test_mode:
+            _import_http_stack()
+        # The Supervisor's thread starts (and restarts) every child: all inherit its mask.
+        with signals_blocked():
+            self._supervisor = Supervisor.start(
+                self.name,
+                self._registry,
+                max_restarts=config.max_restarts,
+                max_seconds=config.max_seconds,
+                on_restart=self._child_restarted,
+                on_give_up=self._give_up,
+            )
         specs = [self._sender_spec(n) for n in self._sender_names]
         specs.append(self._batcher_spec())
         specs.extend(self._flag_children())
@@ -181,25 +190,41 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         self._log.error("instance_stopped", reason=reason, dropped_queued=dropped)
 
     def _after_fork_in_child(self) -> None:
-        # Runs inside os.fork(): keep it cheap. The tree is rebuilt on first use.
-        self._forked = True
+        """Give a forked child its own, consistent state (runs inside os.fork(): cheap, no IO).
 
-    def _restart_after_fork(self) -> None:
-        self._forked = False
-        if self._pid == os.getpid():
-            return
-        # The parent still owns (and will send) what was queued before the fork.
-        # Reentrant: `on_error` runs inside a sync_mode delivery and may capture again.
+        Every lock a parent thread may have held at fork time is new, and the runtime (buffer,
+        registry, abort flag) is new and empty: the parent still owns, and sends, what it had
+        queued, so no entry point of the child (stats, queue_length, flush...) ever reports it.
+        The tree's threads did not come along; the first call that needs them starts a new
+        tree (`_restart_after_fork`). Also runs for subprocess's preexec_fn: no threads here.
+        """
+        self._fork_lock = threading.Lock()
+        self._stop_lock = threading.Lock()
         self._sync_lock = threading.RLock()
+        self._sync_delivery = None
         self._test_lock = threading.Lock()
         self._test_events = []
+        self._drop_log_at = {}
         self._reset_runtime()
-        if self._state == "running":
-            self._start_tree()
-            self._log.info("restarted_after_fork", pid=self._pid)
-        else:
-            # Stopped (or given up) before the fork: nothing will ever send from this buffer.
+        if self._state == "running" and not self._disabled:
+            self._forked = True
+            return
+        self._forked = False
+        if self._state == "stopping":
+            self._state = "stopped"  # the parent's stop() goes on there, not here
+        if not self._disabled:
+            # Stopped or given up before the fork: nothing will ever send from this buffer.
             self._buffer.close("stopped")
+
+    def _restart_after_fork(self) -> None:
+        """Start the forked child's tree, once, on the first call that needs it."""
+        with self._fork_lock:
+            if not self._forked:
+                return  # another thread of the child did it meanwhile
+            self._forked = False
+            if self._state == "running":
+                self._start_tree()
+                self._log.info("restarted_after_fork", pid=self._pid)
 
     def stop(self, timeout: float | None = None) -> bool:
         """Flush (within `timeout`, default `shutdown_timeout`), then stop the tree.
@@ -215,6 +240,11 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         seconds = _timeout_arg(timeout, "stop")
         if timeout is None:
             seconds = self._config.shutdown_timeout
+        if reentered():
+            # A signal handler that interrupted this thread inside phactor (holding a lock the
+            # drain needs): stopping here would wait for ever. Keep running; exit drains it.
+            self._log.warning("stop_refused_in_signal_handler")
+            return False
         api._forget(self)
         timeout = math.inf if seconds is None else seconds
         # Called from on_error, i.e. from inside a delivery of this instance: that delivery
@@ -239,8 +269,14 @@ class Instance(FlagMethods, ErrorTrackingMethods):
             self._state = "stopped"
             self._disable_debug_output()
             return True
-        if self._forked:
-            self._restart_after_fork()
+        if self._forked and self._never_restarted():
+            # A forked child that never used this instance: nothing was ever queued here, and
+            # the flag sessions are the parent's (their pool lock may be a dead thread's).
+            self._error_tracking_stopped()
+            self._buffer.close("shutdown")
+            self._state = "stopped"
+            self._disable_debug_output()
+            return True
         deadline = time.monotonic() + timeout
         self._state = "stopping"
         self._run_stop_hooks()
@@ -270,6 +306,13 @@ class Instance(FlagMethods, ErrorTrackingMethods):
     def _request_time(self) -> float:
         return max(self._config.request_timeout, self._config.flags_request_timeout)
 
+    def _never_restarted(self) -> bool:
+        with self._fork_lock:
+            if not self._forked:
+                return False
+            self._forked = False
+            return True
+
     def _disable_debug_output(self) -> None:
         handler, self._debug_handler = self._debug_handler, None
         if handler is not None:
@@ -289,6 +332,8 @@ class Instance(FlagMethods, ErrorTrackingMethods):
 
     def children(self) -> dict[str, bool]:
         """Each child of the supervision tree and whether it is alive (OTP `which_children`)."""
+        if self._forked:
+            self._restart_after_fork()
         if self._supervisor is None or not self._supervisor.is_alive():
             return {}
         try:
@@ -598,6 +643,8 @@ class Instance(FlagMethods, ErrorTrackingMethods):
 
     def _send_now(self) -> None:
         # sync_mode: deliver on the caller's thread, one request per capture.
+        if reentered():
+            return  # from a signal handler inside phactor: it goes with the next flush
         with self._sync_lock:
             if self._sync_delivery is None:
                 self._sync_delivery = self._delivery()
@@ -651,6 +698,10 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         timeout = _timeout_arg(timeout, "flush")
         if self._disabled or self._state not in ("running", "stopping"):
             return True
+        if reentered():
+            # A signal handler that interrupted this thread inside phactor: waiting could wait
+            # for the interrupted frame. What it captured goes with the next batch.
+            return False
         if self._forked:
             self._restart_after_fork()
         if delivering_for(self._buffer):
@@ -666,7 +717,8 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         target = self._buffer.high_water()
         if self._config.sync_mode:
             self._send_now()
-        self._registry.tell("batcher", FlushNow())
+        with busy():  # the Batcher's mailbox lock: a signal handler must not wait for it
+            self._registry.tell("batcher", FlushNow())
         return self._buffer.wait_through(target, timeout) and drained
 
     def queue_length(self) -> int:
@@ -684,6 +736,9 @@ class Instance(FlagMethods, ErrorTrackingMethods):
     def __repr__(self) -> str:
         return f"<phactor.Instance {self.name!r} {self._state}>"
 
+
+# Every Instance, running or not (a stopped one may still be read): a forked child resets each.
+_INSTANCES: weakref.WeakSet[Instance] = weakref.WeakSet()
 
 _debug_lock = threading.Lock()
 _debug_handlers: list[logging.Handler] = []
@@ -739,9 +794,34 @@ def _disable_debug_output(handler: logging.Handler) -> None:
             logger.setLevel(_level_before_debug)
 
 
+def _import_http_stack() -> None:
+    """Import here, on the starting thread, what a Sender's first request would import.
+
+    A fork while one of our threads is inside an import leaves the child that module's import
+    lock held by a thread that does not exist there: the child's first request would hang on
+    it for good. (requests imports netrc on every request, the first time for real.)
+    """
+    import netrc  # noqa: F401
+    import shlex  # noqa: F401
+
+    import requests  # noqa: F401
+
+
 def _check_mapping(value: Any, name: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
         raise TypeError(f"{name} must be a Mapping, got {type(value).__name__}")
     return dict(value)
+
+
+def _after_fork_in_child() -> None:
+    """os.fork() hook (in the child): new module locks, then each instance's own reset."""
+    global _debug_lock
+    _debug_lock = threading.Lock()
+    for inst in list(_INSTANCES):
+        inst._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 from phactor._log import get_logger
+from phactor._sigmask import signals_blocked
 
 __all__ = ["Scheduler", "scheduler"]
 
@@ -59,7 +60,8 @@ class Scheduler:
                     self._thread = threading.Thread(
                         target=self._run, name="phactor-scheduler", daemon=True
                     )
-                    self._thread.start()
+                    with signals_blocked():
+                        self._thread.start()
 
     def _run(self) -> None:
         while True:
@@ -86,3 +88,13 @@ class Scheduler:
 
 
 scheduler = Scheduler()
+
+
+def _after_fork_in_child() -> None:
+    # The parent's thread did not come along and its Condition may have been held at fork
+    # time: a fresh state (the thread starts again on the next call_later).
+    scheduler.__init__()  # type: ignore[misc]
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -8,6 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from phactor import buffer as buffer_module
 from phactor.buffer import CircuitBreaker, EventBuffer
 
 
@@ -216,3 +217,63 @@ def test_breaker_shut_and_abort_release_waiters() -> None:
     breaker.shut()
     t.join(5.0)
     assert result == [False]
+
+
+class _Reentered:
+    """As if a signal handler interrupted this thread inside an app-facing buffer call."""
+
+    def __enter__(self) -> None:
+        buffer_module._thread.busy = True
+
+    def __exit__(self, *exc_info: object) -> None:
+        buffer_module._thread.busy = False
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(
+                ["offer", "handler_offer", "handler_drop", "handler_stats", "take", "sent", "close"]
+            ),
+            st.integers(1, 4),
+        ),
+        max_size=60,
+    )
+)
+def test_calls_from_a_signal_handler_never_lock_and_are_counted_once(
+    ops: list[tuple[str, int]],
+) -> None:
+    buf = EventBuffer(8, 3)
+    # A handler that waits on the lock its own thread holds would hang: hold it throughout the
+    # handler's calls (as the interrupted frame does); only the lock-free path can go on.
+    offered = 0
+    for op, n in ops:
+        if op == "offer":
+            for _ in range(n):
+                buf.offer(b"main")
+            offered += n
+        elif op.startswith("handler_"):
+            with _Reentered(), buf._lock:
+                if op == "handler_offer":
+                    assert all(buf.offer(b"handler") for _ in range(n))
+                    offered += n
+                elif op == "handler_drop":
+                    buf.drop_at_capture("before_send")
+                    offered += 1
+                else:
+                    s = buf.stats()  # a lock-free snapshot that still adds up
+                    accounted = s["sent"] + sum(s["dropped"].values()) + s["queued"]
+                    assert s["captured"] == accounted + s["in_flight"] == offered, s
+                    assert buf.queue_length() == s["queued"]
+        elif op == "take":
+            buf.take("a", n, 10_000)
+        elif op == "sent" and "a" in buf._in_flight:
+            buf.settle("a", sent=len(buf._in_flight["a"]))
+        elif op == "close":
+            buf.close("shutdown")
+        stats = ledger(buf)  # locked: merges what the handler handed off
+        assert stats["captured"] == offered
+        assert not buf._handoff
+        order = seqs(buf)
+        assert order == sorted(order)
+        assert len(order) <= 8

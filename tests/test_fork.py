@@ -98,3 +98,68 @@ def test_forked_children_exiting_never_send_the_parents_events(devserver: DevSer
     assert devserver.wait_for(1)
     assert devserver.count() == 1
     assert set(devserver.uuid_counts().values()) == {1}
+
+
+LOCKS_HELD_AT_FORK_SCRIPT = textwrap.dedent(
+    """
+    import json, os, select, sys
+    import phactor
+
+    inst = phactor.start(api_key="phc_fork", host=sys.argv[1], flush_at=10000,
+                         flush_interval=3600, enable_error_tracking=False)
+    try:
+        raise ValueError("before fork")
+    except ValueError as error:
+        inst.capture_exception(error, "parent")  # builds the caller-thread builder
+    builder = inst.__dict__["_error_intake_off"].fallback.__self__
+    # As if other parent threads were inside phactor at the moment of the fork.
+    held = [inst._buffer._lock, inst._stop_lock, inst._sync_lock, builder.sources._lock,
+            builder.limiter._lock if hasattr(builder, "limiter") else None]
+    held = [lock for lock in held if lock is not None]
+    for lock in held:
+        lock.acquire()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            try:
+                raise KeyError("in child")
+            except KeyError as error:
+                uuid = phactor.capture_exception(error, "child")
+            report = {"uuid": uuid, "queued": phactor.queue_length(),
+                      "ok": phactor.stop(timeout=5), "stats": inst.stats()}
+        except BaseException as error:
+            report = {"error": repr(error)}
+        os.write(w, json.dumps(report).encode())
+        os._exit(0)
+    for lock in held:
+        lock.release()
+    os.close(w)
+    ready, _, _ = select.select([r], [], [], 15)
+    if not ready:
+        os.kill(pid, 9)
+        report = {"error": "child hung"}
+    else:
+        report = json.loads(os.read(r, 100000))
+    os.waitpid(pid, 0)
+    phactor.stop(timeout=5)
+    print(json.dumps(report))
+    """
+)
+
+
+def test_a_forked_child_never_waits_for_a_lock_a_parent_thread_held(devserver: DevServer) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", LOCKS_HELD_AT_FORK_SCRIPT, devserver.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert "error" not in report, report
+    assert report["uuid"] is not None and report["ok"] is True
+    assert report["stats"]["captured"] == 1 and report["stats"]["sent"] == 1
+    assert devserver.wait_for(2)
+    assert devserver.count(event="$exception") == 2

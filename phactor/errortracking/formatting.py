@@ -25,6 +25,7 @@ import threading
 import tokenize
 import types
 import uuid
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -257,6 +258,18 @@ def _read_source_file(filename: str) -> list[str]:
         return []
 
 
+def _new_source_cache_locks_after_fork() -> None:
+    # A forked child keeps the caches (a builder may outlive the fork), but a parent thread
+    # may have held one's lock at fork time.
+    for cache in list(_SOURCE_CACHES):
+        cache._lock = threading.Lock()
+
+
+_SOURCE_CACHES: weakref.WeakSet[SourceCache] = weakref.WeakSet()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_source_cache_locks_after_fork)
+
+
 class SourceCache:
     """A bounded LRU cache of source file lines, keyed by filename.
 
@@ -278,6 +291,7 @@ class SourceCache:
         self._loader = loader if loader is not None else _read_source_file
         self._files: OrderedDict[str, tuple[str, ...]] = OrderedDict()
         self._lock = threading.Lock()
+        _SOURCE_CACHES.add(self)
         # Per call site (file, module, line, in_app rules): everything a frame needs that does
         # not change between two exceptions raised there. An exception storm repeats the same
         # sites, so this saves most of the per-frame work (paths, source lines, in_app).

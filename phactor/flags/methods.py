@@ -58,6 +58,15 @@ _state_lock = threading.Lock()
 _core_loaded = False
 
 
+def _new_state_lock_after_fork() -> None:
+    global _state_lock
+    _state_lock = threading.Lock()  # another thread may have held it at fork time
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_state_lock_after_fork)
+
+
 def _load_core() -> None:
     """Import the flag core into this module on first use.
 

@@ -1,0 +1,404 @@
+"""Process models: every way a real process forks, spawns workers, gets signalled and ends.
+
+Each test runs a script in a subprocess (pytest's own threads must not be forked, and a
+signal or a hang must not reach the test runner) against a real loopback DevServer, and
+counts what arrived against what the script captured. Every run is bounded by a timeout: a
+hang on the unfixed code shows up as a failure, never as a stuck suite.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from phactor.devserver import DevServer
+
+# The child scripts' own bound: a hang in the code under test must fail the test, not the suite.
+SCRIPT_TIMEOUT = 60
+
+
+def run_script(script: str, *args: str, timeout: float = SCRIPT_TIMEOUT) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(script), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired as expired:
+        pytest.fail(f"the script hung (> {timeout} s); stderr: {expired.stderr!r}")
+
+
+def last_json(result: subprocess.CompletedProcess[str]) -> dict:
+    assert result.stdout.strip(), result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# --- os.fork with busy threads ---------------------------------------------------------------
+
+FORK_BUSY_SCRIPT = """
+    import faulthandler, json, os, select, signal, sys, threading, time
+    import phactor
+
+    # A hung child dumps its threads' stacks on SIGUSR2 (to stderr) before it is killed.
+    faulthandler.register(signal.SIGUSR2, all_threads=True)
+
+    url, forks = sys.argv[1], int(sys.argv[2])
+    inst = phactor.start(api_key="phc_fork", host=url, flush_at=50, flush_interval=3600)
+    stop = threading.Event()
+    counts = [0] * 4
+
+    def hammer(i):
+        while not stop.is_set():
+            for _ in range(50):
+                if inst.capture("parent_event", f"p{i}") is not None:
+                    counts[i] += 1
+            stop.wait(0.002)  # a pause so the Senders keep up: the point is a busy lock
+
+    threads = [threading.Thread(target=hammer, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+
+    CHILD = '''
+    first = {"stats": phactor.stats(), "queue_length": phactor.queue_length(),
+             "instances": phactor.instances()}
+    first["children"] = phactor.instance().children()
+    with phactor.context({"in_child": True}):
+        first["context"] = phactor.get_context()
+    uuids = [phactor.capture("child_event", "child") for _ in range(10)]
+    ok = phactor.flush(timeout=10)
+    report = {"first": first, "uuids": uuids, "ok": ok, "stats": phactor.stats(),
+              "stopped": phactor.stop(timeout=5)}
+    '''
+    reports = []
+    for _ in range(forks):
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(r)
+            try:
+                exec(CHILD)
+            except BaseException as error:
+                report = {"error": repr(error)}
+            os.write(w, json.dumps(report).encode())
+            os._exit(0)
+        os.close(w)
+        # The child must answer promptly: a deadlock on a lock copied while held is a hang.
+        ready, _, _ = select.select([r], [], [], 15)
+        if not ready:
+            os.kill(pid, signal.SIGUSR2)
+            time.sleep(1)
+            os.kill(pid, 9)
+            reports.append({"error": "child hung"})
+        else:
+            with os.fdopen(r) as pipe:
+                reports.append(json.loads(pipe.read()))
+        os.waitpid(pid, 0)
+    stop.set()
+    for t in threads:
+        t.join()
+    ok = phactor.stop(timeout=10)
+    print(json.dumps({"reports": reports, "captured": sum(counts), "ok": ok,
+                      "stats": inst.stats()}))
+"""
+
+
+def test_fork_while_threads_capture_gives_the_child_its_own_state(devserver: DevServer) -> None:
+    forks = 3
+    result = run_script(FORK_BUSY_SCRIPT, devserver.url, str(forks))
+    assert result.returncode == 0, result.stderr
+    out = last_json(result)
+    for report in out["reports"]:
+        assert "error" not in report, (report, result.stderr)
+        first = report["first"]
+        # Every entry point sees the child's own (empty) state, never the parent's queue.
+        assert first["stats"]["captured"] == 0, first
+        assert first["stats"]["queued"] == 0 and first["stats"]["in_flight"] == 0, first
+        assert first["queue_length"] == 0
+        assert first["instances"] == ["default"]
+        assert first["children"] and all(first["children"].values()), first
+        assert first["context"] == {"in_child": True}
+        assert report["ok"] is True and report["stopped"] is True
+        assert None not in report["uuids"]
+        stats = report["stats"]
+        assert stats["captured"] == 10 and stats["sent"] == 10 and stats["dropped"] == {}
+    assert out["ok"] is True
+    stats = out["stats"]
+    assert stats["captured"] == stats["sent"] + sum(stats["dropped"].values()), stats
+    assert stats["sent"] == out["captured"] - stats["dropped"].get("shutdown", 0), stats
+    total = stats["sent"] + 10 * forks
+    assert devserver.wait_for(total, timeout=10)
+    assert devserver.count(event="child_event") == 10 * forks
+    assert devserver.count(event="parent_event") == stats["sent"]
+    assert set(devserver.uuid_counts().values()) == {1}
+
+
+# --- multiprocessing (fork start method) -----------------------------------------------------
+
+MULTIPROCESSING_SCRIPT = """
+    import json, multiprocessing, sys
+    import phactor
+
+    url, mode = sys.argv[1], sys.argv[2]
+    phactor.start(api_key="phc_mp", host=url, flush_at=10000, flush_interval=3600)
+
+    def work(i):
+        for _ in range(4):
+            phactor.capture("child_event", f"worker-{i}")
+        return 4
+
+    ctx = multiprocessing.get_context("fork")
+    if mode == "process":
+        procs = [ctx.Process(target=work, args=(i,)) for i in range(10)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(30)
+        total = 4 * sum(p.exitcode == 0 for p in procs)
+    elif mode == "pool_close":
+        pool = ctx.Pool(3)
+        total = sum(pool.map(work, range(10)))
+        pool.close()
+        pool.join()
+    else:  # "pool_with": Pool.__exit__ terminate()s the workers (SIGTERM)
+        with ctx.Pool(3) as pool:
+            total = sum(pool.map(work, range(10)))
+    phactor.capture("parent_event", "parent")
+    print(json.dumps({"total": total, "ok": phactor.stop(timeout=10)}))
+"""
+
+
+@pytest.mark.parametrize("mode", ["process", "pool_close", "pool_with"])
+def test_multiprocessing_fork_children_deliver_every_event(devserver: DevServer, mode: str) -> None:
+    result = run_script(MULTIPROCESSING_SCRIPT, devserver.url, mode)
+    assert result.returncode == 0, result.stderr
+    out = last_json(result)
+    assert out["total"] == 40 and out["ok"] is True
+    devserver.wait_for(41, timeout=5)
+    assert devserver.count(event="child_event") == 40, result.stderr
+    assert devserver.count(event="parent_event") == 1
+    assert set(devserver.uuid_counts().values()) == {1}
+
+
+# --- SIGTERM ---------------------------------------------------------------------------------
+
+SIGTERM_SCRIPT = """
+    import faulthandler, json, signal, sys, threading
+    import phactor
+
+    faulthandler.register(signal.SIGUSR2, all_threads=True)  # stacks of a hung run
+
+    url, n, variant = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    if variant == "app":
+        def app_handler(signum, frame):
+            sys.exit(0)  # the app's graceful shutdown: a normal exit (atexit runs)
+        signal.signal(signal.SIGTERM, app_handler)
+    phactor.start(api_key="phc_term", host=url, handle_sigterm=variant != "off",
+                  flush_interval=3600)
+    handler = signal.getsignal(signal.SIGTERM)
+    for i in range(n):
+        phactor.capture("queued_at_sigterm", f"user-{i}")
+    print(json.dumps({"handler": getattr(handler, "__qualname__", getattr(handler, "name", None)),
+                      "captured": phactor.stats()["captured"]}), flush=True)
+    threading.Event().wait(60)  # the app idles until the signal ends it
+"""
+
+
+def run_until_sigterm(devserver: DevServer, n: int, variant: str) -> tuple[int, dict]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(SIGTERM_SCRIPT), devserver.url, str(n), variant],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        first = json.loads(proc.stdout.readline() or "{}")
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _, stderr = proc.communicate(timeout=SCRIPT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGUSR2)
+            try:
+                proc.wait(timeout=1)  # time for faulthandler to write the stacks
+            except subprocess.TimeoutExpired:
+                pass
+            proc.kill()
+            _, stderr = proc.communicate()
+            pytest.fail(f"the process outlived SIGTERM ({variant}); stacks: {stderr}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert first, stderr
+    return proc.returncode, first
+
+
+def test_sigterm_with_the_default_disposition_drains_then_ends_as_sigterm(
+    devserver: DevServer,
+) -> None:
+    devserver.delay(0.02)  # slow-ish: most of the queue is still there when the signal comes
+    n = 3000
+    status, first = run_until_sigterm(devserver, n, "default")
+    assert first["captured"] == n
+    assert status == -signal.SIGTERM  # ended as SIGTERM would: the parent sees the signal
+    assert devserver.count() == n
+    assert set(devserver.uuid_counts().values()) == {1}
+
+
+def test_sigterm_handler_installed_by_the_app_is_kept(devserver: DevServer) -> None:
+    devserver.delay(0.02)
+    n = 1000
+    status, first = run_until_sigterm(devserver, n, "app")
+    assert first["handler"] == "app_handler"
+    assert status == 0  # the app's handler ran: a normal exit, drained by atexit
+    assert devserver.count() == n
+
+
+def test_handle_sigterm_false_keeps_the_default_disposition(devserver: DevServer) -> None:
+    status, first = run_until_sigterm(devserver, 10, "off")
+    assert first["handler"] == "SIG_DFL"
+    assert status == -signal.SIGTERM
+
+
+SIGTERM_RESTORE_SCRIPT = """
+    import json, signal, sys, threading
+    import phactor
+
+    def name():
+        handler = signal.getsignal(signal.SIGTERM)
+        return getattr(handler, "__qualname__", getattr(handler, "name", None))
+
+    seen = {}
+    worker = threading.Thread(target=lambda: phactor.start("thread", test_mode=True))
+    worker.start(); worker.join()
+    seen["started_in_a_thread"] = name()  # only the main thread may install a handler
+    phactor.start("a", test_mode=True)
+    phactor.start("b", test_mode=True)
+    seen["started"] = name()
+    phactor.stop("a")
+    seen["one_left"] = name()
+    phactor.stop("b"); phactor.stop("thread")
+    seen["all_stopped"] = name()
+    print(json.dumps(seen))
+"""
+
+
+def test_the_sigterm_handler_is_installed_from_the_main_thread_and_removed_with_the_last_stop() -> (
+    None
+):
+    result = run_script(SIGTERM_RESTORE_SCRIPT)
+    assert result.returncode == 0, result.stderr
+    seen = last_json(result)
+    assert seen["started_in_a_thread"] == "SIG_DFL"
+    assert seen["started"] not in ("SIG_DFL", "SIG_IGN", None)
+    assert seen["one_left"] == seen["started"]
+    assert seen["all_stopped"] == "SIG_DFL"
+
+
+# --- capture() from a signal handler ---------------------------------------------------------
+
+SIGNAL_HANDLER_SCRIPT = """
+    import json, os, signal, sys
+    import phactor
+    from phactor.buffer import EventBuffer
+
+    url, variant = sys.argv[1], sys.argv[2]
+    inst = phactor.start(api_key="phc_sig", host=url, flush_at=10000, flush_interval=3600)
+    from_handler, stats_seen = [], []
+    inside = [False]
+
+    def handler(signum, frame):
+        inside[0] = True
+        from_handler.append(phactor.capture("from_handler", "handler"))
+        stats_seen.append(phactor.stats()["captured"])  # must not wait either
+        if variant == "profile":
+            phactor.flush(timeout=1)  # nor this (it may only start a flush)
+        inside[0] = False
+
+    fired = [0]
+
+    def profiler(frame, event, arg):
+        # Deterministic: raise the signal while this thread is inside EventBuffer.offer with
+        # the buffer lock held (only this thread captures, so a held lock is ours).
+        if (event == "c_call" and frame.f_code is EventBuffer.offer.__code__
+                and not inside[0] and fired[0] < 50 and inst._buffer._lock.locked()):
+            fired[0] += 1
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    main = 0
+    if variant == "profile":
+        signal.signal(signal.SIGUSR1, handler)
+        sys.setprofile(profiler)
+        for i in range(500):
+            main += inst.capture("from_main", "main") is not None
+        sys.setprofile(None)
+    else:  # "itimer": a timer signal every 0.5 ms while the main thread captures
+        signal.signal(signal.SIGALRM, handler)
+        signal.setitimer(signal.ITIMER_REAL, 0.0005, 0.0005)
+        for i in range(5000):
+            main += inst.capture("from_main", "main") is not None
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    ok = phactor.flush(timeout=10)
+    print(json.dumps({"main": main, "handler": from_handler, "fired": fired[0], "ok": ok,
+                      "stats": phactor.stats(), "stopped": phactor.stop(timeout=10)}))
+"""
+
+
+@pytest.mark.parametrize("variant", ["profile", "itimer"])
+def test_capture_from_a_signal_handler_that_interrupted_capture(
+    devserver: DevServer, variant: str
+) -> None:
+    result = run_script(SIGNAL_HANDLER_SCRIPT, devserver.url, variant, timeout=30)
+    assert result.returncode == 0, result.stderr
+    out = last_json(result)
+    if variant == "profile":
+        assert out["fired"] == 50 and len(out["handler"]) == 50
+    assert None not in out["handler"]
+    stats = out["stats"]
+    total = out["main"] + len(out["handler"])
+    assert stats["captured"] == stats["sent"] == total, stats
+    assert out["ok"] is True and out["stopped"] is True
+    assert devserver.wait_for(total, timeout=10)
+    assert devserver.count(event="from_handler") == len(out["handler"])
+    assert devserver.count(event="from_main") == out["main"]
+
+
+# --- other ways to end -----------------------------------------------------------------------
+
+EXIT_PATHS_SCRIPT = """
+    import sys, threading
+    import phactor
+
+    url, variant = sys.argv[1], sys.argv[2]
+    phactor.start(api_key="phc_exit", host=url, flush_at=10000, flush_interval=3600)
+
+    def in_thread():
+        for i in range(100):
+            phactor.capture("from_thread", f"t{i}")
+        sys.exit(3)  # ends only this thread
+
+    t = threading.Thread(target=in_thread)
+    t.start(); t.join()
+    for i in range(100):
+        phactor.capture("from_main", f"m{i}")
+    if variant == "exception":
+        raise RuntimeError("the app crashes")
+    sys.exit(5)
+"""
+
+
+@pytest.mark.parametrize(("variant", "status"), [("exit", 5), ("exception", 1)])
+def test_sys_exit_from_a_thread_and_main_ending_deliver_everything(
+    devserver: DevServer, variant: str, status: int
+) -> None:
+    result = run_script(EXIT_PATHS_SCRIPT, devserver.url, variant)
+    assert result.returncode == status, result.stderr
+    assert devserver.wait_for(200, timeout=5)
+    assert devserver.count(event="from_thread") == 100
+    assert devserver.count(event="from_main") == 100
