@@ -59,13 +59,13 @@ class HttpTransport:
         self.url = f"{host}/batch/"
         self.timeout = timeout
         self.gzip = gzip
+        self.verify = verify
         # Imported here, not at module level: `requests` costs ~50 ms to import, and the first
         # Sender is the first place that needs it (keeps `import phactor` cheap).
         import requests
 
         self._request_error = requests.RequestException
         self.session = requests.Session()
-        self.session.verify = verify
         self.session.headers.update({"User-Agent": USER_AGENT, "Content-Type": "application/json"})
 
     def post_batch(self, api_key: str, events: Sequence[bytes]) -> Response:
@@ -77,8 +77,15 @@ class HttpTransport:
         try:
             # Redirects are not followed: requests would turn a POST into a GET on 301/302 and
             # could follow to another scheme; a redirect is reported as the status it is.
+            # `verify` goes with every request: on the Session, REQUESTS_CA_BUNDLE or
+            # CURL_CA_BUNDLE from the environment would replace a CA path or False.
             r = self.session.post(
-                self.url, data=body, headers=headers, timeout=self.timeout, allow_redirects=False
+                self.url,
+                data=body,
+                headers=headers,
+                timeout=self.timeout,
+                verify=self.verify,
+                allow_redirects=False,
             )
         except self._request_error as error:
             return Response(None, {}, "", error)

@@ -106,8 +106,9 @@ class FlagsHttp:
     def _session(self) -> requests.Session:
         import requests  # lazily: keeps `import phactor` cheap (see transport.py)
 
+        # `verify` is passed with each request, not set here: requests lets REQUESTS_CA_BUNDLE /
+        # CURL_CA_BUNDLE override `Session.verify` (a CA path or False would be ignored).
         session = requests.Session()
-        session.verify = self.verify
         session.headers.update({"User-Agent": USER_AGENT})
         return session
 
@@ -150,6 +151,7 @@ class FlagsHttp:
                 params=params,
                 headers=headers,
                 timeout=self.definitions_timeout,
+                verify=self.verify,
                 allow_redirects=False,
             )
         except _requests().RequestException as error:
@@ -208,6 +210,7 @@ class FlagsHttp:
                     data=data,
                     headers=headers,
                     timeout=self.flags_timeout,
+                    verify=self.verify,
                     allow_redirects=False,
                 )
             except _requests().RequestException as error:
