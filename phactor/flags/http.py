@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import orjson
 
 if TYPE_CHECKING:
-    import requests
+    from phactor._http import BoundedSession
 
 from phactor.flags.remote import RemoteFlags, parse_flags_response
 from phactor.transport import USER_AGENT
@@ -103,14 +103,12 @@ class FlagsHttp:
         self._definitions_session = self._session()
         self._flags_session = self._session()
 
-    def _session(self) -> requests.Session:
-        import requests  # lazily: keeps `import phactor` cheap (see transport.py)
+    def _session(self) -> BoundedSession:
+        # Lazily: keeps `import phactor` cheap (see transport.py). Each request is bounded in
+        # total by its timeout, and `verify` goes with every request (see phactor._http).
+        from phactor._http import BoundedSession
 
-        # `verify` is passed with each request, not set here: requests lets REQUESTS_CA_BUNDLE /
-        # CURL_CA_BUNDLE override `Session.verify` (a CA path or False would be ignored).
-        session = requests.Session()
-        session.headers.update({"User-Agent": USER_AGENT})
-        return session
+        return BoundedSession(verify=self.verify, headers={"User-Agent": USER_AGENT})
 
     def reset_after_fork(self) -> None:
         """New sessions: the parent's pooled sockets must not be shared with a forked child."""
@@ -146,13 +144,12 @@ class FlagsHttp:
             headers["If-None-Match"] = etag
         params = {"token": self.api_key or "", "send_cohorts": ""}
         try:
-            response = self._definitions_session.get(
+            response = self._definitions_session.request(
+                "GET",
                 self.host + path,
                 params=params,
                 headers=headers,
                 timeout=self.definitions_timeout,
-                verify=self.verify,
-                allow_redirects=False,
             )
         except _requests().RequestException as error:
             return DefinitionsFetch("failed", detail=_transport_reason(error), path=path)
@@ -205,13 +202,8 @@ class FlagsHttp:
         detail = ""
         for attempt in (1, 2):
             try:
-                response = self._flags_session.post(
-                    url,
-                    data=data,
-                    headers=headers,
-                    timeout=self.flags_timeout,
-                    verify=self.verify,
-                    allow_redirects=False,
+                response = self._flags_session.request(
+                    "POST", url, data=data, headers=headers, timeout=self.flags_timeout
                 )
             except _requests().RequestException as error:
                 reason, detail = _transport_reason(error), repr(error)
