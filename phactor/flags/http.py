@@ -17,6 +17,7 @@ import orjson
 if TYPE_CHECKING:
     from phactor._http import BoundedSession
 
+from phactor._log import register_secrets, scrub
 from phactor.flags.remote import RemoteFlags, parse_flags_response
 from phactor.transport import USER_AGENT
 
@@ -97,6 +98,8 @@ class FlagsHttp:
         self.verify = verify
         self.log = log
         self.throttle = LogThrottle()
+        # From now on every phactor log line masks these (see phactor._log).
+        register_secrets(api_key, personal_api_key)
         # Once the server answers 404 on /flags/definitions it is an older one: stay on the
         # legacy path instead of paying a 404 on every poll.
         self.definitions_path = DEFINITIONS_PATH
@@ -206,14 +209,17 @@ class FlagsHttp:
                     "POST", url, data=data, headers=headers, timeout=self.flags_timeout
                 )
             except _requests().RequestException as error:
-                reason, detail = _transport_reason(error), repr(error)
+                reason, detail = _transport_reason(error), scrub(repr(error))
                 continue
             status = response.status_code
             if status in _RETRY_STATUSES and attempt == 1:
                 reason, detail = f"api_error_{status}", ""
                 continue
             if status != 200:
-                return self._failed(requested, f"api_error_{status}", response.text[:200])
+                # Masked before the cut (a cut key would stay readable); a proxy may echo the
+                # request, project key included, in its error body.
+                detail = scrub(response.text)[:200]
+                return self._failed(requested, f"api_error_{status}", detail)
             try:
                 decoded = orjson.loads(response.content)
             except orjson.JSONDecodeError:
