@@ -159,8 +159,9 @@ class BoundedSession:
     def request(self, method: str, url: str, *, timeout: float, **kwargs: Any) -> Any:
         """Send one request (redirects not followed); returns the `requests.Response`.
 
-        Raises what requests raises, and `DeadlineExceeded` when connecting, sending and reading
-        the whole response took longer than `timeout` seconds.
+        Raises only `requests.RequestException`: `DeadlineExceeded` when connecting, sending and
+        reading the whole response took longer than `timeout` seconds, `requests.ConnectionError`
+        for what requests lets through unwrapped (a missing CA bundle file is a bare OSError).
         """
         deadline = _Deadline(timeout)
         outer = getattr(_current, "deadline", None)
@@ -177,7 +178,9 @@ class BoundedSession:
         except Exception as error:
             if deadline.expired:
                 raise DeadlineExceeded(f"no complete response within {timeout:g} s") from error
-            raise
+            if isinstance(error, requests.RequestException):
+                raise
+            raise requests.ConnectionError(f"{type(error).__name__}: {error}") from error
         finally:
             _current.deadline = outer
             deadline.finish()

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple, Protocol
 
 import orjson
 
+from phactor._log import scrub
 from phactor._version import __version__
 from phactor.events import now_iso
 
@@ -86,7 +87,8 @@ class HttpTransport:
             )
         except Exception as error:  # requests, http.client, urllib3, ssl: all network errors
             return Response(None, {}, "", error)
-        return Response(r.status_code, r.headers, r.text[:2000])
+        # Keys masked before the cut: an echoed key cut in two would stay readable.
+        return Response(r.status_code, r.headers, scrub(r.text)[:2000])
 
     def close(self) -> None:
         self.http.close()

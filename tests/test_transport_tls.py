@@ -244,3 +244,16 @@ def test_flag_requests_refuse_an_unknown_ca_with_verify_true(https: TlsEndpoint)
     finally:
         http.close()
     assert not https.server.log
+
+
+def test_a_missing_ca_bundle_is_a_connection_error_not_an_exception_in_the_app(
+    https: TlsEndpoint, tmp_path: Path
+) -> None:
+    # Validated at start(), but the file can vanish later (a rotated secret mount).
+    http = _flags_http(https.url, str(tmp_path / "gone.pem"))
+    try:
+        remote = http.post_flags(build_flags_request(API_KEY, "user", flag_keys=["beta"]))
+        assert remote.error == "connection_error"
+        assert http.fetch_definitions(None).outcome == "failed"
+    finally:
+        http.close()
