@@ -40,33 +40,29 @@ class DeadlineExceeded(requests.Timeout):
 
 
 class _Deadline:
-    """One request's deadline: at expiry, shut down the socket the request is using."""
+    """One request's deadline: at expiry, shut down the sockets the request is using."""
 
-    __slots__ = ("_conn", "_done", "_handle", "_lock", "_raw", "expired")
+    __slots__ = ("_done", "_handle", "_lock", "_watched", "expired")
 
     def __init__(self, seconds: float) -> None:
         self.expired = False
         self._lock = threading.Lock()
         self._done = False
-        self._conn: Any = None
-        self._raw: socket.socket | None = None
+        self._watched: list[tuple[Any, Any]] = []  # (connection, socket it had then)
         self._handle = scheduler.call_later(seconds, self._expire)
 
-    def watch(self, conn: Any, raw: socket.socket | None) -> None:
-        with self._lock:
-            if self._done:
-                return
-            self._conn = conn
-            if raw is not None:
-                self._raw = raw
+    def watch(self, conn: Any, sock: Any) -> None:
         # Which request owns the connection now: a pooled connection may serve another
         # thread's request after this one is done with it.
         conn._phactor_deadline = self
+        with self._lock:
+            if not self._done:
+                self._watched.append((conn, sock))
 
     def finish(self) -> None:
         with self._lock:
             self._done = True
-            self._conn = self._raw = None
+            self._watched = []
         scheduler.cancel(self._handle)
 
     def _expire(self) -> None:
@@ -74,25 +70,27 @@ class _Deadline:
             if self._done:
                 return
             self.expired = True
-            conn, raw = self._conn, self._raw
-        targets = [raw]
-        if conn is not None and getattr(conn, "_phactor_deadline", None) is self:
-            targets.insert(0, getattr(conn, "sock", None))
-        for sock in targets:
-            if isinstance(sock, socket.socket):
-                # The plain socket's shutdown (also for an SSLSocket): it wakes a blocked read
-                # or write with EOF/EPIPE without touching the TLS state from this thread.
-                with contextlib.suppress(OSError):
-                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            watched = self._watched
+        for conn, sock in watched:
+            if getattr(conn, "_phactor_deadline", None) is not self:
+                continue
+            # The socket it had when watched: a response that ends with the connection
+            # ("Connection: close") takes the socket over and the connection forgets it.
+            for target in (sock, getattr(conn, "sock", None)):
+                if isinstance(target, socket.socket):
+                    # The plain socket's shutdown (also for an SSLSocket): it wakes a blocked
+                    # read or write with EOF/EPIPE without touching TLS state from this thread.
+                    with contextlib.suppress(OSError):
+                        socket.socket.shutdown(target, socket.SHUT_RDWR)
 
 
 _current = threading.local()  # .deadline: the _Deadline of the request on this thread
 
 
-def _watch(conn: Any, raw: socket.socket | None = None) -> None:
+def _watch(conn: Any, sock: Any) -> None:
     deadline = getattr(_current, "deadline", None)
     if deadline is not None:
-        deadline.watch(conn, raw)
+        deadline.watch(conn, sock)
 
 
 class _HTTPConnection(urllib3.connection.HTTPConnection):
@@ -102,18 +100,18 @@ class _HTTPConnection(urllib3.connection.HTTPConnection):
         return raw
 
     def request(self, *args: Any, **kwargs: Any) -> None:
-        _watch(self)
+        _watch(self, self.sock)  # None until connected: then `_new_conn` reports the socket
         super().request(*args, **kwargs)
 
 
 class _HTTPSConnection(urllib3.connection.HTTPSConnection):
     def _new_conn(self) -> socket.socket:
         raw = super()._new_conn()
-        _watch(self, raw)  # covers the TLS handshake too
+        _watch(self, raw)  # covers the TLS handshake (the TLS socket replaces it afterwards)
         return raw
 
     def request(self, *args: Any, **kwargs: Any) -> None:
-        _watch(self)
+        _watch(self, self.sock)  # the TLS socket (connected before the request is sent)
         super().request(*args, **kwargs)
 
 

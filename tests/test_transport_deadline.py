@@ -28,7 +28,9 @@ from phactor.flags.remote import build_flags_request
 API_KEY = "phc_deadline_project_key_0123456789"
 DRIP_INTERVAL = 0.05  # far inside every per-read timeout used below
 DRIP_LIMIT = 30.0  # a dripping answer stops by itself after this long
-PHASES = ("status", "headers", "body")
+# What is dripped: from the status line on, the headers, or the body (with Content-Length, or
+# ended by closing the connection: http.client then hands the socket over to the response).
+PHASES = ("status", "headers", "body", "body-until-close")
 
 
 class DripServer:
@@ -101,7 +103,8 @@ class DripServer:
                 return
 
     def _drip(self, conn: socket.socket, phase: str) -> None:
-        answer = _response(b'{"flags":{}}' + b" " * 300, pad=200)
+        answer = _response(b'{"flags":{}}' + b" " * 300, pad=200, close=phase == "body-until-close")
+        phase = phase.removesuffix("-until-close")
         head_end = answer.index(b"\r\n\r\n") + 4
         status_end = answer.index(b"\r\n") + 2
         at_once = {"status": 0, "headers": status_end, "body": head_end}[phase]
@@ -129,11 +132,11 @@ def _read_request(reader: Any) -> tuple[dict[str, str], bytes] | None:
     return headers, body
 
 
-def _response(body: bytes, *, pad: int = 0) -> bytes:
+def _response(body: bytes, *, pad: int = 0, close: bool = False) -> bytes:
     head = (
         "HTTP/1.1 200 OK\r\n"
         "Content-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n"
+        + ("Connection: close\r\n" if close else f"Content-Length: {len(body)}\r\n")
         + (f"X-Pad: {'p' * pad}\r\n" if pad else "")
         + "\r\n"
     )

@@ -12,6 +12,8 @@ import logging
 import shutil
 import ssl
 import subprocess
+import threading
+import time
 import warnings
 from collections import Counter
 from collections.abc import Iterator
@@ -257,3 +259,44 @@ def test_a_missing_ca_bundle_is_a_connection_error_not_an_exception_in_the_app(
         assert http.fetch_definitions(None).outcome == "failed"
     finally:
         http.close()
+
+
+def test_a_dripping_answer_over_tls_is_cut_at_the_deadline(certs: Certs) -> None:
+    # The deadline shuts the socket under a TLS read as under a plain one.
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certs.server_cert, certs.server_key)
+    server = HTTPServer(host="127.0.0.1", port=0, ssl_context=context, threaded=True)
+    stop = threading.Event()
+
+    def drip(request: Request) -> Response:
+        def body() -> Iterator[bytes]:
+            for _ in range(600):  # ~30 s, one byte per 50 ms; ends early when the test is done
+                if stop.wait(0.05):
+                    return
+                yield b" "
+
+        return Response(body(), 200, content_type="application/json")
+
+    server.expect_request("/flags/", method="POST").respond_with_handler(drip)
+    server.start()
+    http = FlagsHttp(
+        f"https://127.0.0.1:{server.port}",
+        api_key=API_KEY,
+        personal_api_key=None,
+        flags_timeout=0.5,
+        definitions_timeout=0.5,
+        verify=certs.ca,
+        log=get_logger("flags", instance="tls-test"),
+    )
+    result: list[Any] = []
+    body = build_flags_request(API_KEY, "user", flag_keys=["beta"])
+    worker = threading.Thread(target=lambda: result.append(http.post_flags(body)), daemon=True)
+    started = time.monotonic()
+    worker.start()
+    worker.join(6.0)  # two attempts of 0.5 s; the dripped answer alone takes ~30 s
+    elapsed = time.monotonic() - started
+    stop.set()
+    http.close()
+    server.stop()
+    assert not worker.is_alive(), f"post_flags() still blocked after {elapsed:.1f} s"
+    assert result[0].error == "timeout" and len(server.log) == 2
