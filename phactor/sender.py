@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from phactor._log import register_secrets, scrub
 from phactor.buffer import Batch, EventBuffer, Item
 from phactor.config import Config
 from phactor.errors import DeliveryError
@@ -84,6 +85,8 @@ class Delivery:
         self.abort = abort
         self.log = log
         self._logged_kinds: set[str] = set()
+        # From now on every phactor log line masks these (see phactor._log).
+        register_secrets(config.api_key, config.personal_api_key)
 
     def deliver(self, batch: Batch) -> Outcome:
         """Deliver every event of `batch` (splitting on 413); never raises for HTTP trouble."""
@@ -188,11 +191,9 @@ class Delivery:
             text = f"{type(response.error).__name__}: {response.error}"
         else:
             text = response.text
-        key = self.config.api_key
-        if key and key in text:
-            # A server echoing the request must not put the project key into the app's logs.
-            text = text.replace(key, self.config.masked_api_key())
-        return text[:300]
+        # A server echoing the request must not put a key into the app's logs or into the
+        # DeliveryError given to on_error. Masked before the cut: a cut key would stay readable.
+        return scrub(text)[:300]
 
 
 class Sender(SupervisedActor):

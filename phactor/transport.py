@@ -14,6 +14,7 @@ from typing import Any, NamedTuple, Protocol
 
 import orjson
 
+from phactor._log import scrub
 from phactor._version import __version__
 from phactor.events import now_iso
 
@@ -53,20 +54,24 @@ def batch_body(api_key: str, events: Sequence[bytes], sent_at: str | None = None
 
 
 class HttpTransport:
-    """POSTs batches to `{host}/batch/` over one keep-alive `requests.Session`."""
+    """POSTs batches to `{host}/batch/` over one keep-alive session.
+
+    Each request, from connecting to the last byte of the answer, is bounded by `timeout`
+    (see `phactor._http`): a server that drips its answer cannot hold a Sender.
+    """
 
     def __init__(self, host: str, *, timeout: float, gzip: bool, verify: bool | str):
         self.url = f"{host}/batch/"
         self.timeout = timeout
         self.gzip = gzip
+        self.verify = verify
         # Imported here, not at module level: `requests` costs ~50 ms to import, and the first
         # Sender is the first place that needs it (keeps `import phactor` cheap).
-        import requests
+        from phactor._http import BoundedSession
 
-        self._request_error = requests.RequestException
-        self.session = requests.Session()
-        self.session.verify = verify
-        self.session.headers.update({"User-Agent": USER_AGENT, "Content-Type": "application/json"})
+        self.http = BoundedSession(
+            verify=verify, headers={"User-Agent": USER_AGENT, "Content-Type": "application/json"}
+        )
 
     def post_batch(self, api_key: str, events: Sequence[bytes]) -> Response:
         body = batch_body(api_key, events)
@@ -77,17 +82,16 @@ class HttpTransport:
         try:
             # Redirects are not followed: requests would turn a POST into a GET on 301/302 and
             # could follow to another scheme; a redirect is reported as the status it is.
-            r = self.session.post(
-                self.url, data=body, headers=headers, timeout=self.timeout, allow_redirects=False
+            r = self.http.request(
+                "POST", self.url, data=body, headers=headers, timeout=self.timeout
             )
-        except self._request_error as error:
+        except Exception as error:  # requests, http.client, urllib3, ssl: all network errors
             return Response(None, {}, "", error)
-        except Exception as error:  # http.client / urllib3 / ssl oddities: still a network error
-            return Response(None, {}, "", error)
-        return Response(r.status_code, r.headers, r.text[:2000])
+        # Keys masked before the cut: an echoed key cut in two would stay readable.
+        return Response(r.status_code, r.headers, scrub(r.text)[:2000])
 
     def close(self) -> None:
-        self.session.close()
+        self.http.close()
 
 
 class MemoryTransport:

@@ -306,14 +306,3 @@ def test_batch_envelope_carries_the_api_key(devserver: DevServer, instance_name:
     assert raw["uuid"] and raw["event"] == "ev"
     assert devserver.requests[0].api_key == API_KEY
 
-
-def test_transport_verifies_tls_by_default_and_takes_a_ca_bundle() -> None:
-    from phactor.transport import HttpTransport
-
-    assert (
-        HttpTransport("https://example.invalid", timeout=1, gzip=True, verify=True).session.verify
-        is True
-    )
-    bundle = HttpTransport("https://example.invalid", timeout=1, gzip=True, verify="/etc/ca.pem")
-    assert bundle.session.verify == "/etc/ca.pem"
-    assert bundle.url == "https://example.invalid/batch/"

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import orjson
 
 if TYPE_CHECKING:
-    import requests
+    from phactor._http import BoundedSession
 
+from phactor._log import register_secrets, scrub
 from phactor.flags.remote import RemoteFlags, parse_flags_response
 from phactor.transport import USER_AGENT
 
@@ -97,19 +98,20 @@ class FlagsHttp:
         self.verify = verify
         self.log = log
         self.throttle = LogThrottle()
+        # From now on every phactor log line masks these (see phactor._log).
+        register_secrets(api_key, personal_api_key)
         # Once the server answers 404 on /flags/definitions it is an older one: stay on the
         # legacy path instead of paying a 404 on every poll.
         self.definitions_path = DEFINITIONS_PATH
         self._definitions_session = self._session()
         self._flags_session = self._session()
 
-    def _session(self) -> requests.Session:
-        import requests  # lazily: keeps `import phactor` cheap (see transport.py)
+    def _session(self) -> BoundedSession:
+        # Lazily: keeps `import phactor` cheap (see transport.py). Each request is bounded in
+        # total by its timeout, and `verify` goes with every request (see phactor._http).
+        from phactor._http import BoundedSession
 
-        session = requests.Session()
-        session.verify = self.verify
-        session.headers.update({"User-Agent": USER_AGENT})
-        return session
+        return BoundedSession(verify=self.verify, headers={"User-Agent": USER_AGENT})
 
     def reset_after_fork(self) -> None:
         """New sessions: the parent's pooled sockets must not be shared with a forked child."""
@@ -145,12 +147,12 @@ class FlagsHttp:
             headers["If-None-Match"] = etag
         params = {"token": self.api_key or "", "send_cohorts": ""}
         try:
-            response = self._definitions_session.get(
+            response = self._definitions_session.request(
+                "GET",
                 self.host + path,
                 params=params,
                 headers=headers,
                 timeout=self.definitions_timeout,
-                allow_redirects=False,
             )
         except _requests().RequestException as error:
             return DefinitionsFetch("failed", detail=_transport_reason(error), path=path)
@@ -203,22 +205,21 @@ class FlagsHttp:
         detail = ""
         for attempt in (1, 2):
             try:
-                response = self._flags_session.post(
-                    url,
-                    data=data,
-                    headers=headers,
-                    timeout=self.flags_timeout,
-                    allow_redirects=False,
+                response = self._flags_session.request(
+                    "POST", url, data=data, headers=headers, timeout=self.flags_timeout
                 )
             except _requests().RequestException as error:
-                reason, detail = _transport_reason(error), repr(error)
+                reason, detail = _transport_reason(error), scrub(repr(error))
                 continue
             status = response.status_code
             if status in _RETRY_STATUSES and attempt == 1:
                 reason, detail = f"api_error_{status}", ""
                 continue
             if status != 200:
-                return self._failed(requested, f"api_error_{status}", response.text[:200])
+                # Masked before the cut (a cut key would stay readable); a proxy may echo the
+                # request, project key included, in its error body.
+                detail = scrub(response.text)[:200]
+                return self._failed(requested, f"api_error_{status}", detail)
             try:
                 decoded = orjson.loads(response.content)
             except orjson.JSONDecodeError:
