@@ -123,7 +123,7 @@ def test_start_with_generated_names_and_options(instance_name: str) -> None:
     run()
 
 
-def test_stop_with_a_good_timeout_returns_a_bool(instance_name: str) -> None:
+def test_stop_returns_a_bool_or_refuses_a_negative_timeout_before_acting(instance_name: str) -> None:
     @given(
         timeout=st.none()
         | st.floats(min_value=0, max_value=2)
@@ -140,6 +140,12 @@ def test_stop_with_a_good_timeout_returns_a_bool(instance_name: str) -> None:
             value, error = bounded(phactor.stop, instance_name, timeout)
         else:
             value, error = bounded(inst.stop, timeout)
+        if timeout is not None and timeout < 0:
+            # Refused before anything happens: the instance keeps running with its queue.
+            assert isinstance(error, ValueError), repr(error)
+            assert phactor.instance(instance_name) is inst
+            assert inst.queue_length() == queued
+            value, error = bounded(inst.stop, 2.0)
         assert error is None and type(value) is bool
         assert instance_name not in phactor.instances()
         ledger(inst)
