@@ -156,15 +156,9 @@ def test_stop_returns_a_bool_or_refuses_a_negative_timeout_before_acting(instanc
 # --- known defects, fuzzed ----------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    reason="issue 10 #12: inf/nan/absurd option values are accepted (or raise OverflowError); "
-    "being fixed on branch h/config",
-    strict=False,
-)
 def test_absurd_option_values_raise_config_error() -> None:
     absurd_seconds = st.sampled_from([math.inf, -math.inf, math.nan, 10**400, 1e300])
 
-    @open_defect
     @given(
         case=st.one_of(
             st.tuples(st.sampled_from(SECONDS_OPTIONS), absurd_seconds),
@@ -184,14 +178,7 @@ def test_absurd_option_values_raise_config_error() -> None:
     run()
 
 
-@pytest.mark.xfail(
-    reason="new (fuzz): ConfigError repr()s the rejected value: a value whose __repr__ raises "
-    "escapes as that error, an int over the 4300-digit limit as a bare ValueError that names "
-    "no option (config.py/errors.py); filed for the lead",
-    strict=False,
-)
 def test_a_value_without_a_usable_repr_still_gives_a_config_error() -> None:
-    @open_defect
     @given(
         option=st.sampled_from([o for o in OPTIONS if o != "test_mode"]),
         value=st.sampled_from([RaisingStr(), 10**5000, decimal.Decimal(10) ** 5000]),
@@ -203,15 +190,10 @@ def test_a_value_without_a_usable_repr_still_gives_a_config_error() -> None:
     run()
 
 
-@pytest.mark.xfail(
-    reason="issue 10 #13: stop(timeout=bad) raises after the instance was unregistered, leaving "
-    "it running orphaned; being fixed on branch h/config",
-    strict=False,
-)
 def test_stop_with_a_bad_timeout_raises_before_acting(instance_name: str) -> None:
-    @open_defect
+    # inf and 1e300 are good timeouts (no deadline): test_stop_returns_a_bool_... has them.
     @given(
-        timeout=st.sampled_from(["5", b"5", [], math.nan, math.inf, 1e300, object()]),
+        timeout=st.sampled_from(["5", b"5", [], math.nan, -1, -math.inf, object()]),
         module=st.booleans(),
     )
     def run(timeout: Any, module: bool) -> None:

@@ -24,7 +24,6 @@ from fuzz_support import (
     fuzz_timeout,
     json_hostile_values,
     ledger,
-    open_defect,
     property_maps,
     run_script,
     safe_text,
@@ -300,13 +299,7 @@ def test_structlog_processor_with_generated_event_dicts(inst: phactor.Instance) 
 # --- known defects, fuzzed ----------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    reason="issue 10 #2: a lone surrogate in an exception message, note or extra makes the event "
-    "fail to build: logged, never sent, never counted; being fixed on branch h/errtrack",
-    strict=False,
-)
 def test_surrogates_in_exceptions_are_replaced_and_sent(inst: phactor.Instance) -> None:
-    @open_defect
     @given(text=surrogate_text, where=st.sampled_from(["message", "extra", "property", "note"]))
     def run(text: str, where: str) -> None:
         phactor.testing.clear(inst.name)
@@ -327,15 +320,7 @@ def test_surrogates_in_exceptions_are_replaced_and_sent(inst: phactor.Instance) 
     run()
 
 
-@pytest.mark.xfail(
-    reason="new (fuzz): an exception event that fails to build (here: an int over Python's "
-    "4300-digit str limit in properties/extra) is logged (exception_event_failed) but never "
-    "counted in stats(): lost silently for every dashboard (errortracking/actor.py, "
-    "events.json_safe); filed for the lead",
-    strict=False,
-)
 def test_an_exception_event_that_cannot_be_built_is_counted(inst: phactor.Instance) -> None:
-    @open_defect
     @given(digits=st.integers(4400, 10_000), via_log=st.booleans())
     def run(digits: int, via_log: bool) -> None:
         before = settled(inst)
@@ -387,10 +372,5 @@ inst.stop(5)
 """
 
 
-@pytest.mark.xfail(
-    reason="issue 10 #1: a cyclic value in extra= or properties wedges the LoggerHandler; being "
-    "fixed on branches h/events and h/errtrack",
-    strict=False,
-)
 def test_cyclic_values_in_exception_events_are_cut_and_sent() -> None:
     run_script(CYCLIC_EXTRAS_IN_A_CHILD)

@@ -355,13 +355,7 @@ def test_flag_keys_of_any_kind(inst: phactor.Instance) -> None:
 # --- known defects, fuzzed ----------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    reason="issue 10 #10: a semver/relative-date value longer than the int-string limit fails "
-    "the whole definitions load; being fixed on branch h/flags",
-    strict=False,
-)
 def test_one_absurd_value_costs_only_its_own_flag(server: DevServer, inst: phactor.Instance) -> None:
-    @open_defect
     @given(
         operator=st.sampled_from(
             ["semver_gt", "semver_tilde", "semver_wildcard", "is_date_before", "gt"]
@@ -444,11 +438,6 @@ run()
 """
 
 
-@pytest.mark.xfail(
-    reason="issue 10 #8: backtracking regexes pass the unsafe-pattern check and run for minutes "
-    "holding the GIL; being fixed on branch h/flags",
-    strict=False,
-)
 def test_no_accepted_regex_runs_past_a_small_budget() -> None:
     run_script(REGEX_IN_A_CHILD)
 
@@ -484,11 +473,6 @@ run()
 """
 
 
-@pytest.mark.xfail(
-    reason="issue 10 #9: cohorts referencing a cohort several times per level go exponential; "
-    "being fixed on branch h/flags",
-    strict=False,
-)
 def test_cohort_graphs_evaluate_in_bounded_time() -> None:
     run_script(COHORTS_IN_A_CHILD)
 

@@ -310,16 +310,9 @@ def test_flush_queue_length_stats_with_generated_arguments(inst: phactor.Instanc
     assert ledger(inst)["queued"] == 0
 
 
-@pytest.mark.xfail(
-    reason="new (fuzz): flush(timeout=inf or 1e300) raises OverflowError when error tracking is "
-    "on: _error_tracking_drain passes the timeout to a pykka ask (errortracking/methods.py); "
-    "filed for the lead",
-    strict=False,
-)
 def test_flush_with_an_infinite_or_huge_timeout_returns(start_test_mode: StartInstance) -> None:
     inst = start_test_mode()  # error tracking on (the default): flush() drains its actor first
 
-    @open_defect
     @given(timeout=st.floats(min_value=1e9) | st.just(float("inf")))
     def run(timeout: float) -> None:
         inst.capture("e", "u")
@@ -478,13 +471,7 @@ def test_send_feature_flags_of_a_wrong_type_raises_type_error(inst: phactor.Inst
     run()
 
 
-@pytest.mark.xfail(
-    reason="issue 10 #2: lone surrogates raise TypeError from capture(); being fixed on branch "
-    "h/events",
-    strict=False,
-)
 def test_lone_surrogates_anywhere_are_replaced_and_sent(inst: phactor.Instance) -> None:
-    @open_defect
     @given(
         event=surrogate_text,
         distinct_id=surrogate_text,
@@ -527,13 +514,7 @@ def test_any_datetime_timestamp_is_accepted_or_refused_with_value_error(
     run()
 
 
-@pytest.mark.xfail(
-    reason="new (fuzz): an int property value over Python's 4300-digit str limit makes capture() "
-    "raise ValueError from the JSON fallback (events.json_safe); filed for the lead",
-    strict=False,
-)
 def test_ints_of_any_size_are_sent_or_counted(inst: phactor.Instance) -> None:
-    @open_defect
     @given(digits=st.integers(4000, 20_000), nested=st.booleans())
     def run(digits: int, nested: bool) -> None:
         big = 10**digits
@@ -571,11 +552,6 @@ inst.stop(5)
 """
 
 
-@pytest.mark.xfail(
-    reason="issue 10 #1: cyclic and shared containers hang capture(); being fixed on branch "
-    "h/events",
-    strict=False,
-)
 def test_cyclic_property_graphs_are_cut_and_sent() -> None:
     # In a child bounded in time and memory: today the first cyclic example runs for ever.
     run_script(CYCLES_IN_A_CHILD)
@@ -646,11 +622,6 @@ def test_accepted_events_arrive_at_a_real_server(
     assert sum(stored.values()) == len(accepted)
 
 
-@pytest.mark.xfail(
-    reason="issue 10 #11: a before_send result without a valid event/distinct_id/uuid is sent "
-    "and the server rejects its whole batch; being fixed on branch h/events",
-    strict=False,
-)
 def test_before_send_results_of_any_shape_cost_only_their_own_event(
     devserver: DevServer, start_instance: StartInstance
 ) -> None:
@@ -670,7 +641,6 @@ def test_before_send_results_of_any_shape_cost_only_their_own_event(
         flush_interval=60.0,
     )
 
-    @open_defect
     @given(
         result=st.fixed_dictionaries(
             {},
