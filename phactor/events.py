@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import os
 import random
 import time
 import uuid as uuid_module
@@ -46,11 +47,18 @@ _TRUNCATED = "<truncated>"
 _INF = float("inf")
 
 
+# Our own generator, seeded from os.urandom (10x cheaper per call than os.urandom): an app that
+# seeds the global `random` (per job, per test) must neither get equal uuids nor see its own
+# sequence shifted by our captures. Reseeded in a forked child, as CPython does for `random`.
+_rng = random.Random()
+_random_bits = _rng.getrandbits
+os.register_at_fork(after_in_child=_rng.seed)
+
+
 def new_uuid() -> str:
     """A random UUIDv7 string: time-ordered (48-bit ms timestamp), 74 random bits."""
     ms = time.time_ns() // 1_000_000
-    # random (not os.urandom): 10x cheaper, and CPython reseeds it in a forked child.
-    rand = random.getrandbits(80)
+    rand = _random_bits(80)
     value = (
         ((ms & 0xFFFF_FFFF_FFFF) << 80)
         | (0x7 << 76)
@@ -63,7 +71,7 @@ def new_uuid() -> str:
 
 def new_uuid4() -> str:
     """A random UUIDv4 string (an id that must not reveal when it was made, unlike `new_uuid`)."""
-    value = (random.getrandbits(128) & ~(0xF << 76) & ~(0b11 << 62)) | (0x4 << 76) | (0b10 << 62)
+    value = (_random_bits(128) & ~(0xF << 76) & ~(0b11 << 62)) | (0x4 << 76) | (0b10 << 62)
     return _uuid_text(value)
 
 
@@ -115,11 +123,15 @@ def format_timestamp(value: Any) -> str:
         value = dt.datetime(value.year, value.month, value.day)
     if not isinstance(value, dt.datetime):
         raise TypeError(f"timestamp must be a datetime or ISO string, got {type(value).__name__}")
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    else:
-        value = value.astimezone(dt.UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    if value.tzinfo is not None:
+        try:
+            value = value.astimezone(dt.UTC)
+        except OverflowError:  # e.g. year 1 at +01:00: the UTC instant is before datetime.min
+            raise ValueError(f"timestamp is out of range in UTC: {value.isoformat()}") from None
+    return (
+        f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:"
+        f"{value.minute:02d}:{value.second:02d}.{value.microsecond // 1000:03d}Z"
+    )
 
 
 def build_event(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import numbers
 import os
 import sys
 import threading
@@ -22,6 +21,7 @@ from typing import Any, cast
 import pykka
 
 from phactor import events as ev
+from phactor._args import described, timeout_arg
 from phactor._guard import inside_phactor
 from phactor._log import PHACTOR_LOGGER, get_logger
 from phactor._sigmask import signals_blocked
@@ -237,7 +237,7 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         """
         from phactor import api  # the module registry of instances
 
-        seconds = _timeout_arg(timeout, "stop")
+        seconds = timeout_arg(timeout, "stop")
         if timeout is None:
             seconds = self._config.shutdown_timeout
         if reentered():
@@ -368,7 +368,7 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         if self._disabled:
             return None
         if type(event) is not str or not event:
-            raise TypeError(f"event must be a non-empty str, got {event!r}")
+            raise TypeError(f"event must be a non-empty str, got {described(event)}")
         if properties is not None and not isinstance(properties, Mapping):
             raise TypeError(f"properties must be a Mapping, got {type(properties).__name__}")
         return self._capture(
@@ -398,7 +398,7 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         if self._disabled:
             return None
         if type(event) is not str or not event:
-            raise TypeError(f"event must be a non-empty str, got {event!r}")
+            raise TypeError(f"event must be a non-empty str, got {described(event)}")
         if properties is not None and not isinstance(properties, Mapping):
             raise TypeError(f"properties must be a Mapping, got {type(properties).__name__}")
         return self._capture(
@@ -471,9 +471,9 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         if self._disabled:
             return None
         if not isinstance(alias, _ID_TYPES) or alias == "":
-            raise TypeError(f"alias must be a non-empty str, got {alias!r}")
+            raise TypeError(f"alias must be a non-empty str, got {described(alias)}")
         if not isinstance(distinct_id, _ID_TYPES) or distinct_id == "":
-            raise TypeError(f"distinct_id must be a non-empty str, got {distinct_id!r}")
+            raise TypeError(f"distinct_id must be a non-empty str, got {described(distinct_id)}")
         props = {"distinct_id": str(distinct_id), "alias": str(alias)}
         return self._capture(
             "$create_alias",
@@ -500,9 +500,9 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         if self._disabled:
             return None
         if not isinstance(group_type, str) or not group_type:
-            raise TypeError(f"group_type must be a non-empty str, got {group_type!r}")
+            raise TypeError(f"group_type must be a non-empty str, got {described(group_type)}")
         if not isinstance(group_key, _ID_TYPES) or group_key == "":
-            raise TypeError(f"group_key must be a non-empty str, got {group_key!r}")
+            raise TypeError(f"group_key must be a non-empty str, got {described(group_key)}")
         props = {
             "$group_type": group_type,
             "$group_key": str(group_key),
@@ -544,6 +544,8 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         event_uuid = ev.new_uuid() if uuid is None else ev.normalize_uuid(uuid)
         if groups is not None and not isinstance(groups, Mapping):
             raise TypeError(f"groups must be a Mapping, got {type(groups).__name__}")
+        if send_feature_flags is not False and send_feature_flags is not True:
+            raise TypeError(f"send_feature_flags must be a bool, got {described(send_feature_flags)}")
 
         props: dict[str, Any] = dict(self._global) if self._global else {}
         if state is not EMPTY:
@@ -695,7 +697,7 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         returns False at once. `timeout` None or `math.inf`: no deadline; not a number:
         TypeError; nan or negative: ValueError.
         """
-        timeout = _timeout_arg(timeout, "flush")
+        timeout = timeout_arg(timeout, "flush")
         if self._disabled or self._state not in ("running", "stopping"):
             return True
         if reentered():
@@ -743,24 +745,6 @@ _INSTANCES: weakref.WeakSet[Instance] = weakref.WeakSet()
 _debug_lock = threading.Lock()
 _debug_handlers: list[logging.Handler] = []
 _level_before_debug = logging.NOTSET
-
-
-def _timeout_arg(timeout: Any, method: str) -> float | None:
-    """A `timeout` argument as seconds, None for no deadline (None, inf, or past what a
-    thread can wait); raises TypeError/ValueError for anything else, before any action."""
-    if timeout is None:
-        return None
-    if type(timeout) not in (int, float) and (
-        isinstance(timeout, bool) or not isinstance(timeout, numbers.Real)
-    ):
-        raise TypeError(
-            f"{method}(timeout=...) takes a number of seconds or None, "
-            f"got {type(timeout).__name__}"
-        )
-    seconds: Any = timeout  # a Real; compared before float(): 10**400 is no OverflowError
-    if seconds != seconds or seconds < 0:
-        raise ValueError(f"{method}(timeout=...) takes seconds >= 0 (or inf), got {seconds!r}")
-    return None if seconds >= threading.TIMEOUT_MAX else float(seconds)
 
 
 def _enable_debug_output(name: str) -> logging.Handler:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pykka
 
+from phactor._args import timeout_arg
 from phactor._log import get_logger
 from phactor.context import EMPTY
 from phactor.supervisor import ChildSpec
@@ -508,13 +509,12 @@ class FlagMethods:
 
         Returns True when current definitions (or test-mode flags) are in place. Without a
         FlagEvaluator (no `personal_api_key`, no test flags) there is nothing to load: False.
-        `timeout` defaults to a few `request_timeout`s; on timeout the load goes on in the
-        background and this returns False.
+        `timeout` defaults to a few `request_timeout`s (`math.inf`: no deadline); on timeout the
+        load goes on in the background and this returns False. A timeout that is not a number
+        raises TypeError, nan or a negative one ValueError.
         """
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-        ):
-            raise TypeError(f"timeout must be a number or None, got {type(timeout).__name__}")
+        given = timeout is not None
+        seconds = timeout_arg(timeout, "reload_feature_flags")
         if self._disabled:
             return False
         if self._forked:
@@ -523,10 +523,10 @@ class FlagMethods:
         if ref is None:
             state = self._flags()
             return state.static is not None
-        if timeout is None:
-            timeout = 4 * self._config.request_timeout + 1.0
+        if not given:
+            seconds = 4 * self._config.request_timeout + 1.0
         try:
-            return bool(ref.ask(Reload(), timeout=timeout))
+            return bool(ref.ask(Reload(), timeout=seconds))  # None: until it is loaded
         except (pykka.ActorDeadError, pykka.Timeout):
             return False
 
