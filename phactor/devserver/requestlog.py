@@ -10,7 +10,7 @@ from __future__ import annotations
 import collections
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from phactor.devserver.faults import Endpoint, check_endpoint
@@ -51,6 +51,25 @@ class ReceivedRequest:
     peer: str = ""
 
 
+@dataclass
+class ProjectCounts:
+    """What one api key's capture requests came to (the viewer's counters); never trimmed."""
+
+    batches: int = 0  # capture requests whose events were stored
+    gzip_batches: int = 0  # ... of them sent gzipped
+    rejected: collections.Counter[str] = field(default_factory=collections.Counter)
+    flags_requests: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "batches": self.batches,
+            "gzip_batches": self.gzip_batches,
+            "gzip_share": self.gzip_batches / self.batches if self.batches else None,
+            "rejected": dict(self.rejected),
+            "flags_requests": self.flags_requests,
+        }
+
+
 class RequestLog:
     """The bounded log and its exact counters; thread-safe, waiters sleep on one Condition."""
 
@@ -61,6 +80,7 @@ class RequestLog:
         self._log_bytes = 0
         self._recorded: collections.Counter[str] = collections.Counter()
         self._arrivals: collections.Counter[str] = collections.Counter()
+        self._projects: dict[str | None, ProjectCounts] = {}
 
     @property
     def requests(self) -> list[ReceivedRequest]:
@@ -107,7 +127,21 @@ class RequestLog:
             self._arrivals[endpoint] += 1
             self._cond.notify_all()
 
-    def record(self, request: ReceivedRequest, body_cost: int = 0) -> None:
+    def projects(self) -> dict[str | None, dict[str, Any]]:
+        """Per api key (None: requests without one), the counters as JSON-ready dicts."""
+        with self._cond:
+            return {key: counts.as_json() for key, counts in self._projects.items()}
+
+    def record(
+        self,
+        request: ReceivedRequest,
+        body_cost: int = 0,
+        *,
+        gzipped: bool = False,
+        reason: str | None = None,
+    ) -> None:
+        """Log ``request``; ``reason`` says why a capture request stored nothing (its error
+        code or fault), ``gzipped`` whether its body was gzip."""
         cost = (
             body_cost
             + sum(len(name) + len(value) for name, value in request.headers.items())
@@ -117,6 +151,16 @@ class RequestLog:
             self._requests.append((request, cost))
             self._log_bytes += cost
             self._recorded[request.endpoint] += 1
+            project = self._projects.get(request.api_key)
+            if project is None:
+                project = self._projects[request.api_key] = ProjectCounts()
+            if request.endpoint == "flags":
+                project.flags_requests += 1
+            elif request.endpoint == "capture" and reason is None:
+                project.batches += 1
+                project.gzip_batches += gzipped
+            elif request.endpoint == "capture":
+                project.rejected[reason or "unknown"] += 1
             while len(self._requests) > 1 and (
                 len(self._requests) > self._max_requests or self._log_bytes > _MAX_LOG_BYTES
             ):
@@ -129,6 +173,7 @@ class RequestLog:
             self._log_bytes = 0
             self._recorded.clear()
             self._arrivals.clear()
+            self._projects.clear()
 
     def wake(self) -> None:
         """Wake every waiter (the server stopped)."""

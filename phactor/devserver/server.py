@@ -42,13 +42,13 @@ from phactor.devserver.limits import (
     DEFAULT_READ_TIMEOUT,
     LARGE_BODIES_AT_ONCE,
     LARGE_BODY_BYTES,
-    MAX_SQL_INT,
     MAX_UNUSED_BODY_BYTES,
     positive_int,
     positive_seconds,
 )
 from phactor.devserver.requestlog import ReceivedRequest, RequestLog
 from phactor.devserver.store import EventStore
+from phactor.devserver.viewer import ViewerApi
 
 _log = structlog.wrap_logger(logging.getLogger("phactor.devserver"))
 
@@ -121,6 +121,7 @@ class DevServer:
         self._request_log = RequestLog(max_requests)
         self._faults = FaultPlan()
         self._flags = FlagFixtures(personal_api_key)
+        self._viewer = ViewerApi(self._store, self._request_log, self._faults, self._status)
         self.set_flags(flags or {}, flag_payloads)
         self.set_flag_definitions(flag_definitions)
 
@@ -349,54 +350,34 @@ class DevServer:
             self._serve_recorded(handler, method, path, query, "flags")
         elif method == "GET" and path in _DEFINITIONS_PATHS:
             self._serve_recorded(handler, method, path, query, "definitions")
-        elif not self._discard_body(handler):
+        elif (body := self._small_body(handler)) is None or self._viewer.serve(handler, method, path, query, body):
             return
-        elif method == "GET" and path in ("/api/events", "/api/events/"):
-            self._serve_listing(handler, query)
         elif method == "DELETE" and path in ("/api/events", "/api/events/"):
             self.clear()
             handler.send_json(200, {"status": 1})
-        elif method == "GET" and path == "/":
-            handler.send_json(
-                200,
-                {
-                    "status": "ok",
-                    "events": self.count(),
-                    "evicted": self.evicted,
-                    "stored_bytes": self.stored_bytes,
-                    "requests": self.request_count("any"),
-                },
-            )
         else:
             handler.send_json(404, error_body("not_found", f"no {method} {path} here"))
 
-    def _discard_body(self, handler: Handler) -> bool:
-        """Read a body nobody uses, so the next request on the connection starts where it should.
+    def _status(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "events": self.count(),
+            "evicted": self.evicted,
+            "stored_bytes": self.stored_bytes,
+            "requests": self.request_count("any"),
+        }
 
-        False when it was refused (the error is sent and the connection closes).
+    def _small_body(self, handler: Handler) -> bytes | None:
+        """Read the body of a request outside the recorded endpoints (used only by a fault
+        switch, read anyway so the next request on the connection starts where it should).
+
+        None when it was refused (the error is sent and the connection closes).
         """
         try:
-            handler.read_body(MAX_UNUSED_BODY_BYTES)
+            return handler.read_body(MAX_UNUSED_BODY_BYTES)
         except BadRequest as exc:
             handler.send_json(exc.status, error_body(exc.code, exc.detail))
-            return False
-        return True
-
-    def _serve_listing(self, handler: Handler, query: Mapping[str, str]) -> None:
-        limit_text, offset_text = query.get("limit") or None, query.get("offset") or "0"
-        if not all(
-            text.isascii() and text.isdigit() and int(text) <= MAX_SQL_INT
-            for text in (limit_text or "0", offset_text)
-        ):
-            handler.send_json(
-                400, error_body("invalid_input", "limit and offset must be non-negative ints")
-            )
-            return
-        limit = None if limit_text is None else int(limit_text)
-        offset = int(offset_text)
-        filters = {k: query.get(k) or None for k in ("event", "distinct_id", "api_key")}
-        results = self.events(limit, offset=offset, **filters)
-        handler.send_json(200, {"results": results, "count": self.count(**filters)})
+            return None
 
     def _serve_recorded(
         self, handler: Handler, method: str, path: str, query: dict[str, str], endpoint: str
@@ -453,10 +434,24 @@ class DevServer:
         # A flags body stays in the log as parsed JSON: a few times its text in memory.
         body_cost = 0 if parsed.body is None else 4 * len(orjson.dumps(parsed.body))
 
-        def finish(status: int | None, fault_name: str | None, error: str | None = None) -> None:
+        gzipped = (
+            headers.get("content-encoding", "").lower() == "gzip"
+            or query.get("compression") in ("gzip", "gzip-js")
+            or (raw or b"")[:2] == b"\x1f\x8b"
+        )
+
+        def finish(
+            status: int | None,
+            fault_name: str | None,
+            error: str | None = None,
+            code: str | None = None,
+        ) -> None:
+            accepted = status == 200 and fault_name is None
             self._request_log.record(
                 ReceivedRequest(status=status, fault=fault_name, error=error, **record),  # type: ignore[arg-type]
                 body_cost,
+                gzipped=gzipped,
+                reason=None if accepted else code or fault_name or f"status_{status}",
             )
 
         if delay and self._stopping.wait(delay):
@@ -465,7 +460,12 @@ class DevServer:
             return
 
         if refused is not None:
-            finish(refused.status, "too_large" if refused.status == 413 else None, refused.detail)
+            finish(
+                refused.status,
+                "too_large" if refused.status == 413 else None,
+                refused.detail,
+                refused.code,
+            )
             handler.send_json(refused.status, error_body(refused.code, refused.detail))
             return
         if mode in ("down", "reset"):
@@ -480,7 +480,7 @@ class DevServer:
             if fault.store and parsed.error is None and endpoint == "capture":
                 self._store.store(parsed.rows)
             if fault.kind == "fail":
-                finish(fault.status, "fail")
+                finish(fault.status, "fail", None, f"fail:{fault.status}")
                 handler.send_bytes(fault.status, fault.body, fault.headers)
             else:
                 finish(None, fault.kind)
@@ -488,12 +488,12 @@ class DevServer:
             return
         limit = self._faults.size_limit
         if endpoint == "capture" and limit is not None and len(raw or b"") > limit:
-            finish(413, "too_large")
+            finish(413, "too_large", None, "payload_too_large")
             handler.send_json(413, error_body("payload_too_large", f"body over {limit} bytes"))
             return
         if parsed.error is not None:
             err = parsed.error
-            finish(err.status, None, err.detail)
+            finish(err.status, None, err.detail, err.code)
             handler.send_json(err.status, error_body(err.code, err.detail))
             return
 
