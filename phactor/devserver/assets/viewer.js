@@ -105,9 +105,8 @@
 
   function prepend(events) {
     const body = $("rows");
-    const first = body.firstChild;
-    // events come newest first: insert the oldest first so the newest ends on top
-    for (let i = events.length - 1; i >= 0; i--) body.insertBefore(row(events[i]), first ? body.firstChild : null);
+    const anchor = body.firstChild; // the newest row shown so far (null: none)
+    for (const event of events) body.insertBefore(row(event), anchor); // they come newest first
     state.rows = events.concat(state.rows);
     while (state.rows.length > KEEP) {
       state.rows.pop();
