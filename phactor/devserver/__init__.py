@@ -29,7 +29,12 @@ Endpoints
   ``personal_api_key`` is set, with a different bearer key.
 - ``GET /api/events?limit=&offset=&event=&distinct_id=&api_key=``: ``{"results": [...],
   "count": n}``, results **oldest first** (arrival order), ``count`` the number of matching events
-  before ``limit``/``offset``. ``DELETE /api/events`` clears them. ``GET /`` reports the counts.
+  before ``limit``/``offset``. The viewer's parameters ``order=desc``, ``after=``/``before=`` (event
+  id cursors), ``project=`` and ``q=`` (text) page on the server (docs/devserver.md).
+  ``DELETE /api/events`` clears them.
+- ``GET /`` is the live event viewer for a browser (``Accept: text/html``) and the counts as JSON
+  otherwise (``GET /api/status`` too); ``/api/projects``, ``/api/faults`` and ``/api/flag_calls``
+  feed the page (:mod:`~phactor.devserver.viewer`).
 
 Stored events (SQLite, one table ``events``; ``db=":memory:"`` or a file path) come back from
 :meth:`DevServer.events` and the listing as dicts with ``id``, ``api_key``, ``uuid``, ``event``,
@@ -88,7 +93,8 @@ Modules
 :mod:`~phactor.devserver.httpd` (connections, framing, timeouts), :mod:`~phactor.devserver.ingest`
 (decoding and checking capture bodies), :mod:`~phactor.devserver.store` (SQLite storage),
 :mod:`~phactor.devserver.requestlog`, :mod:`~phactor.devserver.faults`,
-:mod:`~phactor.devserver.flags` (flag fixtures) and :mod:`~phactor.devserver.limits`.
+:mod:`~phactor.devserver.flags` (flag fixtures), :mod:`~phactor.devserver.limits` and
+:mod:`~phactor.devserver.viewer` (the page, its files in ``assets/``, and its JSON API).
 """
 
 from __future__ import annotations

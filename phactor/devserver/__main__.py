@@ -166,8 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     print(server.url, flush=True)
     print(
-        f"phactor devserver: POST {server.url}/batch/ ; list at {server.url}/api/events ;"
-        " Ctrl-C to stop",
+        f"phactor devserver: POST {server.url}/batch/ ; open {server.url}/ in a browser to see"
+        " the events live ; Ctrl-C to stop",
         file=sys.stderr,
         flush=True,
     )
