@@ -121,22 +121,18 @@ def post_head(path: str = "/batch/", **headers: str) -> bytes:
 
 
 @contextlib.contextmanager
-def cli_server(*args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """``python -m phactor.devserver --port 0 *args`` running: the process and its URL.
-
-    The test ends it (SIGTERM, and checks the exit status); a process still running after the
-    block is killed, and its pipes are closed either way.
-    """
+def spawned(*argv: str) -> Iterator[subprocess.Popen[str]]:
+    """``python *argv`` running unbuffered with text pipes; killed if still running after the
+    block (the test ends it itself, e.g. SIGTERM, and checks the exit status), pipes closed."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "phactor.devserver", "--port", "0", *args],
+        [sys.executable, *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
-        assert process.stdout is not None
-        yield process, process.stdout.readline().strip()
+        yield process
     finally:
         if process.poll() is None:
             process.kill()
@@ -144,6 +140,14 @@ def cli_server(*args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
         for stream in (process.stdout, process.stderr):
             if stream is not None:
                 stream.close()
+
+
+@contextlib.contextmanager
+def cli_server(*args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``python -m phactor.devserver --port 0 *args`` running: the process and its URL."""
+    with spawned("-m", "phactor.devserver", "--port", "0", *args) as process:
+        assert process.stdout is not None
+        yield process, process.stdout.readline().strip()
 
 
 def cli_refuses(*args: str) -> subprocess.CompletedProcess[str]:

@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import requests
+from devserver_client import spawned
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_demo_with_serve_prints_the_page_url_and_keeps_serving_until_sigterm() -> None:
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "examples" / "demo.py"), "--serve"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
+    # its stderr (the demo's log lines) is only read if the test fails; they are few
+    with spawned(str(ROOT / "examples" / "demo.py"), "--serve") as process:
         assert process.stdout is not None
         lines = []
         for line in process.stdout:  # ends at EOF if the demo exits instead
@@ -37,9 +28,3 @@ def test_demo_with_serve_prints_the_page_url_and_keeps_serving_until_sigterm() -
         assert listing["count"] == 11  # what the demo printed, still there to look at
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
