@@ -4,12 +4,15 @@ Starts `phactor.devserver` on a free loopback port (the embedded default: nothin
 machine), boots two instances as an app would at start-up — one per PostHog project — captures
 through both with per-request context, flushes, and prints what the endpoint received.
 
-    python examples/demo.py
+    python examples/demo.py            # prints what arrived, then exits
+    python examples/demo.py --serve    # ... then keeps the server up: open its page to look
 """
 
 from __future__ import annotations
 
 import logging
+import signal
+import sys
 import threading
 
 import phactor
@@ -33,7 +36,7 @@ def handle_request(user: str, plan: str) -> None:
     phactor.capture("invoice_paid", user, {"amount": 42.5, "currency": "EUR"}, instance="billing")
 
 
-def main() -> None:
+def main(serve: bool = False) -> None:
     with DevServer() as server:
         print(f"local PostHog endpoint: {server.url}")
         # "web" tracks exceptions too (the default); "billing" opts out.
@@ -70,7 +73,21 @@ def main() -> None:
                 print(f"  {e['event']:<16} {e['distinct_id']:<8} {props}")
         phactor.stop("web")
         phactor.stop("billing")
+        if serve:
+            wait_in_browser(server.url)
+
+
+def wait_in_browser(url: str) -> None:
+    """Keep the server up until Ctrl-C or SIGTERM, so its page can be opened."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    print(f"\nsee the events in a browser: {url}/  (Ctrl-C to stop)", flush=True)
+    try:
+        while not stop.wait(0.5):  # a timed wait keeps Ctrl-C responsive
+            pass
+    except KeyboardInterrupt:
+        pass
 
 
 if __name__ == "__main__":
-    main()
+    main(serve="--serve" in sys.argv[1:])

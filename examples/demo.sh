@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Runs the README demo on a fresh machine with only Python >= 3.11: creates .venv on first use.
+# With --serve the local endpoint stays up at the end: open the URL it prints to see the events.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-}"
@@ -21,4 +22,4 @@ if [ ! -x .venv/bin/python ]; then
   .venv/bin/python -m pip install -q --upgrade pip
 fi
 .venv/bin/python -m pip install -q -e .
-exec .venv/bin/python examples/demo.py
+exec .venv/bin/python examples/demo.py "$@"

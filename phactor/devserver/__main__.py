@@ -11,21 +11,13 @@ import math
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
+from typing import Any
 
 import orjson
 
-from phactor.devserver import (
-    DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_EVENTS,
-    DEFAULT_MAX_REQUESTS,
-    DEFAULT_MAX_STORED_BYTES,
-    DEFAULT_READ_TIMEOUT,
-    DevServer,
-)
+from phactor.devserver import DevServer, limits
 
 
 def _positive(text: str) -> int:
@@ -66,50 +58,56 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--db", default=":memory:", help="SQLite file to keep events in (default: in memory)"
     )
-    parser.add_argument(
-        "--max-body-bytes",
-        type=_positive,
-        default=DEFAULT_MAX_BODY_BYTES,
-        help="largest body accepted, on the wire and decompressed; 413 beyond (20 MiB)",
-    )
-    parser.add_argument(
-        "--max-events",
-        type=_non_negative,
-        default=None,
-        help=f"most events kept, the oldest evicted first; 0 for no limit"
-        f" (default: {DEFAULT_MAX_EVENTS} in memory, no limit with --db FILE)",
-    )
-    parser.add_argument(
-        "--max-stored-bytes",
-        type=_non_negative,
-        default=None,
-        help=f"most bytes of event JSON kept, the oldest evicted first; 0 for no limit"
-        f" (default: {DEFAULT_MAX_STORED_BYTES} in memory, no limit with --db FILE)",
-    )
-    parser.add_argument(
-        "--max-requests",
-        type=_positive,
-        default=DEFAULT_MAX_REQUESTS,
-        help=f"requests kept in the request log ({DEFAULT_MAX_REQUESTS})",
-    )
-    parser.add_argument(
-        "--max-connections",
-        type=_positive,
-        default=DEFAULT_MAX_CONNECTIONS,
-        help=f"connections served at once, 503 beyond ({DEFAULT_MAX_CONNECTIONS})",
-    )
-    parser.add_argument(
-        "--read-timeout",
-        type=_positive_seconds,
-        default=DEFAULT_READ_TIMEOUT,
-        help=f"seconds for a request to arrive in full, 408 beyond ({DEFAULT_READ_TIMEOUT:g})",
-    )
-    parser.add_argument(
-        "--idle-timeout",
-        type=_seconds,
-        default=DEFAULT_IDLE_TIMEOUT,
-        help=f"seconds a kept-alive connection may idle; 0 for no limit ({DEFAULT_IDLE_TIMEOUT:g})",
-    )
+    no_limit_with_db = " (default: {} in memory, no limit with --db FILE)"
+    # flag, type, default, help: the limits (docs/devserver.md), one line each
+    options: list[tuple[str, Callable[[str], Any], Any, str]] = [
+        (
+            "--max-body-bytes",
+            _positive,
+            limits.DEFAULT_MAX_BODY_BYTES,
+            "largest body accepted, on the wire and decompressed; 413 beyond (20 MiB)",
+        ),
+        (
+            "--max-events",
+            _non_negative,
+            None,
+            "most events kept, the oldest evicted first; 0 for no limit"
+            + no_limit_with_db.format(limits.DEFAULT_MAX_EVENTS),
+        ),
+        (
+            "--max-stored-bytes",
+            _non_negative,
+            None,
+            "most bytes of event JSON kept, the oldest evicted first; 0 for no limit"
+            + no_limit_with_db.format(limits.DEFAULT_MAX_STORED_BYTES),
+        ),
+        (
+            "--max-requests",
+            _positive,
+            limits.DEFAULT_MAX_REQUESTS,
+            f"requests kept in the request log ({limits.DEFAULT_MAX_REQUESTS})",
+        ),
+        (
+            "--max-connections",
+            _positive,
+            limits.DEFAULT_MAX_CONNECTIONS,
+            f"connections served at once, 503 beyond ({limits.DEFAULT_MAX_CONNECTIONS})",
+        ),
+        (
+            "--read-timeout",
+            _positive_seconds,
+            limits.DEFAULT_READ_TIMEOUT,
+            f"seconds for a request to arrive in full, 408 beyond ({limits.DEFAULT_READ_TIMEOUT:g})",
+        ),
+        (
+            "--idle-timeout",
+            _seconds,
+            limits.DEFAULT_IDLE_TIMEOUT,
+            f"seconds a kept-alive connection may idle; 0 for no limit ({limits.DEFAULT_IDLE_TIMEOUT:g})",
+        ),
+    ]
+    for flag, kind, default, text in options:
+        parser.add_argument(flag, type=kind, default=default, help=text)
     parser.add_argument(
         "--flags",
         default=None,
@@ -134,11 +132,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     in_memory = args.db == ":memory:"
     if args.max_events is None:
-        max_events = DEFAULT_MAX_EVENTS if in_memory else None
+        max_events = limits.DEFAULT_MAX_EVENTS if in_memory else None
     else:
         max_events = args.max_events or None
     if args.max_stored_bytes is None:
-        max_stored_bytes = DEFAULT_MAX_STORED_BYTES if in_memory else None
+        max_stored_bytes = limits.DEFAULT_MAX_STORED_BYTES if in_memory else None
     else:
         max_stored_bytes = args.max_stored_bytes or None
 
@@ -168,8 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     print(server.url, flush=True)
     print(
-        f"phactor devserver: POST {server.url}/batch/ ; list at {server.url}/api/events ;"
-        " Ctrl-C to stop",
+        f"phactor devserver: POST {server.url}/batch/ ; open {server.url}/ in a browser to see"
+        " the events live ; Ctrl-C to stop",
         file=sys.stderr,
         flush=True,
     )
