@@ -288,6 +288,10 @@ def test_the_backlog_bound_is_configurable_and_a_dropped_exception_is_not_offere
 ):
     instance = start_test_mode(exception_backlog=3, exception_rate_limit_burst=100)
     intake = instance.__dict__["_error_intake"]
+    # The actor wakes itself once as it starts: let that wake-up end (a flush asks it for a drain,
+    # answered after the wake-up) or it takes a record from under the backlog (1 drop, not 2).
+    assert wait_until(lambda: intake.wake_sent is False, 5)
+    assert instance.flush(timeout=5)
     intake.wake_sent = True  # pretend a wake-up is due: the actor leaves the backlog alone
     errors = []
     for i in range(5):
