@@ -23,14 +23,19 @@ The pure core, bottom up (each module imports only modules listed before it):
 
 - ``results.py``: ``FlagResult``, undecided outcomes and their precedence, ``reason_category``;
 - ``filters/``: compiled property filters by family: ``base.py`` (the filter protocol, operator
-  names), ``values.py`` (property values as text/number/bool), ``text.py`` (equality, text and
-  regex filters) with ``regex.py`` (regex translation, guarded search) and ``regex_cost.py``
-  (the backtracking cost analysis), ``numeric.py`` (numeric and semver), ``dates.py``,
+  names), ``values.py`` (property values as text/number/bool), ``regex_cost.py`` (the regex
+  backtracking cost analysis), ``regex.py`` (regex translation, guarded search), ``text.py``
+  (equality, text and regex filters), ``numeric.py`` (numeric and semver), ``dates.py``,
   ``cohorts.py`` (cohort membership and flag dependencies);
 - ``compiled.py``: one flag's definition compiled (filters, cohort groups, conditions, variants);
 - ``definitions.py``: the immutable snapshot of all flags and cohorts (``Definitions``);
 - ``conditions.py``: condition matching and rollout bucketing for one flag;
 - ``matching.py`` (this module): ``evaluate()`` over a snapshot.
+
+Above it, outside the pure core: ``evaluations.py`` (``FlagEvaluations``, the caller's view of
+results), ``remote.py`` (the ``/flags`` request body and answer parsing), ``http.py`` (the flag
+HTTP client), ``evaluator.py`` (the ``FlagEvaluator`` actor) and ``methods.py`` (the instance
+side).
 """
 
 from __future__ import annotations
