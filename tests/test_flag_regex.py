@@ -1,4 +1,4 @@
-"""Flag regexes never run unbounded: the cost check of phactor.flags.matching (issue 10 #8).
+"""Flag regexes never run unbounded: the cost check of phactor.flags.filters.regex_cost (issue 10 #8).
 
 ``re`` backtracks while holding the GIL, so a catastrophic flag regex would freeze every thread
 of the app. Generated patterns (atoms, alternations, quantifiers, groups, anchors) are checked
@@ -26,14 +26,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from phactor.flags import Definitions, evaluate
-from phactor.flags.matching import _DEFER, _prepare_regex
+from phactor.flags.filters.regex import _DEFER, _prepare_regex
 
 BUDGET_S = 0.05  # per search of a 20,000-character value
 HANG_S = 20.0  # wall-clock bound on one example in the worker
 
 WORKER = r"""
 import json, sys, time
-from phactor.flags.matching import _RegexInfo, _prepare_regex, _regex_search
+from phactor.flags.filters.regex import _RegexInfo, _prepare_regex, _regex_search
 for line in sys.stdin:
     job = json.loads(line)
     info = _prepare_regex(job["pattern"])

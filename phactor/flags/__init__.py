@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from phactor._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from phactor.flags.conditions import bucket_hash
     from phactor.flags.definitions import Definitions
     from phactor.flags.evaluations import FlagEvaluations, decode_payload
     from phactor.flags.evaluator import (
@@ -22,8 +23,9 @@ if TYPE_CHECKING:
         flag_called_properties,
     )
     from phactor.flags.http import DefinitionsFetch, FlagsHttp
-    from phactor.flags.matching import FlagResult, bucket_hash, evaluate, reason_category
+    from phactor.flags.matching import evaluate
     from phactor.flags.remote import RemoteFlags, build_flags_request, parse_flags_response
+    from phactor.flags.results import FlagResult, reason_category
 
 _EXPORTS = {
     "Definitions": "definitions",
@@ -36,10 +38,10 @@ _EXPORTS = {
     "flag_called_properties": "evaluator",
     "DefinitionsFetch": "http",
     "FlagsHttp": "http",
-    "FlagResult": "matching",
-    "bucket_hash": "matching",
+    "FlagResult": "results",
+    "bucket_hash": "conditions",
     "evaluate": "matching",
-    "reason_category": "matching",
+    "reason_category": "results",
     "RemoteFlags": "remote",
     "build_flags_request": "remote",
     "parse_flags_response": "remote",

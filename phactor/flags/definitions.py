@@ -11,16 +11,9 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from phactor.flags.matching import (
-    _COHORT_OPERATORS,
-    _UNSUPPORTED,
-    CompiledFlag,
-    PropertyGroup,
-    _Cohort,
-    _Dependency,
-    _Undecided,
-    compile_filter,
-)
+from phactor.flags.compiled import CompiledFlag, PropertyGroup, compile_filter
+from phactor.flags.filters.cohorts import _COHORT_OPERATORS, _Cohort, _Dependency
+from phactor.flags.results import _UNSUPPORTED, _Undecided
 
 __all__ = ["Definitions"]
 

@@ -13,7 +13,7 @@ from types import MappingProxyType
 from typing import Any
 
 from phactor._log import get_logger
-from phactor.flags.matching import FlagResult
+from phactor.flags.results import FlagResult
 
 __all__ = ["FlagEvaluations", "OnAccess", "decode_payload"]
 

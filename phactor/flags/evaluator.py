@@ -24,7 +24,7 @@ import pykka
 from phactor.flags.definitions import Definitions
 from phactor.flags.evaluations import FlagEvaluations, decode_payload
 from phactor.flags.http import FlagsHttp, LogThrottle
-from phactor.flags.matching import FlagResult
+from phactor.flags.results import FlagResult
 from phactor.supervisor import SupervisedActor
 from phactor.timer import scheduler
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from phactor.flags.matching import FlagResult
+from phactor.flags.results import FlagResult
 
 __all__ = ["RemoteFlags", "build_flags_request", "parse_flags_response"]
 
