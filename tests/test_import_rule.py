@@ -62,6 +62,7 @@ PLACEMENT: tuple[tuple[str, str], ...] = (
     ("phactor.errortracking.actor*", "actors"),
     ("phactor.errortracking.handler*", "actors"),
     ("phactor.errortracking.*hook*", "actors"),
+    ("phactor.errortracking.guard*", "actors"),  # which thread is a phactor actor's
     ("phactor.errortracking.intake*", "actors"),
     # I/O: HTTP, and the one scheduler thread timers and request deadlines run on
     ("phactor.transport", "transport"),
@@ -524,4 +525,5 @@ def test_new_flag_core_modules_are_placed_in_the_core(module: str) -> None:
     assert place("phactor.flags.evaluator", PLACEMENT) == "actors"
     assert place("phactor.errortracking.frames", PLACEMENT) == "core"
     assert place("phactor.errortracking.hooks", PLACEMENT) == "actors"
+    assert place("phactor.errortracking.guards", PLACEMENT) == "actors"
     assert place("phactor.newthing", PLACEMENT) is None
