@@ -1,31 +1,23 @@
 """The module-level API: named instances and functions that act on one (`instance=`).
 
-Instances live in a plain dict replaced copy-on-write, so the lookup on every module-level
-call is one dict read with no lock. atexit and fork hooks are registered here, once.
+Each function looks the instance up in `phactor.registry` (one dict read, no lock) and
+delegates to the `Instance` method of the same name; the behaviour lives there.
 """
 
 from __future__ import annotations
 
-import atexit
-import os
-import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from phactor import shutdown
+from phactor import registry, shutdown
 from phactor.config import Config, mask
 from phactor.errors import AlreadyStarted, NotStarted
 from phactor.errortracking.methods import capture_exception
-from phactor.flags.methods import (
-    evaluate_flags,
-    feature_enabled,
-    get_all_flags,
-    get_feature_flag,
-    get_feature_flag_payload,
-    reload_feature_flags,
-)
 from phactor.instance import Instance
+
+if TYPE_CHECKING:
+    from phactor.flags.evaluations import FlagEvaluations
 
 __all__ = [
     "alias",
@@ -57,9 +49,7 @@ __all__ = [
     "stop",
 ]
 
-_instances: dict[str, Instance] = {}
 _KEY_PREFIXES = ("phc_", "phx_")
-_lock = threading.Lock()
 
 
 def start(name: str = "default", **options: Any) -> Instance:
@@ -77,49 +67,32 @@ def start(name: str = "default", **options: Any) -> Instance:
             "(the first argument of start() is the instance name)"
         )
     config = Config.build(**options)
-    existing = _instances.get(name)
+    existing = registry.find(name)
     if existing is not None and existing._state == "failed":
         # Its tree gave up (restart intensity exceeded): nothing runs under the name any more,
         # so it is free again. stop() only records the final figures and forgets it.
         existing.stop(0)
-    with _lock:
-        existing = _instances.get(name)
+    with registry.lock():
+        existing = registry.find(name)
         if existing is not None:
             if existing._forked:
                 existing._restart_after_fork()
             raise AlreadyStarted(name)
         inst = Instance(name, config)
         inst._start_tree()
-        _replace({**_instances, name: inst})
+        registry.register(inst)
     shutdown.on_start(config)
     return inst
 
 
-def _replace(new: dict[str, Instance]) -> None:
-    global _instances
-    _instances = new
-
-
-def _forget(inst: Instance) -> None:
-    with _lock:
-        if _instances.get(inst.name) is not inst:
-            return
-        _replace({k: v for k, v in _instances.items() if k != inst.name})
-    if not _instances:
-        shutdown.on_last_stop()
-
-
 def instance(name: str = "default") -> Instance:
     """The running instance called `name`; NotStarted when there is none."""
-    inst = _instances.get(name)
-    if inst is None:
-        raise NotStarted(name)
-    return inst
+    return registry.lookup(name)
 
 
 def instances() -> list[str]:
     """Names of the running instances."""
-    return list(_instances)
+    return registry.names()
 
 
 def stop(name: str = "default", timeout: float = 10.0) -> bool:
@@ -143,7 +116,7 @@ def capture(
     instance: str = "default",
 ) -> str | None:
     """Capture an event through the named instance (see `Instance.capture`)."""
-    inst = _instances.get(instance) or _missing(instance)
+    inst = registry.by_name.get(instance) or _missing(instance)
     return inst.capture(
         event,
         distinct_id,
@@ -268,8 +241,125 @@ def stats(*, instance: str = "default") -> dict[str, Any]:
     return _get(instance).stats()
 
 
+# --- feature flags ------------------------------------------------------------------------
+
+
+def evaluate_flags(
+    distinct_id: Any = None,
+    *,
+    groups: Mapping[str, Any] | None = None,
+    person_properties: Mapping[str, Any] | None = None,
+    group_properties: Mapping[str, Mapping[str, Any]] | None = None,
+    flag_keys: Iterable[str] | None = None,
+    only_evaluate_locally: bool = False,
+    instance: str = "default",
+) -> FlagEvaluations:
+    """Evaluate flags through the named instance (see `Instance.evaluate_flags`)."""
+    return _get(instance).evaluate_flags(
+        distinct_id,
+        groups=groups,
+        person_properties=person_properties,
+        group_properties=group_properties,
+        flag_keys=flag_keys,
+        only_evaluate_locally=only_evaluate_locally,
+    )
+
+
+def feature_enabled(
+    key: str,
+    distinct_id: Any = None,
+    *,
+    groups: Mapping[str, Any] | None = None,
+    person_properties: Mapping[str, Any] | None = None,
+    group_properties: Mapping[str, Mapping[str, Any]] | None = None,
+    only_evaluate_locally: bool = False,
+    send_feature_flag_events: bool = True,
+    instance: str = "default",
+) -> bool | None:
+    """Whether a flag is on, through the named instance (see `Instance.feature_enabled`)."""
+    return _get(instance).feature_enabled(
+        key,
+        distinct_id,
+        groups=groups,
+        person_properties=person_properties,
+        group_properties=group_properties,
+        only_evaluate_locally=only_evaluate_locally,
+        send_feature_flag_events=send_feature_flag_events,
+    )
+
+
+def get_feature_flag(
+    key: str,
+    distinct_id: Any = None,
+    *,
+    groups: Mapping[str, Any] | None = None,
+    person_properties: Mapping[str, Any] | None = None,
+    group_properties: Mapping[str, Mapping[str, Any]] | None = None,
+    only_evaluate_locally: bool = False,
+    send_feature_flag_events: bool = True,
+    instance: str = "default",
+) -> bool | str | None:
+    """A flag's value, through the named instance (see `Instance.get_feature_flag`)."""
+    return _get(instance).get_feature_flag(
+        key,
+        distinct_id,
+        groups=groups,
+        person_properties=person_properties,
+        group_properties=group_properties,
+        only_evaluate_locally=only_evaluate_locally,
+        send_feature_flag_events=send_feature_flag_events,
+    )
+
+
+def get_feature_flag_payload(
+    key: str,
+    distinct_id: Any = None,
+    *,
+    groups: Mapping[str, Any] | None = None,
+    person_properties: Mapping[str, Any] | None = None,
+    group_properties: Mapping[str, Mapping[str, Any]] | None = None,
+    only_evaluate_locally: bool = False,
+    instance: str = "default",
+) -> Any:
+    """A flag's decoded payload, through the named instance (no event)."""
+    return _get(instance).get_feature_flag_payload(
+        key,
+        distinct_id,
+        groups=groups,
+        person_properties=person_properties,
+        group_properties=group_properties,
+        only_evaluate_locally=only_evaluate_locally,
+    )
+
+
+def get_all_flags(
+    distinct_id: Any = None,
+    *,
+    groups: Mapping[str, Any] | None = None,
+    person_properties: Mapping[str, Any] | None = None,
+    group_properties: Mapping[str, Mapping[str, Any]] | None = None,
+    flag_keys: Iterable[str] | None = None,
+    only_evaluate_locally: bool = False,
+    instance: str = "default",
+) -> dict[str, bool | str]:
+    """Every flag's value for one user, through the named instance (no event)."""
+    return _get(instance).get_all_flags(
+        distinct_id,
+        groups=groups,
+        person_properties=person_properties,
+        group_properties=group_properties,
+        flag_keys=flag_keys,
+        only_evaluate_locally=only_evaluate_locally,
+    )
+
+
+def reload_feature_flags(*, timeout: float | None = None, instance: str = "default") -> bool:
+    """Reload the named instance's flag definitions now; blocks until loaded or failed."""
+    return _get(instance).reload_feature_flags(timeout)
+
+
 def _get(name: str) -> Instance:
-    inst = _instances.get(name)
+    inst = registry.by_name.get(name)
     if inst is None:
         raise NotStarted(name)
     return inst
@@ -277,41 +367,3 @@ def _get(name: str) -> Instance:
 
 def _missing(name: str) -> Instance:
     raise NotStarted(name)
-
-
-def _stop_all_at_exit() -> None:
-    """Drain every instance within its shutdown_timeout at interpreter exit (in parallel)."""
-    shutdown.drain(list(_instances.values()))
-
-
-def _after_fork_in_child() -> None:
-    # Each Instance resets itself (phactor.instance registers that hook, before this one).
-    global _lock
-    _lock = threading.Lock()
-    _reset_pykka_registry()
-    shutdown.after_fork_in_child()
-
-
-def _reset_pykka_registry() -> None:
-    """Give the child a usable pykka registry.
-
-    The parent's actor threads do not exist in a forked child, yet pykka's process-wide registry
-    still lists them, and its lock may have been copied while held by one of those threads (the
-    child would then hang in the first `Actor.start()`). pykka has no public reset, so this
-    touches its private class attributes; it is guarded so a pykka change only skips it.
-    """
-    try:
-        import pykka
-
-        registry = pykka.ActorRegistry
-        if isinstance(getattr(registry, "_actor_refs", None), list):
-            registry._actor_refs = []  # type: ignore[misc]
-            registry._actor_refs_lock = threading.RLock()  # type: ignore[misc]
-    except Exception:  # pragma: no cover - never let a fork hook raise
-        pass
-
-
-shutdown.bind(lambda: list(_instances.values()))
-atexit.register(_stop_all_at_exit)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,47 +1,48 @@
-"""`Instance`: one named phactor runtime — its supervision tree, buffer, context and API.
+"""`Instance`: one named phactor runtime — its state, lifecycle, context and public methods.
 
 The public methods run on the caller's thread. They build the event (pure `events` module),
 append its bytes to the `EventBuffer` and return; the actors do the rest. Nothing here raises
 into the app except TypeError/ValueError for wrong arguments at the call.
+
+Parts live in their own modules: the supervision tree in `tree.py`, the flags part in
+`flags/methods.py` (`InstanceFlags`), the error-tracking wiring in `errortracking/methods.py`,
+`debug=True` output in `_debug.py`, the registry of instances in `registry.py`.
+Over 500 lines on purpose: `Instance` carries every public function as a method with its full
+signature and docstring (shared/API.md), about 350 lines of them, beside the capture path,
+which stays here so `capture()` is one method call deep.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import os
-import sys
 import threading
 import time
-import weakref
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any
 
 import pykka
 
 from phactor import events as ev
+from phactor import registry, tree
 from phactor._args import described, timeout_arg
+from phactor._debug import disable_debug_output, enable_debug_output
 from phactor._guard import inside_phactor
-from phactor._log import PHACTOR_LOGGER, get_logger
-from phactor._sigmask import signals_blocked
-from phactor.batcher import ENVELOPE_BYTES, Batcher, FlushNow, Reclaim, Wake
+from phactor._log import get_logger
+from phactor.batcher import ENVELOPE_BYTES, FlushNow, Wake
 from phactor.buffer import EventBuffer, busy, reentered
 from phactor.config import Config
 from phactor.context import EMPTY, ContextState, ContextStore
-from phactor.errortracking.methods import ErrorTrackingMethods
-from phactor.flags.methods import FlagMethods
-from phactor.sender import Delivery, Sender, SenderIdle, delivering_for
-from phactor.supervisor import (
-    ChildSpec,
-    Crash,
-    Registry,
-    StartChild,
-    Supervisor,
-    WhichChildren,
-    shutdown_message,
-)
-from phactor.transport import HttpTransport, MemoryTransport, Transport
+from phactor.errortracking import methods as error_tracking
+from phactor.errortracking.methods import _capture_exception
+from phactor.flags.methods import InstanceFlags
+from phactor.sender import Delivery, delivering_for
+from phactor.supervisor import Crash, Registry
+
+if TYPE_CHECKING:
+    from phactor.errortracking.handler import Intake
+    from phactor.flags.evaluations import FlagEvaluations
 
 __all__ = ["Instance"]
 
@@ -50,7 +51,7 @@ _ID_TYPES = (str, int)
 _STOP_GRACE = 0.2
 
 
-class Instance(FlagMethods, ErrorTrackingMethods):
+class Instance:
     """A running (or stopped) named phactor instance. Get one from `phactor.start()`."""
 
     def __init__(self, name: str, config: Config):
@@ -60,7 +61,7 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         self._global = dict(config.global_properties)
         self._context = ContextStore(name)
         self._log = get_logger("instance", instance=name)
-        self._debug_handler = _enable_debug_output(name) if config.debug else None
+        self._debug_handler = enable_debug_output(name) if config.debug else None
         self._forked = False
         # Serialises the lazy restart of a forked child's tree (two threads' first calls).
         self._fork_lock = threading.Lock()
@@ -74,8 +75,13 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         self._sync_delivery: Delivery | None = None
         self._drop_log_at: dict[str, int] = {}
         self._sender_names = [f"sender-{i}" for i in range(config.senders)]
+        # The flags part (state made on first use) and the error-tracking part (the Intake, made
+        # when the tree starts; `_error_intake_off` serves capture_exception with tracking off).
+        self._flags = InstanceFlags(self)
+        self._error_intake: Intake | None = None
+        self._error_intake_off: Intake | None = None
         self._reset_runtime()
-        _INSTANCES.add(self)
+        registry.track(self)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -92,27 +98,9 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         if self._disabled:
             self._state = "running"
             return
-        config = self._config
-        if not config.test_mode:
-            _import_http_stack()
-        # The Supervisor's thread starts (and restarts) every child: all inherit its mask.
-        with signals_blocked():
-            self._supervisor = Supervisor.start(
-                self.name,
-                self._registry,
-                max_restarts=config.max_restarts,
-                max_seconds=config.max_seconds,
-                on_restart=self._child_restarted,
-                on_give_up=self._give_up,
-            )
-        specs = [self._sender_spec(n) for n in self._sender_names]
-        specs.append(self._batcher_spec())
-        specs.extend(self._flag_children())
-        specs.extend(self._error_tracking_children())
-        proxy = self._supervisor
-        for spec in specs:
-            proxy.ask(StartChild(spec), timeout=10.0)
+        tree.start(self)
         self._state = "running"
+        config = self._config
         self._log.info(
             "started",
             host=config.masked_host(),
@@ -121,66 +109,8 @@ class Instance(FlagMethods, ErrorTrackingMethods):
             test_mode=config.test_mode,
         )
 
-    def _transport(self) -> Transport:
-        config = self._config
-        if config.test_mode:
-            return MemoryTransport(self._test_events, self._test_lock)
-        return HttpTransport(
-            config.host, timeout=config.request_timeout, gzip=config.gzip, verify=config.verify
-        )
-
-    def _delivery(self) -> Delivery:
-        return Delivery(
-            self._config,
-            self._transport(),
-            self._buffer,
-            self._abort,
-            get_logger("sender", instance=self.name),
-        )
-
-    def _sender_spec(self, name: str) -> ChildSpec:
-        def start(generation: int) -> pykka.ActorRef[Any]:
-            assert self._supervisor is not None
-            return Sender.start(
-                name,
-                generation,
-                self._supervisor,
-                delivery_factory=self._delivery,
-                buffer=self._buffer,
-                notify_idle=self._sender_idle,
-            )
-
-        return ChildSpec(name, start)
-
-    def _batcher_spec(self) -> ChildSpec:
-        config = self._config
-
-        def start(generation: int) -> pykka.ActorRef[Any]:
-            assert self._supervisor is not None
-            return Batcher.start(
-                "batcher",
-                generation,
-                self._supervisor,
-                buffer=self._buffer,
-                registry=self._registry,
-                sender_names=self._sender_names,
-                flush_at=config.flush_at,
-                flush_interval=config.flush_interval,
-                max_batch_bytes=config.max_batch_bytes,
-            )
-
-        return ChildSpec("batcher", start)
-
     def _wake_batcher(self) -> None:
         self._registry.tell("batcher", Wake())
-
-    def _sender_idle(self, name: str) -> None:
-        self._registry.tell("batcher", SenderIdle(name))
-
-    def _child_restarted(self, name: str) -> None:
-        self._buffer.count_restart()
-        if name in self._sender_names or name == "batcher":
-            self._registry.tell("batcher", Reclaim())
 
     def _give_up(self, reason: str) -> None:
         # Called from the Supervisor's thread once restart intensity is exceeded.
@@ -235,8 +165,6 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         ran out. A timeout that is not a number raises TypeError, nan or a negative one
         ValueError, before anything happens (the instance keeps running).
         """
-        from phactor import api  # the module registry of instances
-
         seconds = timeout_arg(timeout, "stop")
         if timeout is None:
             seconds = self._config.shutdown_timeout
@@ -245,7 +173,7 @@ class Instance(FlagMethods, ErrorTrackingMethods):
             # drain needs): stopping here would wait for ever. Keep running; exit drains it.
             self._log.warning("stop_refused_in_signal_handler")
             return False
-        api._forget(self)
+        registry.forget(self)
         timeout = math.inf if seconds is None else seconds
         # Called from on_error, i.e. from inside a delivery of this instance: that delivery
         # cannot finish while we wait for it, so never wait for it (nor for another stop()).
@@ -272,7 +200,7 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         if self._forked and self._never_restarted():
             # A forked child that never used this instance: nothing was ever queued here, and
             # the flag sessions are the parent's (their pool lock may be a dead thread's).
-            self._error_tracking_stopped()
+            error_tracking.stopped(self)
             self._buffer.close("shutdown")
             self._state = "stopped"
             self._disable_debug_output()
@@ -289,12 +217,7 @@ class Instance(FlagMethods, ErrorTrackingMethods):
             # it, then count what it holds as `shutdown` (its late settle is ignored).
             # No deadline (inf): the drain is over, a Sender mid-request gets its request time.
             remaining = deadline - time.monotonic() if timeout != math.inf else self._request_time()
-            grace = 0.0 if inside else max(remaining, 0.0) + _STOP_GRACE
-            try:
-                self._supervisor.tell(shutdown_message(grace))
-                self._supervisor.stop(block=True, timeout=grace + _STOP_GRACE)
-            except (pykka.ActorDeadError, pykka.Timeout):
-                pass
+            tree.stop(self._supervisor, 0.0 if inside else max(remaining, 0.0) + _STOP_GRACE)
         left_in_flight = self._buffer.abandon_in_flight("shutdown")
         if left_queued or left_in_flight:
             self._log.warning("shutdown_dropped", queued=left_queued, in_flight=left_in_flight)
@@ -316,14 +239,18 @@ class Instance(FlagMethods, ErrorTrackingMethods):
     def _disable_debug_output(self) -> None:
         handler, self._debug_handler = self._debug_handler, None
         if handler is not None:
-            _disable_debug_output(handler)
+            disable_debug_output(handler)
 
     def _run_stop_hooks(self) -> None:
-        for hook in (self._error_tracking_stopped, self._flags_stopped):
+        hooks = (
+            ("_error_tracking_stopped", lambda: error_tracking.stopped(self)),
+            ("_flags_stopped", self._flags.stopped),
+        )
+        for name, hook in hooks:
             try:
                 hook()
             except Exception as error:
-                self._log.error("stop_hook_failed", hook=hook.__name__, error=repr(error))
+                self._log.error("stop_hook_failed", hook=name, error=repr(error))
 
     @property
     def config(self) -> Config:
@@ -334,13 +261,7 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         """Each child of the supervision tree and whether it is alive (OTP `which_children`)."""
         if self._forked:
             self._restart_after_fork()
-        if self._supervisor is None or not self._supervisor.is_alive():
-            return {}
-        try:
-            answer = self._supervisor.ask(WhichChildren(), timeout=5.0)
-        except (pykka.ActorDeadError, pykka.Timeout):
-            return {}
-        return dict(cast("dict[str, bool]", answer))
+        return tree.which_children(self._supervisor)
 
     @property
     def running(self) -> bool:
@@ -545,7 +466,9 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         if groups is not None and not isinstance(groups, Mapping):
             raise TypeError(f"groups must be a Mapping, got {type(groups).__name__}")
         if send_feature_flags is not False and send_feature_flags is not True:
-            raise TypeError(f"send_feature_flags must be a bool, got {described(send_feature_flags)}")
+            raise TypeError(
+                f"send_feature_flags must be a bool, got {described(send_feature_flags)}"
+            )
 
         props: dict[str, Any] = dict(self._global) if self._global else {}
         if state is not EMPTY:
@@ -567,7 +490,7 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         if type(distinct_id) is not str:
             distinct_id = str(distinct_id)
         if send_feature_flags:
-            props.update(self._feature_flag_properties(distinct_id, groups))
+            props.update(self._flags.event_properties(distinct_id, groups))
 
         message = ev.build_event(
             event,
@@ -649,7 +572,7 @@ class Instance(FlagMethods, ErrorTrackingMethods):
             return  # from a signal handler inside phactor: it goes with the next flush
         with self._sync_lock:
             if self._sync_delivery is None:
-                self._sync_delivery = self._delivery()
+                self._sync_delivery = tree.delivery(self)
             holder = f"sync-{threading.get_ident()}"
             budget = max(self._config.max_batch_bytes - ENVELOPE_BYTES, 1)
             batch = self._buffer.take(holder, self._config.flush_at, budget)
@@ -735,60 +658,159 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         """
         return self._buffer.stats()
 
+    def _error_tracking_drain(self, timeout: float | None = 5.0) -> bool:
+        """Block until every exception handed to the LoggerHandler so far is a queued event
+        (see `errortracking.methods.drain`)."""
+        return error_tracking.drain(self, timeout)
+
+    # --- feature flags (the flags part, phactor/flags/methods.py) --------------------------
+
+    def evaluate_flags(
+        self,
+        distinct_id: Any = None,
+        *,
+        groups: Mapping[str, Any] | None = None,
+        person_properties: Mapping[str, Any] | None = None,
+        group_properties: Mapping[str, Mapping[str, Any]] | None = None,
+        flag_keys: Iterable[str] | None = None,
+        only_evaluate_locally: bool = False,
+    ) -> FlagEvaluations:
+        """Evaluate flags for one user into an immutable `FlagEvaluations` snapshot.
+
+        Local first (from the polled definitions), then at most one `/flags` request for what
+        local evaluation could not decide, unless `only_evaluate_locally`. `distinct_id`
+        defaults to the context's. Server errors never raise: those flags read as None and
+        `.unresolved` says why. Wrong argument types raise TypeError.
+        """
+        return self._flags.evaluate_flags(
+            distinct_id,
+            groups=groups,
+            person_properties=person_properties,
+            group_properties=group_properties,
+            flag_keys=flag_keys,
+            only_evaluate_locally=only_evaluate_locally,
+        )
+
+    def get_feature_flag(
+        self,
+        key: str,
+        distinct_id: Any = None,
+        *,
+        groups: Mapping[str, Any] | None = None,
+        person_properties: Mapping[str, Any] | None = None,
+        group_properties: Mapping[str, Mapping[str, Any]] | None = None,
+        only_evaluate_locally: bool = False,
+        send_feature_flag_events: bool = True,
+    ) -> bool | str | None:
+        """The flag's value for one user: True/False, the variant key, or None when unknown.
+
+        Sends `$feature_flag_called` (deduplicated) unless `send_feature_flag_events=False`.
+        """
+        return self._flags.get_feature_flag(
+            key,
+            distinct_id,
+            groups=groups,
+            person_properties=person_properties,
+            group_properties=group_properties,
+            only_evaluate_locally=only_evaluate_locally,
+            send_feature_flag_events=send_feature_flag_events,
+        )
+
+    def feature_enabled(
+        self,
+        key: str,
+        distinct_id: Any = None,
+        *,
+        groups: Mapping[str, Any] | None = None,
+        person_properties: Mapping[str, Any] | None = None,
+        group_properties: Mapping[str, Mapping[str, Any]] | None = None,
+        only_evaluate_locally: bool = False,
+        send_feature_flag_events: bool = True,
+    ) -> bool | None:
+        """Whether the flag is on for one user (a variant counts as on); None when unknown.
+
+        Sends `$feature_flag_called` (deduplicated) unless `send_feature_flag_events=False`.
+        """
+        return self._flags.feature_enabled(
+            key,
+            distinct_id,
+            groups=groups,
+            person_properties=person_properties,
+            group_properties=group_properties,
+            only_evaluate_locally=only_evaluate_locally,
+            send_feature_flag_events=send_feature_flag_events,
+        )
+
+    def get_feature_flag_payload(
+        self,
+        key: str,
+        distinct_id: Any = None,
+        *,
+        groups: Mapping[str, Any] | None = None,
+        person_properties: Mapping[str, Any] | None = None,
+        group_properties: Mapping[str, Mapping[str, Any]] | None = None,
+        only_evaluate_locally: bool = False,
+    ) -> Any:
+        """The decoded JSON payload of the flag's value for one user, or None. No event."""
+        return self._flags.get_feature_flag_payload(
+            key,
+            distinct_id,
+            groups=groups,
+            person_properties=person_properties,
+            group_properties=group_properties,
+            only_evaluate_locally=only_evaluate_locally,
+        )
+
+    def get_all_flags(
+        self,
+        distinct_id: Any = None,
+        *,
+        groups: Mapping[str, Any] | None = None,
+        person_properties: Mapping[str, Any] | None = None,
+        group_properties: Mapping[str, Mapping[str, Any]] | None = None,
+        flag_keys: Iterable[str] | None = None,
+        only_evaluate_locally: bool = False,
+    ) -> dict[str, bool | str]:
+        """Flag key -> value (False included) for every flag that has a value. No event."""
+        return self._flags.get_all_flags(
+            distinct_id,
+            groups=groups,
+            person_properties=person_properties,
+            group_properties=group_properties,
+            flag_keys=flag_keys,
+            only_evaluate_locally=only_evaluate_locally,
+        )
+
+    def reload_feature_flags(self, timeout: float | None = None) -> bool:
+        """Load the flag definitions now and block until they are loaded or the load failed.
+
+        Returns True when current definitions (or test-mode flags) are in place. Without a
+        FlagEvaluator (no `personal_api_key`, no test flags) there is nothing to load: False.
+        `timeout` defaults to a few `request_timeout`s (`math.inf`: no deadline); on timeout the
+        load goes on in the background and this returns False. A timeout that is not a number
+        raises TypeError, nan or a negative one ValueError.
+        """
+        return self._flags.reload_feature_flags(timeout)
+
+    # --- error tracking (phactor/errortracking/methods.py) ---------------------------------
+
+    def capture_exception(
+        self,
+        exc: BaseException | None = None,
+        distinct_id: Any = None,
+        properties: Mapping[str, Any] | None = None,
+    ) -> str | None:
+        """Send `exc` (None: the exception being handled) as an `$exception` event.
+
+        Returns the event uuid once queued; None when there is no exception to capture, when this
+        instance already captured this exception object (logging handler, hook), or when the
+        event was dropped (reason counted in `stats()["dropped"]`). An exception that was never
+        raised gets the caller's stack, marked synthetic. Works with error tracking off too.
+        """
+        return _capture_exception(self, exc, distinct_id, properties, skip=1)
+
     def __repr__(self) -> str:
         return f"<phactor.Instance {self.name!r} {self._state}>"
-
-
-# Every Instance, running or not (a stopped one may still be read): a forked child resets each.
-_INSTANCES: weakref.WeakSet[Instance] = weakref.WeakSet()
-
-_debug_lock = threading.Lock()
-_debug_handlers: list[logging.Handler] = []
-_level_before_debug = logging.NOTSET
-
-
-def _enable_debug_output(name: str) -> logging.Handler:
-    """`debug=True`: print this instance's phactor records (every area) to stderr.
-
-    Each area logs to its own `phactor.<area>` logger with the instance name bound, so the
-    handler sits on the `phactor` logger and keeps only the records of this instance.
-    """
-    global _level_before_debug
-    marker = f"instance={name!r}"
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s phactor %(levelname)s %(message)s"))
-    handler.addFilter(lambda record: marker in record.getMessage())
-    logger = logging.getLogger(PHACTOR_LOGGER)
-    with _debug_lock:
-        if not _debug_handlers:
-            _level_before_debug = logger.level
-        _debug_handlers.append(handler)
-        logger.addHandler(handler)
-        logger.setLevel(logging.DEBUG)
-    return handler
-
-
-def _disable_debug_output(handler: logging.Handler) -> None:
-    logger = logging.getLogger(PHACTOR_LOGGER)
-    with _debug_lock:
-        logger.removeHandler(handler)
-        if handler in _debug_handlers:
-            _debug_handlers.remove(handler)
-        if not _debug_handlers:
-            logger.setLevel(_level_before_debug)
-
-
-def _import_http_stack() -> None:
-    """Import here, on the starting thread, what a Sender's first request would import.
-
-    A fork while one of our threads is inside an import leaves the child that module's import
-    lock held by a thread that does not exist there: the child's first request would hang on
-    it for good. (requests imports netrc on every request, the first time for real.)
-    """
-    import netrc  # noqa: F401
-    import shlex  # noqa: F401
-
-    import requests  # noqa: F401
 
 
 def _check_mapping(value: Any, name: str) -> dict[str, Any]:
@@ -797,15 +819,3 @@ def _check_mapping(value: Any, name: str) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise TypeError(f"{name} must be a Mapping, got {type(value).__name__}")
     return dict(value)
-
-
-def _after_fork_in_child() -> None:
-    """os.fork() hook (in the child): new module locks, then each instance's own reset."""
-    global _debug_lock
-    _debug_lock = threading.Lock()
-    for inst in list(_INSTANCES):
-        inst._after_fork_in_child()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from phactor._log import get_logger
 from phactor._sigmask import signals_blocked
+from phactor.buffer import reentered
 
 if TYPE_CHECKING:
     from phactor.config import Config
@@ -40,12 +41,15 @@ _GRACE = 2.0
 _DRAIN_WAIT = 10.0
 
 _running: Callable[[], list[Instance]] = list
+_registry_busy: Callable[[], bool] = bool
 
 
-def bind(running: Callable[[], list[Instance]]) -> None:
-    """Tell this module how to list the running instances (the api registry does)."""
-    global _running
+def bind(running: Callable[[], list[Instance]], busy: Callable[[], bool]) -> None:
+    """Tell this module how to list the running instances and whether the registry is being
+    changed (`phactor.registry` does, at import: it registers the hooks that call in here)."""
+    global _running, _registry_busy
     _running = running
+    _registry_busy = busy
 
 
 # The stop threads of every drain so far: a drain started while another is under way (a
@@ -143,10 +147,7 @@ def _drain_then_signal() -> None:
 
 
 def _interrupted_phactor() -> bool:
-    from phactor import api
-    from phactor.buffer import reentered
-
-    if reentered() or api._lock.locked():
+    if reentered() or _registry_busy():
         return True
     return any(inst._stop_lock.locked() for inst in _running())
 

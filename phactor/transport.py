@@ -67,7 +67,7 @@ class HttpTransport:
         self.verify = verify
         # Imported here, not at module level: `requests` costs ~50 ms to import, and the first
         # Sender is the first place that needs it (keeps `import phactor` cheap).
-        from phactor._http import BoundedSession
+        from phactor._http import BoundedSession  # lazy: start-up time (requests)
 
         self.http = BoundedSession(
             verify=verify, headers={"User-Agent": USER_AGENT, "Content-Type": "application/json"}

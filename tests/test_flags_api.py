@@ -12,9 +12,9 @@ from conftest import StartInstance
 
 import phactor
 import phactor.testing
+from phactor import api as flag_api
 from phactor.devserver import DevServer
 from phactor.flags import FlagEvaluations
-from phactor.flags import methods as flag_api
 
 PERSONAL_KEY = "phx_personal_test_key"
 

@@ -1,9 +1,15 @@
-"""Error-tracking methods of `Instance` (mixed in), kept beside the error-tracking code.
+"""The error-tracking part of an `Instance`, kept beside the error-tracking code.
 
-With `enable_error_tracking` (the default) an instance adds a LoggerHandler child to its tree;
-when that child starts, the instance's logging handler goes on the root logger and its except
-hooks are chained in front of `sys.excepthook` / `threading.excepthook`. `stop()` removes them
-(`_error_tracking_stopped`) and drains the actor so its last events are flushed with the rest.
+The instance's error-tracking state is its `Intake` (`inst._error_intake`, errortracking/
+handler.py), made when its tree starts; the functions here wire it in. With
+`enable_error_tracking` (the default) an instance adds a LoggerHandler child to its tree
+(`children`); when that child starts, the instance's logging handler goes on the root logger and
+its except hooks are chained in front of `sys.excepthook` / `threading.excepthook`. `stop()`
+removes them (`stopped`) and drains the actor so its last events are flushed with the rest.
+
+`capture_exception` here is the module-level one (`instance=`): it is the public
+`phactor.errortracking.capture_exception` (and `phactor.capture_exception`), so it lives in this
+package; it only looks the instance up in the registry and delegates.
 """
 
 from __future__ import annotations
@@ -11,10 +17,11 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import pykka
 
+from phactor import registry
 from phactor.supervisor import ChildSpec
 
 if TYPE_CHECKING:
@@ -22,95 +29,77 @@ if TYPE_CHECKING:
     from phactor.instance import Instance
 
 # The actor, handler and formatting modules are imported inside the functions below, when an
-# instance first needs them: `import phactor` stays cheap (this mixin is imported with Instance).
+# instance first needs them: `import phactor` stays cheap (this module is imported with Instance).
 
-__all__ = ["ErrorTrackingMethods", "capture_exception"]
+__all__ = ["capture_exception", "children", "drain", "stopped"]
 
 _CALL_WAIT_SECONDS = 5.0
 
 
-class ErrorTrackingMethods:
-    """Instance methods for error tracking."""
+def children(inst: Instance) -> list[ChildSpec]:
+    """Child specs error tracking adds to the instance's tree (the LoggerHandler)."""
+    config = inst.config
+    if not config.enable_error_tracking or config.disabled:
+        return []
+    # lazy: start-up time (the error-tracking core loads when an instance first needs it)
+    from phactor.errortracking.actor import ExceptionEventBuilder, LoggerHandler
+    from phactor.errortracking.handler import Intake  # lazy: start-up time
 
-    def _error_tracking_children(self) -> list[ChildSpec]:
-        """Child specs this layer adds to the instance's tree (the LoggerHandler)."""
-        inst = cast("Instance", self)
-        config = inst.config
-        if not config.enable_error_tracking or config.disabled:
-            return []
-        from phactor.errortracking.actor import ExceptionEventBuilder, LoggerHandler
-        from phactor.errortracking.handler import Intake
+    intake = inst._error_intake
+    if intake is None:
+        intake = Intake(inst)
+        builder = ExceptionEventBuilder(inst.name, config, inst._capture, inst._drop)
+        # Used only when the actor is down (restarting) and a caller can wait.
+        intake.fallback = builder.queue
+        inst._error_intake = intake
 
-        intake = inst.__dict__.get("_error_intake")
-        if intake is None:
-            intake = Intake(inst)
-            builder = ExceptionEventBuilder(inst.name, config, inst._capture, inst._drop)
-            # Used only when the actor is down (restarting) and a caller can wait.
-            intake.fallback = builder.queue
-            inst.__dict__["_error_intake"] = intake
+    def start(generation: int) -> pykka.ActorRef[Any]:
+        assert inst._supervisor is not None
+        ref = LoggerHandler.start(
+            "logger_handler",
+            generation,
+            inst._supervisor,
+            intake=intake,
+            instance_name=inst.name,
+            config=config,
+            capture=inst._capture,
+        )
+        intake.install()  # once; a restarted actor finds it in place
+        return ref
 
-        def start(generation: int) -> pykka.ActorRef[Any]:
-            assert inst._supervisor is not None
-            ref = LoggerHandler.start(
-                "logger_handler",
-                generation,
-                inst._supervisor,
-                intake=intake,
-                instance_name=inst.name,
-                config=config,
-                capture=inst._capture,
-            )
-            intake.install()  # once; a restarted actor finds it in place
-            return ref
+    return [ChildSpec("logger_handler", start)]
 
-        return [ChildSpec("logger_handler", start)]
 
-    def _error_tracking_stopped(self) -> None:
-        """Called once when the instance stops: remove handler and hooks, drain the actor."""
-        inst = cast("Instance", self)
-        intake: Intake | None = inst.__dict__.get("_error_intake")
-        if intake is None:
-            return
-        intake.uninstall()
-        if self._error_tracking_drain(min(inst.config.shutdown_timeout, 5.0)):
-            return
-        # Stuck (or too slow for the deadline): nothing will turn what is left into events in
-        # time. Count it now, fence the actor off, and let flush() (so stop()) report False.
-        intake.abandoned = True
-        actor = intake.actor
-        if actor is not None:
-            actor.give_up()
-        from phactor.errortracking.actor import count_left_behind
+def stopped(inst: Instance) -> None:
+    """Called once when the instance stops: remove handler and hooks, drain the actor."""
+    intake = inst._error_intake
+    if intake is None:
+        return
+    intake.uninstall()
+    if drain(inst, min(inst.config.shutdown_timeout, 5.0)):
+        return
+    # Stuck (or too slow for the deadline): nothing will turn what is left into events in
+    # time. Count it now, fence the actor off, and let flush() (so stop()) report False.
+    intake.abandoned = True
+    actor = intake.actor
+    if actor is not None:
+        actor.give_up()
+    from phactor.errortracking.actor import count_left_behind  # lazy: start-up time
 
-        count_left_behind(intake, "shutdown")
+    count_left_behind(intake, "shutdown")
 
-    def _error_tracking_drain(self, timeout: float | None = 5.0) -> bool:
-        """Block until every snapshot handed to the LoggerHandler so far is a queued event.
 
-        True when drained (or nothing to drain); False on timeout, when called from the
-        LoggerHandler's own thread (it cannot wait for itself), or once stop() gave up on a
-        stuck LoggerHandler. `flush()` calls this first.
-        """
-        inst = cast("Instance", self)
-        intake: Intake | None = inst.__dict__.get("_error_intake")
-        if intake is None:
-            return True
-        return intake.drain(5.0 if timeout is None else timeout)
+def drain(inst: Instance, timeout: float | None = 5.0) -> bool:
+    """Block until every snapshot handed to the LoggerHandler so far is a queued event.
 
-    def capture_exception(
-        self,
-        exc: BaseException | None = None,
-        distinct_id: Any = None,
-        properties: Mapping[str, Any] | None = None,
-    ) -> str | None:
-        """Send `exc` (None: the exception being handled) as an `$exception` event.
-
-        Returns the event uuid once queued; None when there is no exception to capture, when this
-        instance already captured this exception object (logging handler, hook), or when the
-        event was dropped (reason counted in `stats()["dropped"]`). An exception that was never
-        raised gets the caller's stack, marked synthetic. Works with error tracking off too.
-        """
-        return _capture_exception(cast("Instance", self), exc, distinct_id, properties, skip=1)
+    True when drained (or nothing to drain); False on timeout, when called from the
+    LoggerHandler's own thread (it cannot wait for itself), or once stop() gave up on a
+    stuck LoggerHandler. `flush()` calls this first.
+    """
+    intake = inst._error_intake
+    if intake is None:
+        return True
+    return intake.drain(5.0 if timeout is None else timeout)
 
 
 def capture_exception(
@@ -121,9 +110,7 @@ def capture_exception(
     instance: str = "default",
 ) -> str | None:
     """Module-level `capture_exception` on the named instance (see `Instance.capture_exception`)."""
-    from phactor import api  # late: api imports instance, which imports this module
-
-    return _capture_exception(api.instance(instance), exc, distinct_id, properties, skip=1)
+    return _capture_exception(registry.lookup(instance), exc, distinct_id, properties, skip=1)
 
 
 def _capture_exception(
@@ -134,9 +121,10 @@ def _capture_exception(
     *,
     skip: int,
 ) -> str | None:
+    # lazy: start-up time (as in `children`; works with error tracking off, so no tree loaded it)
     from phactor.errortracking.actor import ExceptionEventBuilder
-    from phactor.errortracking.formatting import traceback_of_caller
-    from phactor.errortracking.handler import Intake, Snapshot
+    from phactor.errortracking.formatting import traceback_of_caller  # lazy: start-up time
+    from phactor.errortracking.handler import Intake, Snapshot  # lazy: start-up time
 
     if exc is not None and not isinstance(exc, BaseException):
         raise TypeError(f"exc must be an exception or None, got {type(exc).__name__}")
@@ -164,14 +152,12 @@ def _capture_exception(
         properties=dict(properties) if properties else None,
         synthetic_traceback=synthetic,
     )
-    intake: Intake | None = inst.__dict__.get("_error_intake") or inst.__dict__.get(
-        "_error_intake_off"
-    )
+    intake: Intake | None = inst._error_intake or inst._error_intake_off
     if intake is None:
         # Error tracking is off: no actor, the event is built on the caller's thread.
         intake = Intake(inst)
         intake.fallback = ExceptionEventBuilder(inst.name, inst.config, inst._capture).queue
-        inst.__dict__["_error_intake_off"] = intake
+        inst._error_intake_off = intake
     # The actor (or, without one, this thread) marks it and takes a rate-limit token, in
     # order after what was logged before: None when it was already captured.
     return intake.submit(snapshot, wait=_CALL_WAIT_SECONDS)

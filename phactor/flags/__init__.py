@@ -1,8 +1,8 @@
 """Feature flags: pure local evaluation, definition snapshots, evaluation results, /flags parsing,
 the FlagEvaluator actor that keeps definitions fresh, and the flag HTTP client.
 
-Names are imported on first access (PEP 562): `import phactor` loads only the `Instance` mixin in
-`phactor.flags.methods`, and the flag core loads when an instance first needs it.
+Names are imported on first access (PEP 562): `import phactor` loads only `phactor.flags.methods`
+(an instance's flags part), and the flag core loads when an instance first needs it.
 """
 
 from __future__ import annotations

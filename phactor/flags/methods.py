@@ -1,4 +1,7 @@
-"""Feature-flag methods of `Instance` (mixed in), and their module-level twins (`instance=`).
+"""The feature-flag part of an `Instance`: its flag state, its FlagEvaluator child, evaluation.
+
+`Instance` owns one `InstanceFlags` (`inst._flags`) and its public flag methods delegate here;
+the module-level twins (`instance=`) live in `phactor.api`.
 
 Evaluation runs on the caller's thread: it reads the current immutable `Definitions` snapshot
 from the instance's `FlagState` and evaluates with the pure core; only what local evaluation
@@ -15,7 +18,6 @@ from __future__ import annotations
 
 import os
 import threading
-import uuid as uuid_module
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -24,11 +26,10 @@ import pykka
 from phactor._args import timeout_arg
 from phactor._log import get_logger
 from phactor.context import EMPTY
+from phactor.flags.arguments import checked_call, checked_flag_keys
 from phactor.supervisor import ChildSpec
 
 if TYPE_CHECKING:
-    from phactor.config import Config
-    from phactor.context import ContextStore
     from phactor.flags.evaluations import FlagEvaluations, decode_payload
     from phactor.flags.evaluator import (
         FlagCalledCache,
@@ -43,17 +44,8 @@ if TYPE_CHECKING:
     from phactor.flags.matching import FlagResult, evaluate
     from phactor.flags.remote import RemoteFlags, build_flags_request
     from phactor.instance import Instance
-    from phactor.supervisor import Registry
 
-__all__ = [
-    "FlagMethods",
-    "evaluate_flags",
-    "feature_enabled",
-    "get_all_flags",
-    "get_feature_flag",
-    "get_feature_flag_payload",
-    "reload_feature_flags",
-]
+__all__ = ["InstanceFlags"]
 
 _state_lock = threading.Lock()
 _core_loaded = False
@@ -71,7 +63,7 @@ if hasattr(os, "register_at_fork"):
 def _load_core() -> None:
     """Import the flag core into this module on first use.
 
-    This mixin is imported with `Instance`, so with `import phactor`; the matching engine, the
+    This module is imported with `Instance`, so with `import phactor`; the matching engine, the
     actor and the HTTP client load only when an instance first touches flags (one bool check
     per call after that).
     """
@@ -80,8 +72,9 @@ def _load_core() -> None:
     global FlagResult, evaluate, RemoteFlags, build_flags_request
     if _core_loaded:
         return
+    # lazy: start-up time (the flag core loads when an instance first touches flags)
     from phactor.flags.evaluations import FlagEvaluations, decode_payload
-    from phactor.flags.evaluator import (
+    from phactor.flags.evaluator import (  # lazy: start-up time
         FlagCalledCache,
         FlagCalledReporter,
         FlagEvaluator,
@@ -90,9 +83,9 @@ def _load_core() -> None:
         load_definitions,
         load_static_flags,
     )
-    from phactor.flags.http import FlagsHttp
-    from phactor.flags.matching import FlagResult, evaluate
-    from phactor.flags.remote import RemoteFlags, build_flags_request
+    from phactor.flags.http import FlagsHttp  # lazy: start-up time
+    from phactor.flags.matching import FlagResult, evaluate  # lazy: start-up time
+    from phactor.flags.remote import RemoteFlags, build_flags_request  # lazy: start-up time
 
     _core_loaded = True
 
@@ -100,27 +93,17 @@ def _load_core() -> None:
 _Evaluated = tuple["dict[str, FlagResult]", "dict[str, str]", "str | None", str]
 
 
-class FlagMethods:
-    """Instance methods for feature flags."""
+class InstanceFlags:
+    """The flags of one instance: state (definitions snapshot, HTTP client, `$feature_flag_called`
+    dedup) created on first use, the FlagEvaluator child spec, and the flag methods."""
 
-    if TYPE_CHECKING:
-        name: str
-        _config: Config
-        _context: ContextStore
-        _registry: Registry
-        _supervisor: pykka.ActorRef[Any] | None
-        _disabled: bool
-        _state: str
-        _forked: bool
-
-        def _restart_after_fork(self) -> None: ...
-        def _capture(self, *args: Any, **kwargs: Any) -> str | None: ...
-
-    _flag_state: FlagState | None = None
+    def __init__(self, owner: Instance):
+        self._owner = owner
+        self._flag_state: FlagState | None = None
 
     # --- wiring ----------------------------------------------------------------------------
 
-    def _flags(self) -> FlagState:
+    def _get_state(self) -> FlagState:
         state = self._flag_state
         if state is not None:
             return state
@@ -131,8 +114,8 @@ class FlagMethods:
             return self._flag_state
 
     def _new_flag_state(self) -> FlagState:
-        config = self._config
-        log = get_logger("flags", instance=self.name)
+        config = self._owner._config
+        log = get_logger("flags", instance=self._owner.name)
         http = None
         if not config.test_mode:  # test mode never touches the network
             http = FlagsHttp(
@@ -148,12 +131,12 @@ class FlagMethods:
         state.reporter = FlagCalledReporter(state.called, self._send_flag_called)
         return state
 
-    def _flag_children(self) -> list[ChildSpec]:
-        """Child specs this layer adds to the instance's tree: the FlagEvaluator, when useful."""
-        state = self._flags()
+    def children(self) -> list[ChildSpec]:
+        """Child specs this part adds to the instance's tree: the FlagEvaluator, when useful."""
+        state = self._get_state()
         if state.pid != os.getpid():
             state.reset_after_fork()
-        config = self._config
+        config = self._owner._config
         log = state.log
         if config.test_mode:
             source = config.flags
@@ -176,12 +159,14 @@ class FlagMethods:
     def _flag_evaluator_spec(
         self, state: FlagState, load: Any, poll_interval: float | None = None
     ) -> ChildSpec:
+        owner = self._owner
+
         def start(generation: int) -> pykka.ActorRef[Any]:
-            assert self._supervisor is not None
+            assert owner._supervisor is not None
             return FlagEvaluator.start(
                 "flags",
                 generation,
-                self._supervisor,
+                owner._supervisor,
                 state=state,
                 load=load,
                 poll_interval=poll_interval,
@@ -191,7 +176,7 @@ class FlagMethods:
 
         return ChildSpec("flags", start)
 
-    def _flags_stopped(self) -> None:
+    def stopped(self) -> None:
         """Called once when the instance stops: close the flag HTTP sessions."""
         state = self._flag_state
         if state is not None and state.http is not None:
@@ -200,9 +185,10 @@ class FlagMethods:
     def _send_flag_called(
         self, distinct_id: str, properties: dict[str, Any], groups: Mapping[str, Any] | None
     ) -> None:
-        if self._state != "running":
+        owner = self._owner
+        if owner._state != "running":
             return
-        self._capture(
+        owner._capture(
             "$feature_flag_called",
             distinct_id,
             properties,
@@ -214,19 +200,21 @@ class FlagMethods:
             None,
         )
 
-    def _feature_flag_properties(self, distinct_id: str, groups: Any) -> dict[str, Any]:
+    def event_properties(self, distinct_id: str, groups: Any) -> dict[str, Any]:
         """`$feature/<key>` and `$active_feature_flags` for `capture(..., send_feature_flags=True)`.
 
         Local only once definitions (or test flags) are there; otherwise one remote request.
         """
         try:
-            state = self._flags()
+            state = self._get_state()
             local = (
-                state.definitions is not None or state.static is not None or self._config.test_mode
+                state.definitions is not None
+                or state.static is not None
+                or self._owner._config.test_mode
             )
             results, _, _, _ = self._evaluate_flags(distinct_id, groups, None, None, None, local)
         except Exception as error:
-            self._flags().log.error("send_feature_flags_failed", error=repr(error))
+            self._get_state().log.error("send_feature_flags_failed", error=repr(error))
             return {}
         return FlagEvaluations(results).event_properties()
 
@@ -244,45 +232,35 @@ class FlagMethods:
         """(results, unresolved, request_id, distinct_id) — argument checks, local, then remote."""
         if not _core_loaded:
             _load_core()
-        if self._forked:
-            self._restart_after_fork()
+        owner = self._owner
+        if owner._forked:
+            owner._restart_after_fork()
         if distinct_id is None:
-            distinct_id = self._context.current().properties.get("distinct_id")
-        did = _distinct_id(distinct_id)
-        if groups is not None:
-            if type(groups) is not dict and not isinstance(groups, Mapping):
-                raise TypeError(f"groups must be a Mapping, got {type(groups).__name__}")
-            for group_type in groups:
-                if type(group_type) is not str:
-                    raise TypeError(f"group types must be str, got {type(group_type).__name__}")
-        if person_properties is not None and (
-            type(person_properties) is not dict and not isinstance(person_properties, Mapping)
-        ):
-            raise TypeError(
-                f"person_properties must be a Mapping, got {type(person_properties).__name__}"
+            distinct_id = owner._context.current().properties.get("distinct_id")
+        if (
+            type(distinct_id) is str
+            and groups is None
+            and person_properties is None
+            and group_properties is None
+            and type(only_evaluate_locally) is bool
+        ):  # the common call: only the keys to check
+            did = distinct_id
+            keys = None if flag_keys is None else checked_flag_keys(flag_keys)
+        else:
+            did, keys = checked_call(
+                distinct_id,
+                groups,
+                person_properties,
+                group_properties,
+                flag_keys,
+                only_evaluate_locally,
             )
-        if group_properties is not None and (
-            type(group_properties) is not dict and not isinstance(group_properties, Mapping)
-        ):
-            raise TypeError(
-                f"group_properties must be a Mapping, got {type(group_properties).__name__}"
-            )
-        if group_properties:
-            for props in group_properties.values():
-                if props is not None and type(props) is not dict and not isinstance(props, Mapping):
-                    raise TypeError(
-                        "group_properties must map a group type to a Mapping, got "
-                        f"{type(props).__name__}"
-                    )
-        keys = None if flag_keys is None else _flag_keys(flag_keys)
-        if type(only_evaluate_locally) is not bool:
-            raise TypeError("only_evaluate_locally must be True or False")
 
         if not did:
             return {}, dict.fromkeys(keys or (), "missing_distinct_id"), None, ""
-        if self._disabled:
+        if owner._disabled:
             return {}, dict.fromkeys(keys or (), "disabled"), None, did
-        state = self._flag_state or self._flags()
+        state = self._flag_state or self._get_state()
         static = state.static
         if static is not None:
             if keys is None:
@@ -338,7 +316,7 @@ class FlagMethods:
         person = {"distinct_id": distinct_id, **(person_properties or {})}
         try:
             body = build_flags_request(
-                self._config.api_key or "",
+                self._owner._config.api_key or "",
                 distinct_id,
                 groups=groups,
                 person_properties=person,
@@ -371,7 +349,7 @@ class FlagMethods:
         except Exception as error:
             state.log.error("feature_flag_called_failed", flag=key, error=repr(error))
 
-    # --- public API ------------------------------------------------------------------------
+    # --- the calls (`Instance.evaluate_flags` ... delegate here; their docstrings are there) --
 
     def evaluate_flags(
         self,
@@ -383,18 +361,12 @@ class FlagMethods:
         flag_keys: Iterable[str] | None = None,
         only_evaluate_locally: bool = False,
     ) -> FlagEvaluations:
-        """Evaluate flags for one user into an immutable `FlagEvaluations` snapshot.
-
-        Local first (from the polled definitions), then at most one `/flags` request for what
-        local evaluation could not decide, unless `only_evaluate_locally`. `distinct_id`
-        defaults to the context's. Server errors never raise: those flags read as None and
-        `.unresolved` says why. Wrong argument types raise TypeError.
-        """
+        """Evaluate flags for one user into an immutable `FlagEvaluations` snapshot."""
         results, unresolved, request_id, did = self._evaluate_flags(
             distinct_id, groups, person_properties, group_properties, flag_keys,
             only_evaluate_locally,
         )  # fmt: skip
-        state = self._flag_state or self._flags()
+        state = self._flag_state or self._get_state()
         reporter = state.reporter
         return FlagEvaluations(
             results,
@@ -416,10 +388,7 @@ class FlagMethods:
         only_evaluate_locally: bool = False,
         send_feature_flag_events: bool = True,
     ) -> bool | str | None:
-        """The flag's value for one user: True/False, the variant key, or None when unknown.
-
-        Sends `$feature_flag_called` (deduplicated) unless `send_feature_flag_events=False`.
-        """
+        """The flag's value for one user: True/False, the variant key, or None when unknown."""
         if type(key) is not str:
             raise TypeError(f"flag key must be a str, not {type(key).__name__}")
         if type(send_feature_flag_events) is not bool:
@@ -431,7 +400,7 @@ class FlagMethods:
         result = results.get(key)
         if send_feature_flag_events and did:
             self._report_read(
-                self._flag_state or self._flags(),
+                self._flag_state or self._get_state(),
                 did,
                 groups,
                 key,
@@ -452,10 +421,7 @@ class FlagMethods:
         only_evaluate_locally: bool = False,
         send_feature_flag_events: bool = True,
     ) -> bool | None:
-        """Whether the flag is on for one user (a variant counts as on); None when unknown.
-
-        Sends `$feature_flag_called` (deduplicated) unless `send_feature_flag_events=False`.
-        """
+        """Whether the flag is on for one user (a variant counts as on); None when unknown."""
         value = self.get_feature_flag(
             key,
             distinct_id,
@@ -505,175 +471,21 @@ class FlagMethods:
         return {key: result.value for key, result in results.items()}
 
     def reload_feature_flags(self, timeout: float | None = None) -> bool:
-        """Load the flag definitions now and block until they are loaded or the load failed.
-
-        Returns True when current definitions (or test-mode flags) are in place. Without a
-        FlagEvaluator (no `personal_api_key`, no test flags) there is nothing to load: False.
-        `timeout` defaults to a few `request_timeout`s (`math.inf`: no deadline); on timeout the
-        load goes on in the background and this returns False. A timeout that is not a number
-        raises TypeError, nan or a negative one ValueError.
-        """
+        """Load the flag definitions now and block until they are loaded or the load failed."""
         given = timeout is not None
         seconds = timeout_arg(timeout, "reload_feature_flags")
-        if self._disabled:
+        owner = self._owner
+        if owner._disabled:
             return False
-        if self._forked:
-            self._restart_after_fork()
-        ref = self._registry.get("flags")
+        if owner._forked:
+            owner._restart_after_fork()
+        ref = owner._registry.get("flags")
         if ref is None:
-            state = self._flags()
+            state = self._get_state()
             return state.static is not None
         if not given:
-            seconds = 4 * self._config.request_timeout + 1.0
+            seconds = 4 * owner._config.request_timeout + 1.0
         try:
             return bool(ref.ask(Reload(), timeout=seconds))  # None: until it is loaded
         except (pykka.ActorDeadError, pykka.Timeout):
             return False
-
-
-def _distinct_id(value: Any) -> str:
-    if type(value) is str:
-        return value
-    if value is None:
-        return ""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    if isinstance(value, uuid_module.UUID):
-        return str(value)
-    raise TypeError(f"distinct_id must be a str, got {type(value).__name__}")
-
-
-def _flag_keys(flag_keys: Any) -> tuple[str, ...]:
-    if type(flag_keys) is tuple and len(flag_keys) == 1 and type(flag_keys[0]) is str:
-        return flag_keys  # get_feature_flag's own (key,): the per-call fast path
-    if isinstance(flag_keys, str) or not isinstance(flag_keys, Iterable):
-        raise TypeError("flag_keys must be an iterable of str (not a str)")
-    keys = tuple(flag_keys)
-    for key in keys:
-        if type(key) is not str:
-            raise TypeError(f"flag_keys must hold str keys, got {type(key).__name__}")
-    return keys
-
-
-# --- module-level API (the lead re-exports these from phactor) -----------------------------
-
-
-def _instance(name: str) -> Instance:
-    # Imported here: phactor.api imports Instance, which imports this module.
-    from phactor.api import instance
-
-    return instance(name)
-
-
-def evaluate_flags(
-    distinct_id: Any = None,
-    *,
-    groups: Mapping[str, Any] | None = None,
-    person_properties: Mapping[str, Any] | None = None,
-    group_properties: Mapping[str, Mapping[str, Any]] | None = None,
-    flag_keys: Iterable[str] | None = None,
-    only_evaluate_locally: bool = False,
-    instance: str = "default",
-) -> FlagEvaluations:
-    """Evaluate flags through the named instance (see `Instance.evaluate_flags`)."""
-    return _instance(instance).evaluate_flags(
-        distinct_id,
-        groups=groups,
-        person_properties=person_properties,
-        group_properties=group_properties,
-        flag_keys=flag_keys,
-        only_evaluate_locally=only_evaluate_locally,
-    )
-
-
-def feature_enabled(
-    key: str,
-    distinct_id: Any = None,
-    *,
-    groups: Mapping[str, Any] | None = None,
-    person_properties: Mapping[str, Any] | None = None,
-    group_properties: Mapping[str, Mapping[str, Any]] | None = None,
-    only_evaluate_locally: bool = False,
-    send_feature_flag_events: bool = True,
-    instance: str = "default",
-) -> bool | None:
-    """Whether a flag is on, through the named instance (see `Instance.feature_enabled`)."""
-    return _instance(instance).feature_enabled(
-        key,
-        distinct_id,
-        groups=groups,
-        person_properties=person_properties,
-        group_properties=group_properties,
-        only_evaluate_locally=only_evaluate_locally,
-        send_feature_flag_events=send_feature_flag_events,
-    )
-
-
-def get_feature_flag(
-    key: str,
-    distinct_id: Any = None,
-    *,
-    groups: Mapping[str, Any] | None = None,
-    person_properties: Mapping[str, Any] | None = None,
-    group_properties: Mapping[str, Mapping[str, Any]] | None = None,
-    only_evaluate_locally: bool = False,
-    send_feature_flag_events: bool = True,
-    instance: str = "default",
-) -> bool | str | None:
-    """A flag's value, through the named instance (see `Instance.get_feature_flag`)."""
-    return _instance(instance).get_feature_flag(
-        key,
-        distinct_id,
-        groups=groups,
-        person_properties=person_properties,
-        group_properties=group_properties,
-        only_evaluate_locally=only_evaluate_locally,
-        send_feature_flag_events=send_feature_flag_events,
-    )
-
-
-def get_feature_flag_payload(
-    key: str,
-    distinct_id: Any = None,
-    *,
-    groups: Mapping[str, Any] | None = None,
-    person_properties: Mapping[str, Any] | None = None,
-    group_properties: Mapping[str, Mapping[str, Any]] | None = None,
-    only_evaluate_locally: bool = False,
-    instance: str = "default",
-) -> Any:
-    """A flag's decoded payload, through the named instance (no event)."""
-    return _instance(instance).get_feature_flag_payload(
-        key,
-        distinct_id,
-        groups=groups,
-        person_properties=person_properties,
-        group_properties=group_properties,
-        only_evaluate_locally=only_evaluate_locally,
-    )
-
-
-def get_all_flags(
-    distinct_id: Any = None,
-    *,
-    groups: Mapping[str, Any] | None = None,
-    person_properties: Mapping[str, Any] | None = None,
-    group_properties: Mapping[str, Mapping[str, Any]] | None = None,
-    flag_keys: Iterable[str] | None = None,
-    only_evaluate_locally: bool = False,
-    instance: str = "default",
-) -> dict[str, bool | str]:
-    """Every flag's value for one user, through the named instance (no event)."""
-    return _instance(instance).get_all_flags(
-        distinct_id,
-        groups=groups,
-        person_properties=person_properties,
-        group_properties=group_properties,
-        flag_keys=flag_keys,
-        only_evaluate_locally=only_evaluate_locally,
-    )
-
-
-def reload_feature_flags(*, timeout: float | None = None, instance: str = "default") -> bool:
-    """Reload the named instance's flag definitions now; blocks until loaded or failed."""
-    return _instance(instance).reload_feature_flags(timeout)

@@ -23,6 +23,9 @@ import sys
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
+from phactor import registry
+from phactor._log import get_logger
+
 __all__ = ["capture_exceptions", "capture_exceptions_for"]
 
 Processor = Callable[[Any, str, MutableMapping[str, Any]], MutableMapping[str, Any]]
@@ -75,9 +78,7 @@ def _capture(
     exc_info = event_dict.get("exc_info")
     if not exc_info:
         return
-    from phactor import api  # late: keeps `import phactor.integrations.structlog` cheap
-
-    inst = api._instances.get(instance_name)
+    inst = registry.find(instance_name)
     if inst is None:
         return
     intake = inst.__dict__.get("_error_intake")
@@ -115,8 +116,6 @@ def _text(message: Any) -> str | None:
 def _failed(instance_name: str, error: Exception) -> None:
     # Logging must never fail because of error tracking, but a lost exception must show.
     try:
-        from phactor._log import get_logger
-
         get_logger("errortracking", instance=instance_name).error(
             "structlog_capture_failed", kind=type(error).__name__
         )
