@@ -4,8 +4,8 @@ An instance's `ExceptHooks` chains a hook in front of `sys.excepthook` and one i
 `threading.excepthook` (and, in the same step, puts the instance's logging handler on the root
 logger); each takes a snapshot of the dying thread's exception and waits briefly for its event
 to be queued. Hooks of several instances chain and unchain in any order (`ChainedHook`).
-The asyncio loop's exception handler lives in `loop.py`: only an app that asks for it imports
-asyncio.
+The asyncio loop's exception handler lives in `loop.py`, loaded only when the app asks for it
+(`instrument_asyncio`).
 """
 
 from __future__ import annotations
