@@ -6,6 +6,7 @@ JSON has its documented shape, and that the posthog side, which always exists, p
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -72,3 +73,39 @@ def test_quick_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
     for run, field in expected.items():
         for result in data["cases"][run]["phactor"]:
             assert field in result or "na" in result or "error" in result, (run, result)
+
+
+def benchmark_imports() -> dict[str, set[str]]:
+    """benchmarks module -> the benchmarks modules it imports, anywhere in its text."""
+    package = REPO_ROOT / "benchmarks"
+    modules = {f"benchmarks.{path.stem}": path for path in package.glob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                targets.add(node.module)
+                targets.update(f"{node.module}.{alias.name}" for alias in node.names)
+            elif isinstance(node, ast.Import):
+                targets.update(alias.name for alias in node.names)
+        graph[name] = (targets & set(modules)) - {name, "benchmarks.__init__"}
+    return graph
+
+
+def test_benchmark_modules_import_one_way():
+    # In-function imports count too: a circle hidden in a function is still a circle.
+    graph = benchmark_imports()
+    done: set[str] = set()
+
+    def visit(module: str, path: list[str]) -> None:
+        if module in path:
+            cycle = [*path[path.index(module) :], module]
+            raise AssertionError("import circle: " + " -> ".join(cycle))
+        if module in done:
+            return
+        for target in sorted(graph[module]):
+            visit(target, [*path, module])
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module, [])

@@ -21,7 +21,8 @@ from conftest import StartInstance, assert_ledger, exception_events
 import phactor
 from phactor.devserver import DevServer
 from phactor.errortracking import TokenBuckets, capture_exception
-from phactor.errortracking.handler import CaptureHandler, ChainedHook
+from phactor.errortracking.handler import CaptureHandler
+from phactor.errortracking.hooks import ChainedHook
 
 log = logging.getLogger("app.checkout")
 
@@ -502,7 +503,7 @@ def test_error_records_without_exception_when_capture_messages_is_on(inst):
 
 
 def test_a_failure_while_building_is_logged_once_and_never_raised(inst, caplog):
-    from phactor.errortracking.actor import ExceptionEventBuilder
+    from phactor.errortracking.builder import ExceptionEventBuilder
 
     def broken_capture(*args: Any, **kwargs: Any) -> str:
         raise RuntimeError("pipeline broke")
@@ -514,7 +515,7 @@ def test_a_failure_while_building_is_logged_once_and_never_raised(inst, caplog):
             try:
                 charge(1)
             except ValueError as error:
-                from phactor.errortracking.handler import Snapshot
+                from phactor.errortracking.snapshot import Snapshot
 
                 snapshot = Snapshot(
                     "logging", error, logging.ERROR, True, "generic", inst._context.current(), 0.0

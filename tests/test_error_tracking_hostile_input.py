@@ -21,11 +21,11 @@ from hypothesis import strategies as st
 
 import phactor
 from phactor.devserver import DevServer
-from phactor.errortracking import formatting
+from phactor.errortracking import wire
 
 log = logging.getLogger("app.hostile")
 
-CYCLE_MARKER = "<cycle>"  # formatting.CYCLE_MARKER
+CYCLE_MARKER = "<cycle>"  # wire.CYCLE_MARKER
 SURROGATE = os.fsdecode(b"\xff")  # "\udcff": a non-UTF-8 file name, decoded as Python does
 
 
@@ -47,8 +47,8 @@ def cyclic_list() -> list[Any]:
 
 
 def test_wire_safe_cuts_cycles_and_replaces_surrogates():
-    wire_safe, clean_text = formatting.wire_safe, formatting.clean_text
-    assert formatting.CYCLE_MARKER == CYCLE_MARKER
+    wire_safe, clean_text = wire.wire_safe, wire.clean_text
+    assert wire.CYCLE_MARKER == CYCLE_MARKER
     d = cyclic_dict()
     assert wire_safe(d) == {"a": CYCLE_MARKER, "b": CYCLE_MARKER}
     assert wire_safe(cyclic_list()) == [CYCLE_MARKER, CYCLE_MARKER]
@@ -64,7 +64,7 @@ def test_wire_safe_is_linear_on_a_shared_diamond():
     node: list[Any] = []
     for _ in range(64):
         node = [node, node]
-    result = formatting.wire_safe({"x": node})
+    result = wire.wire_safe({"x": node})
     assert json.dumps(result)  # bounded in size too
 
 

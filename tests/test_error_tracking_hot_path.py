@@ -20,7 +20,9 @@ from conftest import StartInstance, assert_ledger, exception_events, wait_until
 
 import phactor
 from phactor.errortracking import TokenBuckets
-from phactor.errortracking.handler import already_captured, key_name, record_message
+from phactor.errortracking.guards import already_captured
+from phactor.errortracking.ratelimit import key_name
+from phactor.errortracking.snapshot import record_message
 
 log = logging.getLogger("app.hotpath")
 

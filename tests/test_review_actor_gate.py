@@ -48,7 +48,7 @@ def test_logged_then_passed_to_sys_excepthook_is_one_logging_event(inst):
     except RuntimeError:
         log.exception("about to die")
     # The hook chain ends with the interpreter's default hook, which prints: call ours only.
-    intake_of(inst)._sys_excepthook(type(error), error, error.__traceback__)
+    intake_of(inst).hooks.sys_excepthook(type(error), error, error.__traceback__)
     events = exception_events(inst)
     assert [e["properties"]["$exception_source"] for e in events] == ["logging"]
 
@@ -130,7 +130,7 @@ def test_one_exception_refused_early_then_by_a_hook_is_counted_once(start_test_m
     assert ValueError in intake.refusing
     error = raised(ValueError("c"))
     log.error("refused early", exc_info=error)
-    intake._sys_excepthook(type(error), error, error.__traceback__)
+    intake.hooks.sys_excepthook(type(error), error, error.__traceback__)
     assert instance.capture_exception(error) is None
     assert instance.stats()["dropped"] == {"rate_limited": 2}
     assert len(exception_events(instance)) == 1
@@ -229,8 +229,8 @@ def test_a_hook_while_the_actor_restarts_still_sends_one_event(inst):
     inst._crash_child("logger_handler")
     # Asked of the dead incarnation or of its successor, or built here: never lost or doubled.
     error = raised(OSError("down"))
-    intake._sys_excepthook(type(error), error, error.__traceback__)
-    intake._sys_excepthook(type(error), error, error.__traceback__)
+    intake.hooks.sys_excepthook(type(error), error, error.__traceback__)
+    intake.hooks.sys_excepthook(type(error), error, error.__traceback__)
     assert wait_until(
         lambda: (
             (entry := inst._registry.entry("logger_handler")) is not None and entry[1] > generation
@@ -251,8 +251,8 @@ def test_hooks_on_one_of_phactors_threads_are_ignored(inst):
         thread = None
 
     def on_phactor_thread() -> None:
-        intake._threading_excepthook(Args())
-        intake._sys_excepthook(type(error), error, error.__traceback__)
+        intake.hooks.threading_excepthook(Args())
+        intake.hooks.sys_excepthook(type(error), error, error.__traceback__)
         ran.set()
 
     t = threading.Thread(target=on_phactor_thread, name="phactor-review")

@@ -12,7 +12,9 @@ import pytest
 from conftest import assert_ledger, exception_events, wait_until
 
 import phactor
-from phactor.errortracking.handler import CaptureHandler, Snapshot, TokenBuckets
+from phactor.errortracking.handler import CaptureHandler
+from phactor.errortracking.ratelimit import TokenBuckets
+from phactor.errortracking.snapshot import Snapshot
 
 log = logging.getLogger("app.review")
 

@@ -1,67 +1,50 @@
-"""The LoggerHandler actor: turns capture snapshots into `$exception` events, off the app's threads.
+"""The LoggerHandler actor and its watchdog: snapshots become `$exception` events, off the app.
 
-The capture sources (`handler.py`) hand it snapshots; it describes the exception with the pure
-`formatting` core (frames, source lines from its own bounded `SourceCache`, in_app), merges the
-snapshot's context, and queues the event through the instance's normal pipeline (`_capture`),
-so before_send, the size limit, stats and the buffer apply as to any other event.
+The capture sources (`handler.py`, `hooks.py`, `loop.py`) leave snapshots in `Intake.pending` and
+wake it; it takes them in order, applies the de-duplication mark and the rate limit
+(`Intake.accept`), and has its `ExceptionEventBuilder` (`builder.py`) describe each exception
+with the pure core and queue the event. Its watchdog gives up on an incarnation stuck on one item.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import decimal
-import os
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import PurePath
 from typing import Any
 
-import orjson
 import pykka
 
 from phactor._log import get_logger
 from phactor.config import Config
-from phactor.context import EMPTY
-from phactor.errortracking.formatting import (
-    SourceCache,
-    clean_text,
-    exception_level,
-    exception_properties,
-    message_exception_properties,
-    wire_safe,
-)
-from phactor.errortracking.handler import (
-    LINGER_SECONDS,
-    WAKE,
-    Intake,
-    Pending,
-    Snapshot,
-    Waiter,
-    Wake,
-    as_snapshot,
-    key_name,
-)
-from phactor.events import new_uuid4
+from phactor.errortracking.builder import CaptureFn, ExceptionEventBuilder
+from phactor.errortracking.handler import Intake
+from phactor.errortracking.ratelimit import key_name
+from phactor.errortracking.snapshot import WAKE, Pending, Snapshot, Waiter, Wake, as_snapshot
 from phactor.supervisor import SupervisedActor
 from phactor.timer import scheduler
 
-__all__ = ["BUILD_TIMEOUT_SECONDS", "SELF_WAKE", "Drain", "ExceptionEventBuilder", "LoggerHandler"]
+__all__ = [
+    "BUILD_TIMEOUT_SECONDS",
+    "LINGER_SECONDS",
+    "SELF_WAKE",
+    "Drain",
+    "ExceptionEventBuilder",
+    "LoggerHandler",
+    "count_left_behind",
+]
 
-#: Source files whose lines the LoggerHandler keeps for context lines.
-SOURCE_CACHE_FILES = 64
+# `ExceptionEventBuilder` is re-exported: errortracking/methods.py imports it from here.
+
+#: Once woken, the LoggerHandler looks at `Intake.pending` again after this long, for as long as
+#: it finds records there: during a burst the logging threads never have to wake it.
+LINGER_SECONDS = 0.005
 
 #: How long the LoggerHandler may spend on one snapshot before its watchdog gives up on it: the
 #: event is counted as dropped (`exception_build_timeout`) and a fresh incarnation takes over.
 #: A normal build takes well under a millisecond; only a value whose `__str__` blocks (or a
 #: `before_send` that does) gets near this. Read by each incarnation as it starts.
 BUILD_TIMEOUT_SECONDS = 10.0
-
-# The `_capture` signature of Instance, bound to one instance.
-CaptureFn = Callable[..., str | None]
-# `Instance._drop`: count (and log) a dropped event under a reason.
-DropFn = Callable[..., None]
 
 
 #: The Wake the LoggerHandler sends itself after `LINGER_SECONDS` (told apart by identity, so
@@ -72,164 +55,6 @@ SELF_WAKE = Wake()
 @dataclass(frozen=True)
 class Drain:
     """Ask: answered once every snapshot told before it has been queued as an event."""
-
-
-class ExceptionEventBuilder:
-    """Builds and queues the `$exception` event of one snapshot. Never raises.
-
-    A failure is logged once per kind (the error's type), then only counted by silence: a
-    failure to describe an error must not become a flood of errors.
-    """
-
-    def __init__(
-        self,
-        instance_name: str,
-        config: Config,
-        capture: CaptureFn,
-        drop: DropFn | None = None,
-    ) -> None:
-        self.config = config
-        self.capture = capture
-        self.drop = drop
-        self.sources = SourceCache(SOURCE_CACHE_FILES)
-        self.project_root = _cwd()
-        self.log = get_logger("errortracking", instance=instance_name)
-        self._failed_kinds: set[str] = set()
-        # Set by the watchdog when this builder's incarnation was given up on: whatever it is
-        # still building was counted already, and must not be queued as well.
-        self.fenced = False
-
-    def queue(self, snapshot: Snapshot) -> str | None:
-        """Queue `snapshot`'s event; its uuid, or None when it was dropped (or failed)."""
-        try:
-            distinct_id, properties = self.build(snapshot)
-            if self.fenced:
-                return None
-            return self.capture(
-                "$exception",
-                distinct_id,
-                properties,
-                EMPTY,
-                dt.datetime.fromtimestamp(snapshot.created, dt.UTC),
-                None,
-                None,
-                False,
-                None,
-            )
-        except Exception as error:
-            self.failed(error, snapshot.source)
-            return None
-
-    def failed(self, error: Exception, source: str | None) -> None:
-        """Count a snapshot that could not become an event; log it once per kind (error type)."""
-        if self.drop is not None and not self.fenced:
-            try:
-                self.drop("exception_build_failed", "$exception")
-            except Exception:
-                pass
-        kind = type(error).__name__
-        if kind not in self._failed_kinds:
-            self._failed_kinds.add(kind)
-            self.log.error(
-                "exception_event_failed", kind=kind, error=repr(error)[:500], source=source
-            )
-
-    def build(self, snapshot: Snapshot) -> tuple[str, dict[str, Any]]:
-        """(distinct_id, properties) of the `$exception` event for `snapshot`.
-
-        Precedence, later wins: instance context < event-scoped context for `$exception` <
-        record extras / call properties < the record's fields < the exception's description.
-        """
-        snapshot.expand_record()
-        props: dict[str, Any] = {}
-        state = snapshot.state
-        if state is not EMPTY:
-            if state.flags is not None:
-                props.update(state.flags.event_properties())
-            props.update(state.properties)
-            scoped = state.event_properties.get("$exception")
-            if scoped:
-                props.update(scoped)
-        if snapshot.extras:
-            props.update(snapshot.extras)
-        if snapshot.properties:
-            props.update(snapshot.properties)
-        if snapshot.logger_name is not None:
-            props["logger_name"] = snapshot.logger_name
-        if snapshot.level_name is not None:
-            props["log_level"] = snapshot.level_name
-        if snapshot.message is not None:
-            props["log_message"] = snapshot.message
-        if snapshot.thread_name is not None:
-            props["thread_name"] = snapshot.thread_name
-        if props:
-            props = _encodable(props)
-        props.update(self.describe(snapshot))
-
-        distinct_id = snapshot.distinct_id
-        if distinct_id is None or distinct_id == "":
-            distinct_id = props.pop("distinct_id", None)
-        if distinct_id is None or distinct_id == "":
-            # Nobody known: a fresh id, and no person profile (as PostHog's SDKs do).
-            distinct_id = new_uuid4()
-            props["$process_person_profile"] = False
-        props.pop("distinct_id", None)
-        return clean_text(str(distinct_id)), props
-
-    def describe(self, snapshot: Snapshot) -> dict[str, Any]:
-        """The `$exception_*` properties of the snapshot."""
-        snapshot.expand_record()
-        config = self.config
-        if snapshot.exc is None:
-            return message_exception_properties(
-                snapshot.message or "",
-                logger_name=snapshot.logger_name,
-                function=snapshot.function,
-                pathname=snapshot.pathname,
-                lineno=snapshot.lineno,
-                level=snapshot.level,
-                source=snapshot.source,
-                in_app_modules=config.in_app_modules,
-                project_root=self.project_root,
-                sources=self.sources,
-            )
-        return exception_properties(
-            snapshot.exc,
-            level=exception_level(snapshot.level),
-            source=snapshot.source,
-            handled=snapshot.handled,
-            mechanism_type=snapshot.mechanism_type,
-            in_app_modules=config.in_app_modules,
-            project_root=self.project_root,
-            sources=self.sources,
-            synthetic_traceback=snapshot.synthetic_traceback,
-        )
-
-
-def _encodable(props: dict[str, Any]) -> dict[str, Any]:
-    """`props` itself when the event encoder's fast path takes it, else a `wire_safe` copy.
-
-    What the app supplied (context, `extra=`, call properties, the message) may hold a cycle or a
-    lone surrogate, which the encoder's fast path refuses and its slow path must not be trusted
-    with here (a cycle is exponential for a depth-capped walk). The check is one orjson call on
-    the app's part of the event; the linear-time copy runs only when it fails.
-    """
-    try:
-        orjson.dumps(props, default=_strict_default)
-    except Exception:
-        copied = wire_safe(props)
-        return copied if isinstance(copied, dict) else {}
-    return props
-
-
-def _strict_default(value: Any) -> Any:
-    # A subset of what the event encoder converts itself: passing this check means its fast
-    # path passes too. Anything else (containers included) goes through `wire_safe`.
-    if isinstance(value, decimal.Decimal) and value.is_finite():
-        return float(value)
-    if isinstance(value, PurePath):
-        return clean_text(str(value))
-    raise TypeError(type(value).__name__)
 
 
 def count_left_behind(intake: Intake, reason: str) -> None:
@@ -259,13 +84,6 @@ def _describe_item(item: Pending | None) -> dict[str, Any]:
     else:
         return {}
     return {"source": source, "exception_type": key_name(type(exc)) if exc is not None else None}
-
-
-def _cwd() -> str | None:
-    try:
-        return os.getcwd()
-    except OSError:  # the working directory was deleted
-        return None
 
 
 class LoggerHandler(SupervisedActor):

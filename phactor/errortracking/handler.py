@@ -1,99 +1,69 @@
-"""The capture sources of error tracking: a `logging.Handler`, the except hooks, and their guards.
+"""The logging handler of error tracking, and the `Intake` every capture source hands off to.
 
 Everything here runs on the app's threads, so it only takes a cheap snapshot (the exception
 object, the record's fields, the thread's phactor context) and hands it to the instance's
-LoggerHandler actor, which builds the `$exception` event. The guards live here too, because they
-must act before any work is done:
-
-- recursion: records from `phactor*` loggers, and every record emitted on one of phactor's own
-  threads (its actors, which are pykka threads, and the `phactor-*` threads such as the scheduler)
-  are never captured — that covers pykka, requests and urllib3 logging while phactor sends, and
-  user callbacks (`on_error`, `before_send`) running inside phactor. A thread-local flag also
-  marks code running inside phactor on an app thread;
-- de-duplication: an exception object captured once by an instance is marked, so the same object
-  reaching the logging handler and then an except hook (or structlog, then stdlib logging) is
-  sent once;
-- floods: a token bucket per exception type, and a bound on snapshots waiting in the actor's
-  mailbox (a snapshot keeps its traceback's frames alive).
+LoggerHandler actor, which builds the `$exception` event. `CaptureHandler` is the root-logger
+handler; `Intake` is one instance's way in for every source (that handler, the except hooks in
+`hooks.py`, structlog, asyncio in `loop.py`, `capture_exception`): the guards (`guards.py`), the
+rate limit (`ratelimit.py`), and the bound on snapshots waiting in `Intake.pending` (a snapshot
+keeps its traceback's frames alive). The two share this module because the handler is the
+Intake's fast path: they are written against each other's internals.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import sys
 import threading
 import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import pykka
 
-from phactor._guard import flags as _guard_flags
-from phactor._guard import inside_phactor
-from phactor.context import ContextState
-from phactor.supervisor import SupervisedActor, Supervisor
+from phactor.errortracking.guards import (
+    guarded,
+    inside_phactor,
+    is_guarded_logger,
+    mark_captured,
+    on_phactor_thread,
+    thread_flags,
+)
+from phactor.errortracking.hooks import ExceptHooks
+from phactor.errortracking.ratelimit import TokenBuckets, key_name, refusal_key, type_key
+from phactor.errortracking.snapshot import (
+    WAKE,
+    Pending,
+    RecordItem,
+    Snapshot,
+    Waiter,
+    str_or_marker,
+)
 
 if TYPE_CHECKING:
     from phactor.instance import Instance
 
 __all__ = [
     "CAPTURE_MESSAGES_DEFAULT",
-    "HOOK_WAIT_SECONDS",
-    "LINGER_SECONDS",
     "MAX_BACKLOG",
-    "RATE_LIMIT_BURST",
-    "RATE_LIMIT_PER_SECOND",
     "CaptureHandler",
-    "ChainedHook",
     "Intake",
-    "Pending",
     "Snapshot",
-    "TokenBuckets",
-    "Waiter",
-    "Wake",
-    "already_captured",
-    "as_snapshot",
-    "inside_phactor",
-    "is_guarded_logger",
-    "key_name",
-    "mark_captured",
-    "on_phactor_thread",
-    "record_message",
 ]
 
-#: Captures of one exception type allowed at once (the bucket size); the default of the config
-#: option `exception_rate_limit_burst`.
-RATE_LIMIT_BURST = 50
-#: Tokens refilled per second for each exception type (PostHog's Python SDK refills 10 per 10 s).
-#: The default of the config option `exception_rate_limit_per_second`.
-RATE_LIMIT_PER_SECOND = 1.0
+# `Snapshot` is re-exported: errortracking/methods.py imports it from here.
+
 #: Records allowed to wait for the LoggerHandler before new ones are dropped: the default of the
 #: config option `exception_backlog` (each keeps its traceback's frames alive).
 MAX_BACKLOG = 1000
 #: Error records without an exception become `$exception` events only when the config option
 #: `capture_messages` is on (this is its default).
 CAPTURE_MESSAGES_DEFAULT = False
-#: How long an except hook (the thread or process is dying) waits for its event to be queued.
-HOOK_WAIT_SECONDS = 2.0
-#: Once woken, the LoggerHandler looks at `Intake.pending` again after this long, for as long as
-#: it finds records there: during a burst the logging threads never have to wake it.
-LINGER_SECONDS = 0.005
-
-_MARK = "__phactor_captured__"
-
-# One lock for every instance: each hook is a read-modify-write of a process-wide global, and two
-# instances installing at once (a start and a restart-after-fork, say) must not lose one hook.
-_HOOKS_LOCK = threading.Lock()
 
 
-def _new_hooks_lock_after_fork() -> None:
-    global _HOOKS_LOCK
-    _HOOKS_LOCK = threading.Lock()  # another thread may have held it at fork time
+def _intakes_after_fork_in_child() -> None:
     for intake in list(_INTAKES):
         intake._after_fork_in_child()
 
@@ -103,283 +73,10 @@ _INTAKES: weakref.WeakSet[Intake] = weakref.WeakSet()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_hooks_lock_after_fork)
+    os.register_at_fork(after_in_child=_intakes_after_fork_in_child)
 
 
-_local = _guard_flags  # the per-thread flags, shared with phactor._guard
-
-# Attributes every LogRecord has; anything else on a record came from `extra=`.
-_RECORD_FIELDS = frozenset(
-    logging.LogRecord("x", logging.ERROR, "x", 1, "x", None, None, "x").__dict__
-) | {"message", "asctime", "taskName"}
-
-
-# -- guards -------------------------------------------------------------------------------------
-
-
-def _is_phactor_thread(thread: threading.Thread) -> bool:
-    name = thread.name
-    if isinstance(name, str) and name.startswith("phactor-"):
-        return True
-    # pykka runs each actor's loop as the thread's target: the bound method names its actor.
-    owner = getattr(getattr(thread, "_target", None), "__self__", None)
-    return isinstance(owner, SupervisedActor | Supervisor)
-
-
-def on_phactor_thread() -> bool:
-    """True on one of phactor's own threads (an actor of any instance, the scheduler, ...)."""
-    value = _local.phactor_thread
-    if value is None:
-        value = _local.phactor_thread = _is_phactor_thread(threading.current_thread())
-    return value
-
-
-def is_guarded_logger(name: object) -> bool:
-    """True for phactor's own loggers, whose records are never captured."""
-    return isinstance(name, str) and (name == "phactor" or name.startswith("phactor."))
-
-
-def _guarded(logger_name: object) -> bool:
-    return is_guarded_logger(logger_name) or _local.inside or on_phactor_thread()
-
-
-# The mark lives in the exception's instance dict, reached through BaseException's own
-# descriptor: no attribute lookup through the exception's class (each new class would miss the
-# type cache, on the logging thread), and no custom __getattr__/__setattr__ runs.
-_exception_dict = BaseException.__dict__["__dict__"].__get__
-
-
-def already_captured(exc: BaseException, instance_name: str) -> bool:
-    """Whether instance `instance_name` already captured this exception object."""
-    try:
-        return instance_name in _exception_dict(exc).get(_MARK, ())
-    except Exception:
-        return False
-
-
-def mark_captured(exc: BaseException, instance_name: str) -> bool:
-    """Mark `exc` as captured by `instance_name`; False when it already was (skip it then)."""
-    try:
-        attrs = _exception_dict(exc)
-        marks: tuple[str, ...] = attrs.get(_MARK, ())
-        if instance_name in marks:
-            return False
-        # A new tuple each time: two threads marking at once never corrupt a shared object. A
-        # tuple, not a set: there are a handful of instances, and this runs on the logging thread.
-        attrs[_MARK] = (*marks, instance_name)
-    except Exception:
-        pass  # not an exception object after all: captured, just not de-duplicated
-    return True
-
-
-# -- rate limit ---------------------------------------------------------------------------------
-
-
-class TokenBuckets:
-    """A token bucket per key: `burst` captures at once, then `per_second` on average.
-
-    Thread-safe; `clock` (seconds, monotonic) is injectable for tests. At most `max_keys`
-    buckets are kept: past that, full buckets (which carry no information) are forgotten.
-    """
-
-    def __init__(
-        self,
-        burst: int = RATE_LIMIT_BURST,
-        per_second: float = RATE_LIMIT_PER_SECOND,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        max_keys: int = 1000,
-    ) -> None:
-        self.burst = float(max(0, burst))
-        self.per_second = max(0.0, float(per_second))
-        self.clock = clock
-        self.max_keys = max_keys
-        self._buckets: dict[Any, list[float]] = {}  # key -> [tokens, last refill time]
-        self._lock = threading.Lock()
-
-    def allow(self, key: Any) -> bool:
-        """Take a token for `key`; False when its bucket is empty."""
-        now = self.clock()
-        buckets = self._buckets
-        bucket = buckets.get(key)
-        if bucket is None:
-            if len(buckets) >= self.max_keys:
-                with self._lock:
-                    self._forget_full(now)
-                buckets = self._buckets
-            bucket = buckets.setdefault(key, [self.burst, now])
-        # No lock: a race between two threads (on one bucket, or a bucket added while the
-        # buckets are replaced) can only let one extra capture through, which a rate limit can
-        # afford; a lock on every record costs more.
-        tokens = bucket[0]
-        elapsed = now - bucket[1]
-        if elapsed > 0.0:
-            tokens += elapsed * self.per_second
-            if tokens > self.burst:
-                tokens = self.burst
-            bucket[1] = now
-        if tokens >= 1.0:
-            bucket[0] = tokens - 1.0
-            return True
-        bucket[0] = tokens
-        return False
-
-    def next_token_in(self, key: Any) -> float:
-        """Seconds until `key`'s bucket has a token again (0 when it has one; inf: never)."""
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            return 0.0
-        tokens = bucket[0] + max(0.0, self.clock() - bucket[1]) * self.per_second
-        if tokens >= 1.0:
-            return 0.0
-        if self.per_second <= 0.0:
-            return float("inf")
-        return (1.0 - tokens) / self.per_second
-
-    def _forget_full(self, now: float) -> None:
-        # Under the lock. Replaced, not mutated: `allow` reads and adds without the lock (so
-        # the items are copied in one C-level step before they are looked at).
-        if len(self._buckets) < self.max_keys:
-            return  # another thread just did it
-        kept = {
-            k: v
-            for k, v in list(self._buckets.items())
-            if v[0] + (now - v[1]) * self.per_second < self.burst
-        }
-        self._buckets = kept if len(kept) < self.max_keys else {}
-
-
-@dataclass(frozen=True)
-class Wake:
-    """Tell: snapshots are waiting in `Intake.pending`."""
-
-
-WAKE = Wake()
-
-
-# -- snapshots ----------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Snapshot:
-    """What a capture source saw, taken cheaply on the app's thread for the LoggerHandler.
-
-    `exc` is None for an error record without an exception (`capture_messages`). `level` is a
-    `logging` level number or a PostHog level name.
-    """
-
-    source: str
-    exc: BaseException | None
-    level: int | str
-    handled: bool
-    mechanism_type: str
-    state: ContextState
-    created: float
-    logger_name: str | None = None
-    level_name: str | None = None
-    message: str | None = None
-    function: str | None = None
-    pathname: str | None = None
-    lineno: int | None = None
-    thread_name: str | None = None
-    extras: Mapping[str, Any] | None = None
-    distinct_id: Any = None
-    properties: Mapping[str, Any] | None = None
-    synthetic_traceback: TracebackType | None = None
-    record: dict[str, Any] | None = None
-
-    def expand_record(self) -> None:
-        """Fill the record's fields and `extras` from `record` (a copy of a LogRecord's dict).
-
-        The logging handler only copies the record's dict on the app's thread (one C-level
-        copy); the actor sorts it out here. Idempotent.
-        """
-        record = self.record
-        if record is None:
-            return
-        self.record = None
-        get = record.get
-        self.logger_name = get("name")
-        self.level_name = get("levelname")
-        self.function = get("funcName")
-        self.pathname = get("pathname")
-        self.lineno = get("lineno")
-        self.thread_name = get("threadName")
-        # `extra=` may carry keys that are not strings: they cannot be property names.
-        extras = {
-            k: v
-            for k, v in record.items()
-            if type(k) is str and k not in _RECORD_FIELDS and k[:1] != "_"
-        }
-        self.extras = extras or None
-
-
-class Waiter:
-    """A pending item someone waits for: an asked snapshot (its event uuid), or, with no
-    snapshot, a barrier (`Intake.drain`: everything handed over before it is done).
-
-    Asks go through `Intake.pending` like everything else, not through the actor's mailbox: a
-    replacement LoggerHandler finds them there when its predecessor got stuck.
-    """
-
-    __slots__ = ("done", "result", "snapshot")
-
-    def __init__(self, snapshot: Snapshot | None) -> None:
-        self.snapshot = snapshot
-        self.result: str | None = None
-        self.done = threading.Event()
-
-    def resolve(self, result: str | None) -> None:
-        self.result = result
-        self.done.set()
-
-
-#: What the logging handler leaves in `Intake.pending`: (exception, message, a copy of the
-#: record's dict, the thread's context); message None when the actor may format it itself
-#: (a str message with immutable scalar arguments). The actor makes it a Snapshot
-#: (`as_snapshot`); other sources leave Snapshots, or Waiters when they wait.
-RecordItem = tuple[BaseException | None, str | None, dict[str, Any], ContextState]
-Pending = Snapshot | RecordItem | Waiter
-
-
-def as_snapshot(item: Snapshot | RecordItem) -> Snapshot:
-    """The Snapshot of a pending item (a logging record's tuple is expanded here, off the app)."""
-    if isinstance(item, Snapshot):
-        return item
-    exc, message, record, state = item
-    if message is None:
-        message = record_message(record)
-    created = record.get("created")
-    return Snapshot(
-        "logging",
-        exc,
-        record.get("levelno", logging.ERROR),
-        True,
-        "generic",
-        state,
-        created if isinstance(created, float | int) else time.time(),
-        message=message,
-        record=record,
-    )
-
-
-def _type_key(cls: type) -> str:
-    # By name, not by class object: a class statement run per call (a retry helper, an error
-    # factory) makes a new class each time, and a flood of it must share one bucket (the
-    # limiter would also keep those classes alive). Both reads go through `type`'s own
-    # descriptors, so a new class costs no lookup through its MRO.
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def key_name(key: Any) -> str:
-    """A rate-limit key for logs: `module.Qualname` for an exception type, else `str(key)`."""
-    return _type_key(key) if isinstance(key, type) else str(key)
-
-
-def _quick_key(exc: BaseException | None, logger_name: Any, function: Any) -> Any:
-    # The key of `Intake.refusing`: the exception's class (no string to build on the app's
-    # thread), or the call site of a record without an exception.
-    return type(exc) if exc is not None else (logger_name, function)
+_local = thread_flags  # the per-thread flags, shared with phactor._guard
 
 
 class Intake:
@@ -409,8 +106,7 @@ class Intake:
         self.pending: deque[Pending] = deque()
         self.wake_sent = False
         self.handler = CaptureHandler(self)
-        self.sys_hook: ChainedHook | None = None
-        self.thread_hook: ChainedHook | None = None
+        self.hooks = ExceptHooks(self)
         self.actor_thread: int | None = None  # ident of the LoggerHandler's thread
         # The running LoggerHandler incarnation, set by itself at start (before it drains).
         self.actor_ref: pykka.ActorRef[Any] | None = None
@@ -437,69 +133,17 @@ class Intake:
     @property
     def installed(self) -> bool:
         """True while the handler and hooks are in place."""
-        return self.sys_hook is not None
+        return self.hooks.installed
 
     def install(self) -> None:
         """Attach the handler to the root logger and chain the except hooks (once)."""
-        with _HOOKS_LOCK:
-            if self.sys_hook is not None:
-                return
-            logging.getLogger().addHandler(self.handler)
-            self.sys_hook = ChainedHook(self._sys_excepthook, sys.excepthook)
-            sys.excepthook = self.sys_hook
-            self.thread_hook = ChainedHook(self._threading_excepthook, threading.excepthook)
-            threading.excepthook = self.thread_hook
+        self.hooks.install(self.handler)
 
     def uninstall(self) -> None:
         """Remove the handler and unchain the hooks; safe in any order across instances."""
-        with _HOOKS_LOCK:
-            logging.getLogger().removeHandler(self.handler)
-            sys_hook, thread_hook = self.sys_hook, self.thread_hook
-            self.sys_hook = self.thread_hook = None
-            if sys_hook is not None:
-                sys_hook.closed = True
-                if sys.excepthook is sys_hook:
-                    sys.excepthook = sys_hook.resolve_previous()
-            if thread_hook is not None:
-                thread_hook.closed = True
-                if threading.excepthook is thread_hook:
-                    threading.excepthook = thread_hook.resolve_previous()
+        self.hooks.uninstall(self.handler)
 
-    # -- sources ------------------------------------------------------------------------------
-
-    def _sys_excepthook(
-        self, exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
-    ) -> None:
-        if exc is None or isinstance(exc, KeyboardInterrupt) or _guarded(None):
-            return
-        snapshot = Snapshot(
-            "sys.excepthook",
-            exc,
-            "fatal",
-            False,
-            "onuncaughtexception",
-            self.instance._context.current(),
-            time.time(),
-        )
-        self.submit(snapshot, wait=HOOK_WAIT_SECONDS)
-
-    def _threading_excepthook(self, args: Any) -> None:
-        exc = args.exc_value
-        if exc is None or isinstance(exc, SystemExit) or _guarded(None):
-            return
-        thread = args.thread
-        snapshot = Snapshot(
-            "threading.excepthook",
-            exc,
-            "error",
-            False,
-            "onuncaughtexception",
-            # The hook runs on the dying thread: its context is the one that failed.
-            self.instance._context.current(),
-            time.time(),
-            thread_name=getattr(thread, "name", None),
-        )
-        self.submit(snapshot, wait=HOOK_WAIT_SECONDS)
+    # -- sources (the logging handler and the except hooks have their own classes) -------------
 
     def capture_log_event(
         self,
@@ -513,7 +157,7 @@ class Intake:
         extras: Mapping[str, Any] | None,
     ) -> None:
         """Capture a log event from another logging library (structlog); never raises."""
-        if level < self.level or _guarded(logger_name):
+        if level < self.level or guarded(logger_name):
             return
         if exc is None:
             return
@@ -551,8 +195,8 @@ class Intake:
                 return False
         else:
             snapshot.expand_record()
-        quick_key = _quick_key(exc, snapshot.logger_name, snapshot.function)
-        key = _type_key(quick_key) if exc is not None else quick_key
+        quick_key = refusal_key(exc, snapshot.logger_name, snapshot.function)
+        key = type_key(quick_key) if exc is not None else quick_key
         limiter = self.limiter
         if limiter.allow(key):
             return True
@@ -596,7 +240,7 @@ class Intake:
         out. When the actor is not running, the event is built on this thread.
         """
         exc = snapshot.exc
-        if self.refused_early(exc, _quick_key(exc, snapshot.logger_name, snapshot.function)):
+        if self.refused_early(exc, refusal_key(exc, snapshot.logger_name, snapshot.function)):
             return None
         if wait is None:
             self.hand_off(snapshot)
@@ -728,7 +372,7 @@ class CaptureHandler(logging.Handler):
             return
         try:
             if intake.refusing and intake.refused_early(
-                exc, _quick_key(exc, record.name, record.funcName)
+                exc, refusal_key(exc, record.name, record.funcName)
             ):
                 return  # a flood of one type or call site: refused here, without the actor
             msg, args = record.msg, record.args
@@ -746,7 +390,7 @@ class CaptureHandler(logging.Handler):
                 try:
                     message = record.getMessage()
                 except Exception:
-                    message = _safe_str(msg)
+                    message = str_or_marker(msg)
                 finally:
                     flags.inside = False
             # The rest of the record (its fields, `extra=`) is sorted out by the actor.
@@ -769,55 +413,3 @@ def _plain(args: tuple[Any, ...]) -> bool:
         if type(arg) not in _PLAIN_TYPES:
             return False
     return True
-
-
-def record_message(record: Mapping[str, Any]) -> str:
-    """`LogRecord.getMessage()` of a record's dict (copy); never raises."""
-    msg = record.get("msg")
-    try:
-        text = str(msg)
-        args = record.get("args")
-        return text % args if args else text
-    except Exception:
-        return _safe_str(msg)
-
-
-def _safe_str(value: object) -> str:
-    try:
-        return str(value)
-    except Exception:
-        return f"<unprintable {type(value).__name__}>"
-
-
-# -- except hooks -------------------------------------------------------------------------------
-
-
-class ChainedHook:
-    """An except hook (sys or threading) that captures, then calls the hook it replaced.
-
-    A closed hook only forwards. When several instances chain hooks and stop in any order, each
-    one restores the hook below it, skipping closed ones, so the last one out leaves the
-    original hook in place.
-    """
-
-    __slots__ = ("capture", "closed", "previous")
-
-    def __init__(self, capture: Callable[..., None], previous: Callable[..., Any]) -> None:
-        self.capture = capture
-        self.previous = previous
-        self.closed = False
-
-    def resolve_previous(self) -> Callable[..., Any]:
-        """The first hook below this one that is still open (or not one of ours)."""
-        hook = self.previous
-        while isinstance(hook, ChainedHook) and hook.closed:
-            hook = hook.previous
-        return hook
-
-    def __call__(self, *args: Any) -> Any:
-        if not self.closed:
-            try:
-                self.capture(*args)
-            except Exception:
-                pass  # reporting a crash must never hide it
-        return self.resolve_previous()(*args)

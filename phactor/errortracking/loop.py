@@ -14,7 +14,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from phactor.errortracking.handler import Intake, Snapshot
+from phactor.errortracking.handler import Intake
+from phactor.errortracking.snapshot import Snapshot
 
 __all__ = ["instrument_asyncio"]
 
@@ -29,7 +30,7 @@ def instrument_asyncio(
     `$exception_source: "asyncio"`; `CancelledError` and messages without an exception are not
     captured.
     """
-    from phactor import api
+    from phactor import api  # late: api.py holds the instances by name and sits above this module
 
     inst = api.instance(instance)
     if loop is None:
@@ -87,9 +88,8 @@ def _capture(inst: Any, context: dict[str, Any]) -> None:
     )
     intake: Intake | None = inst.__dict__.get("_error_intake")
     if intake is None:
-        from phactor.errortracking.methods import _capture_exception
-
-        # Error tracking is off on this instance: fall back to an explicit capture.
-        _capture_exception(inst, exc, None, {"$exception_source": "asyncio"}, skip=0)
+        # Error tracking is off on this instance: fall back to an explicit capture (a stack
+        # made up for an exception that was never raised still ends in this function).
+        inst.capture_exception(exc, None, {"$exception_source": "asyncio"})
         return
     intake.submit(snapshot, wait=None)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from benchmarks.workload import NotAvailable
+from benchmarks.clients import NotAvailable
 
 DEFAULTS_NOTE = {
     "gzip": False,

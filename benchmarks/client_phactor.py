@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from benchmarks.workload import NotAvailable
+from benchmarks.clients import NotAvailable
+from benchmarks.workload import EVENT, workload
 
 INSTANCE = "bench"
 
@@ -160,8 +161,6 @@ def profile_capture(sink: str, calls: int = 20_000, top: int = 15) -> str:
     import cProfile
     import io
     import pstats
-
-    from benchmarks.workload import EVENT, workload
 
     client = PhactorClient()
     client.start(sink, "phc_bench_profile", flush_at=100)
