@@ -91,17 +91,7 @@ PUBLIC: frozenset[str] = frozenset()
 
 # Known breaches, each waiting for the change that removes it: (importer, imported) -> who/what.
 # The test fails when an entry is no longer needed, so the list only shrinks.
-PENDING: Mapping[tuple[str, str], str] = {
-    ("phactor.flags.http", "phactor._http"): (
-        "issue 11 part B: mark the in-function import `# lazy: start-up time (requests)`"
-    ),
-    ("phactor.errortracking.loop", "phactor.api"): (
-        "issue 11 part C: look the instance up with `phactor.registry.lookup(name)`"
-    ),
-    ("phactor.errortracking.loop", "phactor.errortracking.methods"): (
-        "issue 11 part C: import `_capture_exception` at module level (or mark it lazy)"
-    ),
-}
+PENDING: Mapping[tuple[str, str], str] = {}
 
 LAZY_MARK = re.compile(r"#\s*lazy:\s*\S")
 

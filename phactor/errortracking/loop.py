@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from phactor import registry
 from phactor.errortracking.handler import Intake
 from phactor.errortracking.snapshot import Snapshot
 
@@ -30,9 +31,7 @@ def instrument_asyncio(
     `$exception_source: "asyncio"`; `CancelledError` and messages without an exception are not
     captured.
     """
-    from phactor import api  # late: api.py holds the instances by name and sits above this module
-
-    inst = api.instance(instance)
+    inst = registry.lookup(instance)
     if loop is None:
         loop = asyncio.get_running_loop()
     previous = loop.get_exception_handler()

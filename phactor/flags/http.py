@@ -109,7 +109,7 @@ class FlagsHttp:
     def _session(self) -> BoundedSession:
         # Lazily: keeps `import phactor` cheap (see transport.py). Each request is bounded in
         # total by its timeout, and `verify` goes with every request (see phactor._http).
-        from phactor._http import BoundedSession
+        from phactor._http import BoundedSession  # lazy: start-up time (requests)
 
         return BoundedSession(verify=self.verify, headers={"User-Agent": USER_AGENT})
 
