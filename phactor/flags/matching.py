@@ -44,6 +44,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from phactor.events import walk_is_linear
+
 if TYPE_CHECKING:
     from phactor.flags.definitions import Definitions
 
@@ -224,7 +226,11 @@ def _json_text(value: Any) -> str | None:
 
 
 def _as_text(value: Any) -> str | None:
-    return value if isinstance(value, str) else _json_text(value)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list | dict) and not walk_is_linear(value):
+        return None  # shared or cyclic containers: 2**n values written out, or no end
+    return _json_text(value)
 
 
 def _to_number(value: Any) -> float | None:
