@@ -372,7 +372,7 @@ def expand(value):
         return [expand(v) for v in value]
     return value
 
-@given(value=dags(), max_bytes=st.sampled_from([256, 4096, 65536, 900 * 1024]))
+@given(value=dags(), max_bytes=st.sampled_from([256, 4096, 65536]))
 def run(value, max_bytes):
     message = {"event": "e", "properties": {"v": value}}
     start = time.monotonic()
@@ -382,7 +382,7 @@ def run(value, max_bytes):
         data, size = None, error.size
     took = time.monotonic() - start
     assert took < 2.0, took
-    if count(value, {}) > 100_000:  # over every max_bytes here: at least 2 bytes a value
+    if count(value, {}) > max_bytes // 2 + 2:  # JSON spends at least 2 bytes a value
         assert data is None or len(data) > max_bytes
         return
     wanted = json.dumps({"event": "e", "properties": {"v": expand(value)}}, separators=(",", ":"))
@@ -443,11 +443,20 @@ def hook(event):
         event["properties"]["from_hook"] = node
     return event
 
-with DevServer(flags={"f": True}) as server:
+MATCH = {  # a local flag comparing the person property "dag" as JSON text
+    "id": 1, "key": "local", "active": True,
+    "filters": {"groups": [{
+        "properties": [{"key": "dag", "value": "x", "operator": "icontains", "type": "person"}],
+        "rollout_percentage": 100,
+    }]},
+}
+
+with DevServer(flags={"f": True}, flag_definitions=[MATCH], personal_api_key="phx_json") as server:
     inst = phactor.start(
         "dag", api_key="phc_json", host=server.url, before_send=hook,
-        global_properties={"g": small},
+        global_properties={"g": small}, personal_api_key="phx_json", poll_interval=60.0,
     )
+    assert inst.reload_feature_flags() is True
     timings = {}
     def timed(name, call):
         start = time.monotonic()
@@ -468,11 +477,18 @@ with DevServer(flags={"f": True}) as server:
     flag = timed(
         "flag", lambda: inst.get_feature_flag("f", "u1", person_properties={"dag": node})
     )
+    local = timed(
+        "local", lambda: inst.get_feature_flag(
+            "local", "u1", person_properties={"dag": node}, only_evaluate_locally=True
+        )
+    )
     assert inst.flush(timeout=20)
     stats = inst.stats()
     events = {e["event"]: e["properties"] for e in server.events()}
     phactor.stop("dag", timeout=5)
-print(json.dumps({"out": out, "stats": stats, "events": events, "timings": timings, "flag": flag}))
+print(json.dumps({
+    "out": out, "stats": stats, "events": events, "timings": timings, "flag": flag, "local": local,
+}))
 """
 
 
@@ -500,4 +516,6 @@ def test_shared_values_end_to_end_arrive_or_are_counted() -> None:
     assert out["exception"] is not None
     assert "<truncated>" in json.dumps(events["$exception"]["dag"])
     assert result["flag"] is True
+    # Matching a shared value as JSON text: not comparable (2**40 values), never a hang.
+    assert result["local"] in (False, None)
     assert stats["captured"] == stats["sent"] + sum(stats["dropped"].values()) + stats["queued"]
