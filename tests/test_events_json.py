@@ -385,7 +385,9 @@ def run(value, max_bytes):
     if count(value, {}) > max_bytes // 2 + 2:  # JSON spends at least 2 bytes a value
         assert data is None or len(data) > max_bytes
         return
-    wanted = json.dumps({"event": "e", "properties": {"v": expand(value)}}, separators=(",", ":"))
+    wanted = json.dumps(
+        {"event": "e", "properties": {"v": expand(value)}}, separators=(",", ":"), ensure_ascii=False
+    )
     if len(wanted.encode()) <= max_bytes:
         # Small enough: sent in full, each shared container written where it is referenced.
         assert data is not None, (size, len(wanted))
@@ -519,3 +521,30 @@ def test_shared_values_end_to_end_arrive_or_are_counted() -> None:
     # Matching a shared value as JSON text: not comparable (2**40 values), never a hang.
     assert result["local"] in (False, None)
     assert stats["captured"] == stats["sent"] + sum(stats["dropped"].values()) + stats["queued"]
+
+
+OLD_TUPLE_DAG = """
+import gc
+from phactor import events as ev
+shared = ()
+for _ in range(30):  # 2**30 values written out; tuples of untracked values get untracked
+    shared = (shared, shared)
+for _ in range(31):  # one level per collection: an old tuple DAG ends untracked whole
+    gc.collect()
+assert not gc.is_tracked(shared)
+try:
+    ev.encode({"event": "e", "properties": {"v": shared}}, 900 * 1024)
+except ev.EventTooLarge:
+    pass
+"""
+
+
+@pytest.mark.xfail(
+    reason="known gap (events.py): CPython untracks a tuple of untracked values, one level per "
+    "collection, so a shared tuple DAG that survived as many full collections as it is deep "
+    "passes the gc.is_tracked gate and orjson writes it out; closing it costs the flat fast "
+    "path a type check per value (~+5% capture)",
+    strict=False,
+)
+def test_an_old_untracked_tuple_dag_is_measured() -> None:
+    run_script(OLD_TUPLE_DAG, timeout=30, memory_mb=512)
