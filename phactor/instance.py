@@ -506,7 +506,11 @@ class Instance:
             if changed is None:
                 return None
             message = changed
-        data = ev.encode(message, self._config.max_event_bytes)
+        try:
+            data = ev.encode(message, self._config.max_event_bytes)
+        except ev.EventTooLarge as too_large:  # shared containers: measured, never written
+            self._drop("event_too_large", event, min_size=too_large.size)
+            return None
         if len(data) > self._config.max_event_bytes:
             self._drop("event_too_large", event, size=len(data))
             return None

@@ -558,13 +558,6 @@ assert took < 5, took
 """
 
 
-@pytest.mark.xfail(
-    reason="new (fuzz): an ACYCLIC value with shared sub-containers (41 dicts, each referencing "
-    "the next twice) makes orjson's fast path expand 2**40 paths before the size cap applies: "
-    "minutes and GiBs, a segfault under a memory limit; cycle detection alone does not fix it "
-    "(events.encode); filed for the lead",
-    strict=False,
-)
 def test_a_shared_acyclic_value_is_encoded_in_bounded_time_and_memory() -> None:
     run_script(DAG_IN_A_CHILD, timeout=30, memory_mb=1024)
 

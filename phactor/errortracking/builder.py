@@ -30,7 +30,7 @@ from phactor.errortracking.formatting import (
 from phactor.errortracking.frames import SourceCache
 from phactor.errortracking.snapshot import Snapshot
 from phactor.errortracking.wire import clean_text, wire_safe
-from phactor.events import new_uuid4
+from phactor.events import new_uuid4, walk_is_linear
 
 __all__ = ["SOURCE_CACHE_FILES", "CaptureFn", "DropFn", "ExceptionEventBuilder"]
 
@@ -181,8 +181,13 @@ def _encodable(props: dict[str, Any]) -> dict[str, Any]:
     What the app supplied (context, `extra=`, call properties, the message) may hold a cycle or a
     lone surrogate, which the encoder's fast path refuses and its slow path must not be trusted
     with here (a cycle is exponential for a depth-capped walk). The check is one orjson call on
-    the app's part of the event; the linear-time copy runs only when it fails.
+    the app's part of the event; the linear-time copy runs only when it fails. A value whose
+    containers are shared (no cycle, yet 2**40 values written out) goes straight to the copy:
+    orjson would write it all out first.
     """
+    if not walk_is_linear(props):
+        copied = wire_safe(props)
+        return copied if isinstance(copied, dict) else {}
     try:
         orjson.dumps(props, default=_strict_default)
     except Exception:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from phactor._http import BoundedSession
 
 from phactor._log import register_secrets, scrub
+from phactor.events import json_safe, walk_is_linear
 from phactor.flags.remote import RemoteFlags, parse_flags_response
 from phactor.transport import USER_AGENT
 
@@ -36,6 +37,9 @@ FLAGS_PATH = "/flags/?v=2"
 
 # Statuses worth one more try: the proxy in front of PostHog failed, not the evaluation.
 _RETRY_STATUSES = frozenset({502, 504})
+#: A `/flags` body whose person or group properties share containers is copied with this many
+#: values at most (the rest cut as "<truncated>"), not written out once per reference.
+_MAX_BODY_VALUES = 100_000
 
 
 class DefinitionsFetch(NamedTuple):
@@ -195,6 +199,8 @@ class FlagsHttp:
         ``malformed_response``, ``quota_limited`` or ``invalid_request``.
         """
         requested = body.get("flag_keys_to_evaluate")
+        if not walk_is_linear(body):  # person/group properties sharing containers: a bounded copy
+            body = json_safe(body, _MAX_BODY_VALUES)
         try:
             data = orjson.dumps(body, default=str, option=orjson.OPT_NON_STR_KEYS)
         except TypeError as error:

@@ -8,6 +8,8 @@ import re
 from decimal import Decimal
 from typing import Any
 
+from phactor.events import walk_is_linear
+
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
@@ -62,7 +64,11 @@ def _json_text(value: Any) -> str | None:
 
 
 def _as_text(value: Any) -> str | None:
-    return value if isinstance(value, str) else _json_text(value)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list | dict) and not walk_is_linear(value):
+        return None  # shared or cyclic containers: 2**n values written out, or no end
+    return _json_text(value)
 
 
 def _to_number(value: Any) -> float | None:
