@@ -1,4 +1,4 @@
-"""Shared pieces of the fuzz suite (tests/test_fuzz_*.py): hostile values and bounded calls.
+"""Shared pieces of the fuzz suite (tests/fuzz/test_fuzz_*.py): hostile values and bounded calls.
 
 Every public call under fuzz runs through `bounded()`: in a worker thread joined with a timeout,
 so a hang FAILS the example instead of freezing the suite. Inputs known to hang (cyclic graphs,

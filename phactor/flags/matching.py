@@ -1,7 +1,7 @@
 """Pure local evaluation of PostHog feature flags (no threads, no I/O): ``evaluate()``.
 
 The semantics follow the ``posthog`` package's local evaluator, which the differential test
-(tests/test_flag_differential.py) checks case by case. Public names (import them from
+(tests/flags/test_flag_differential.py) checks case by case. Public names (import them from
 ``phactor.flags``):
 
 - ``evaluate(defs, distinct_id, *, groups=None, person_properties=None, group_properties=None,

@@ -63,7 +63,9 @@ def test_a_record_logged_while_the_restarted_actor_is_not_yet_registered_is_drai
         assert wait_until(lambda: not intake.wake_sent)
         assert inst._registry.get("logger_handler") is None
         log_failure("during-restart")
-        assert list(intake.pending)
+        # Not asserted: that the record still waits in `pending` here. The new incarnation has
+        # published its ref already, so the hand-off may wake it and it may drain at once (~1 run
+        # in 3 under load); what this test holds is that the record is never left behind.
     assert wait_until(lambda: inst._registry.get("logger_handler") is not None)
     assert wait_until(lambda: inst.stats()["captured"] == 1, timeout=3), (
         f"stuck in pending: {len(intake.pending)}, wake_sent={intake.wake_sent}"
@@ -138,7 +140,7 @@ FORK_PENDING_SCRIPT = textwrap.dedent(
 def test_records_pending_at_fork_are_sent_by_the_parent_only():
     # The parent still owns what its logging threads handed off before the fork; a forked
     # child's fresh tree must not send those records a second time.
-    tests_dir = os.path.dirname(__file__)
+    tests_dir = os.path.dirname(os.path.dirname(__file__))  # conftest's folder
     result = subprocess.run(
         [sys.executable, "-c", FORK_PENDING_SCRIPT, tests_dir],
         capture_output=True,

@@ -33,7 +33,7 @@ from phactor.errortracking import (
 )
 
 THIS_FILE = os.path.abspath(__file__)
-PROJECT_ROOT = str(Path(__file__).resolve().parents[1])
+PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
 SOURCE_LINES = Path(THIS_FILE).read_text(encoding="utf-8").splitlines()
 
 

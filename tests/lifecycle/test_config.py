@@ -320,7 +320,7 @@ NUMERIC_BOUNDS = {
 
 
 def test_every_numeric_option_has_documented_bounds() -> None:
-    doc = (Path(__file__).parents[1] / "docs" / "configuration.md").read_text()
+    doc = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
     section = doc.split("## Accepted values", 1)[1].split("\n## ", 1)[0]
     rows = {line.split("|")[1]: line for line in section.splitlines() if line.startswith("| `")}
     for option in OPTIONS:

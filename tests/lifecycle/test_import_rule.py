@@ -273,7 +273,7 @@ def check(
         if layer is None:
             problems.append(
                 f"unplaced module {module}: no pattern of PLACEMENT matches it; add a row to "
-                "PLACEMENT in tests/test_import_rule.py giving its layer "
+                "PLACEMENT in tests/lifecycle/test_import_rule.py giving its layer "
                 f"({' < '.join(layers)}, or devserver) and say where it is in "
                 "docs/architecture.md"
             )
