@@ -32,7 +32,9 @@ def view(i: int, instance: str) -> None:
     phactor.capture("viewed", distinct_id, {"i": i}, instance=instance)
 
 
-def leak_violations(events: list[dict[str, Any]], n: int = LEAK_REQUESTS) -> list[str]:
+def leak_violations(
+    events: list[dict[str, Any]], n: int = LEAK_REQUESTS, prefix: str = "/r/"
+) -> list[str]:
     """What is wrong with the `viewed` events of the leak test (empty: each event carries its
     own request's user, tag and path, and there is exactly one per request)."""
     problems: list[str] = []
@@ -50,7 +52,7 @@ def leak_violations(events: list[dict[str, Any]], n: int = LEAK_REQUESTS) -> lis
             problems.append(f"request {i}: distinct_id {event['distinct_id']!r}, not anon-{i}")
         if props.get("req_tag") != (i if sets_context(i) else None):
             problems.append(f"request {i}: req_tag {props.get('req_tag')!r}")
-        if props.get("$pathname", f"/r/{i}") != f"/r/{i}":
+        if props.get("$pathname", f"{prefix}{i}") != f"{prefix}{i}":
             problems.append(f"request {i}: $pathname {props.get('$pathname')!r}")
     missing = [i for i in range(n) if seen.get(i) != 1]
     if missing:
