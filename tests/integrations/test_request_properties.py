@@ -193,8 +193,10 @@ def test_distinct_ids_from_callbacks_are_text_or_nothing(value: Any) -> None:
 
 
 def test_expected_http_errors_are_recognised_by_class_without_imports() -> None:
-    from starlette.exceptions import HTTPException as StarletteHTTPException
-    from werkzeug.exceptions import InternalServerError, NotFound
+    starlette = pytest.importorskip("starlette.exceptions")
+    werkzeug = pytest.importorskip("werkzeug.exceptions")
+    NotFound, InternalServerError = werkzeug.NotFound, werkzeug.InternalServerError
+    StarletteHTTPException = starlette.HTTPException
 
     assert is_expected_http_error(NotFound())
     assert not is_expected_http_error(InternalServerError())
