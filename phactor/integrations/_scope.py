@@ -147,7 +147,7 @@ def checked_distinct_id(value: Any) -> str | None:
 
 class RequestScope:
     """The context of one request in each instance: `enter()` at the start, `exit()` at the end
-    (the same thread or task). Re-entrant per phase: enter/exit may be repeated (streaming)."""
+    (on the same thread or task)."""
 
     __slots__ = ("_entered", "instances", "props")
 
@@ -157,11 +157,16 @@ class RequestScope:
         self._entered: list[AbstractContextManager[None]] = []
 
     def enter(self) -> None:
+        """Enter the request's context in every instance; never raises (a failure is logged
+        and the request goes on with the contexts entered so far)."""
         entered = self._entered
-        for inst in self.instances:
-            scope = inst.context(self.props)
-            scope.__enter__()
-            entered.append(scope)
+        try:
+            for inst in self.instances:
+                scope = inst.context(self.props)
+                scope.__enter__()
+                entered.append(scope)
+        except Exception as error:
+            _log.warning("request_context_failed", error=repr(error))
 
     def exit(self) -> None:
         entered, self._entered = self._entered, []
@@ -170,8 +175,3 @@ class RequestScope:
                 scope.__exit__(None, None, None)
             except Exception as error:  # pragma: no cover - token from another context
                 _log.warning("context_exit_failed", error=repr(error))
-
-    def set(self, props: dict[str, Any]) -> None:
-        """Add to the request's context in every instance (inside the scope)."""
-        for inst in self.instances:
-            inst.set_context(props)

@@ -7,6 +7,8 @@ import asyncio
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from integration_checks import (
     LEAK_REQUESTS,
     LEAK_WORKERS,
@@ -245,9 +247,7 @@ def starlette_app(name: str, **options: Any) -> Any:
     return app
 
 
-def test_starlette_requests_get_their_own_context(
-    inst: phactor.Instance, devserver: Any
-) -> None:
+def test_starlette_requests_get_their_own_context(inst: phactor.Instance, devserver: Any) -> None:
     testclient = pytest.importorskip("starlette.testclient")
     with testclient.TestClient(starlette_app(inst.name)) as client:  # runs the lifespan too
         for i in range(20):
@@ -297,3 +297,60 @@ def test_one_request_two_projects(devserver: Any, start_instance: Any) -> None:
     }
     assert by_key == {"phc_one": ["$exception", "one"], "phc_two": ["$exception", "two"]}
     assert {e["distinct_id"] for e in devserver.events()} == {"user-0"}
+
+
+header_names = st.sampled_from(
+    [
+        b"x-posthog-distinct-id",
+        b"x-posthog-session-id",
+        b"x-posthog-window-id",
+        b"host",
+        b"user-agent",
+        b"x-forwarded-for",
+        b"cookie",
+    ]
+)
+header_items = st.one_of(
+    st.tuples(header_names, st.binary(max_size=1200)),
+    st.tuples(header_names, st.text(max_size=20)),  # not bytes: a broken server
+    st.just((b"only-one",)),
+    st.none(),
+)
+
+
+def test_any_headers_give_a_normal_response_and_clean_context(start_test_mode: Any) -> None:
+    inst = start_test_mode()
+    allowed = {
+        "$current_url",
+        "$host",
+        "$pathname",
+        "$request_method",
+        "$ip",
+        "$user_agent",
+        "distinct_id",
+        "$session_id",
+        "$window_id",
+    }
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        scope["seen"] = phactor.get_context(instance=inst.name)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    middleware = PhactorASGIMiddleware(app, inst.name, trusted_proxies=["::/0", "0.0.0.0/0"])
+
+    @given(
+        headers=st.lists(header_items, max_size=8),
+        client=st.one_of(st.none(), st.tuples(st.text(max_size=50), st.integers())),
+    )
+    def check(headers: list[Any], client: Any) -> None:
+        scope = {**http_scope("/p"), "headers": headers, "client": client}
+        sent = asyncio.run(call(middleware, scope))
+        assert sent[0]["status"] == 200
+        context = scope["seen"]
+        assert set(context) <= allowed
+        for value in context.values():
+            assert isinstance(value, str) and value == value.strip() and len(value) <= 2100
+            assert not any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in value)
+
+    check()

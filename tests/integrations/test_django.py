@@ -256,3 +256,17 @@ def test_a_bad_option_names_itself(inst: phactor.Instance) -> None:
         pytest.raises(phactor.ConfigError, match="PHACTOR_MIDDLEWARE"),
     ):
         Client().get("/r/0")
+
+
+def test_view_exceptions_are_captured_by_the_middleware_not_only_by_logging(
+    devserver: Any, start_instance: Any
+) -> None:
+    # Error tracking off: no logging handler; the middleware's own capture is what sends it.
+    instance = start_instance(api_key="phc_test", host=devserver.url, enable_error_tracking=False)
+    STATE["instance"] = instance.name
+    with override_settings(PHACTOR_MIDDLEWARE={"instance": instance.name}):
+        assert client().get("/boom", headers={"X-POSTHOG-DISTINCT-ID": "u"}).status_code == 500
+    assert [(e["event"], e["distinct_id"]) for e in events_of(instance, devserver)] == [
+        ("$exception", "u")
+    ]
+    assert phactor.get_context(instance=instance.name) == {}  # the scope ended with the request

@@ -243,3 +243,16 @@ def test_installing_twice_on_one_app_is_refused(inst: phactor.Instance) -> None:
     app = make_app(inst.name)
     with pytest.raises(RuntimeError, match="already installed"):
         PhactorFlask(app, inst.name)
+
+
+def test_the_scope_ends_with_a_failed_request_and_the_extension_captures_it_itself(
+    devserver: Any, start_instance: Any
+) -> None:
+    # Error tracking off: no logging handler; the extension's own capture is what sends it.
+    instance = start_instance(api_key="phc_test", host=devserver.url, enable_error_tracking=False)
+    client = make_app(instance.name).test_client()
+    assert client.get("/boom", headers={"X-POSTHOG-DISTINCT-ID": "u"}).status_code == 500
+    assert phactor.get_context(instance=instance.name) == {}
+    assert [(e["event"], e["distinct_id"]) for e in events_of(instance, devserver)] == [
+        ("$exception", "u")
+    ]
