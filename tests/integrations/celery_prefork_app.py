@@ -27,6 +27,7 @@ def make_app(broker_dir: str = BROKER_DIR) -> Celery:
     app.conf.broker_transport_options = {
         "data_folder_in": broker_dir,
         "data_folder_out": broker_dir,
+        "control_folder": os.path.join(broker_dir, "control"),
         "polling_interval": 0.05,
     }
     app.conf.task_default_queue = "phactor-tests"
