@@ -87,7 +87,6 @@ class PhactorCelery:
             (signals.task_prerun, self._on_prerun),
             (signals.task_success, self._on_success),
             (signals.task_failure, self._on_failure),
-            (signals.task_postrun, self._on_postrun),
             (signals.worker_process_shutdown, self._on_shutdown),
             (signals.worker_shutdown, self._on_shutdown),
         ]
@@ -95,6 +94,12 @@ class PhactorCelery:
     def instrument(self) -> PhactorCelery:
         """Connect the signal handlers (idempotent); returns self."""
         if not self._connected:
+            from celery import signals
+
+            # One process-wide receiver ends every task's scope, and stays connected: a task
+            # that started while an integration was connected ends its scope even if the
+            # integration is disconnected meanwhile.
+            signals.task_postrun.connect(_end_task_scope, weak=False)
             for signal, handler in self._signals():
                 signal.connect(handler, weak=False)
             self._connected = True
@@ -151,7 +156,11 @@ class PhactorCelery:
                 scope = inst.context(props)
                 scope.__enter__()
                 entered.append(scope)
-            setattr(request, _STATE, (entered, instances, time.monotonic()))
+            states = getattr(request, _STATE, None)
+            if not isinstance(states, dict):
+                states = {}
+                setattr(request, _STATE, states)
+            states[id(self)] = (entered, instances, time.monotonic())
             if self.lifecycle_events:
                 self._lifecycle(instances, "celery task started", base)
         except Exception as error:
@@ -166,7 +175,7 @@ class PhactorCelery:
         self, sender: Any = None, task_id: Any = None, exception: Any = None, **_: Any
     ) -> None:
         try:
-            state = getattr(getattr(sender, "request", None), _STATE, None)
+            state = self._state(getattr(sender, "request", None))
             instances = state[1] if state else self._instances()
             if (
                 self.capture_exceptions
@@ -180,17 +189,6 @@ class PhactorCelery:
         if self.lifecycle_events:
             self._finished(sender, "celery task failed")
 
-    def _on_postrun(self, sender: Any = None, task: Any = None, **_: Any) -> None:
-        request = getattr(task or sender, "request", None)
-        state = getattr(request, _STATE, None)
-        if state is None:
-            return
-        try:
-            delattr(request, _STATE)
-        except Exception:
-            pass
-        _exit_all(state[0])
-
     def _on_shutdown(self, **_: Any) -> None:
         if not self.flush_on_shutdown:
             return
@@ -203,7 +201,7 @@ class PhactorCelery:
     def _finished(self, task: Any, event: str) -> None:
         try:
             request = getattr(task, "request", None)
-            state = getattr(request, _STATE, None)
+            state = self._state(request)
             if state is None:
                 return
             props = _task_properties(task, request, getattr(request, "id", None))
@@ -211,6 +209,10 @@ class PhactorCelery:
             self._lifecycle(state[1], event, props)
         except Exception as error:
             _log.warning("celery_lifecycle_failed", error=repr(error))
+
+    def _state(self, request: Any) -> tuple[Any, list[Instance], float] | None:
+        states = getattr(request, _STATE, None)
+        return states.get(id(self)) if isinstance(states, dict) else None
 
     @staticmethod
     def _lifecycle(instances: list[Instance], event: str, props: dict[str, Any]) -> None:
@@ -242,6 +244,20 @@ def _carried(request: Any) -> Mapping[str, Any]:
 def _json_safe(context: Mapping[str, Any]) -> dict[str, Any]:
     # What the message serializer can carry: anything else becomes its str().
     return dict(orjson.loads(orjson.dumps(context, default=str, option=orjson.OPT_NON_STR_KEYS)))
+
+
+def _end_task_scope(sender: Any = None, task: Any = None, **_: Any) -> None:
+    """`task_postrun`: end the scopes a task's `task_prerun` entered (on the same thread)."""
+    request = getattr(task or sender, "request", None)
+    states = getattr(request, _STATE, None)
+    if not isinstance(states, dict):
+        return
+    try:
+        delattr(request, _STATE)
+    except Exception:
+        pass
+    for entered, _, _ in reversed(list(states.values())):
+        _exit_all(entered)
 
 
 def _exit_all(entered: list[AbstractContextManager[None]]) -> None:

@@ -3,14 +3,15 @@ task execution), events posted to the loopback devserver."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 celery = pytest.importorskip("celery")
-
 from celery.contrib.testing.worker import start_worker  # noqa: E402
+from celery.signals import setup_logging, task_postrun  # noqa: E402
 
 import phactor  # noqa: E402
 from phactor.integrations.celery import PhactorCelery  # noqa: E402
@@ -54,10 +55,43 @@ def expected() -> None:
     raise Expected("declared in throws")
 
 
+_finished: dict[str, threading.Event] = {}
+_finished_lock = threading.Lock()
+
+
+def _finished_event(task_id: str) -> threading.Event:
+    with _finished_lock:
+        return _finished.setdefault(task_id, threading.Event())
+
+
+def mark_finished(task_id: str | None = None, state: str | None = None, **_: Any) -> None:
+    """`task_postrun` receiver: the task ran to its end (a retry is not its end)."""
+    if task_id is not None and state != "RETRY":
+        _finished_event(task_id).set()
+
+
+def finish(result: Any) -> Any:
+    """Wait until the worker is completely done with the task (its result is stored earlier,
+    before the failure signal and postrun): the test then sees everything the task did."""
+    assert _finished_event(result.id).wait(10), "the task did not finish"
+    return result
+
+
+def leave_logging_alone(**_: Any) -> None:
+    """A `setup_logging` receiver: the worker then leaves the process's logging as it is (else it
+    sets the root logger's level, which other test modules of this process would inherit)."""
+
+
 @pytest.fixture(scope="module")
 def worker() -> Iterator[Any]:
-    with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10) as w:
-        yield w
+    setup_logging.connect(leave_logging_alone, weak=False)
+    task_postrun.connect(mark_finished, weak=False)
+    try:
+        with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10) as w:
+            yield w
+    finally:
+        setup_logging.disconnect(leave_logging_alone)
+        task_postrun.disconnect(mark_finished)
 
 
 @pytest.fixture
@@ -87,7 +121,7 @@ def run_alternating(inst: phactor.Instance, n: int = 20) -> None:
                 result = record.delay(i, leak=i % 3 == 0)
         else:
             result = record.delay(i, leak=i % 3 == 0)
-        result.get(timeout=10, interval=0.01)
+        finish(result)
 
 
 def violations(events: list[dict[str, Any]], n: int = 20) -> list[str]:
@@ -129,9 +163,9 @@ def test_a_failing_task_becomes_one_exception_event_with_its_task_and_context(
     inst: phactor.Instance, devserver: Any, integration: PhactorCelery
 ) -> None:
     with inst.context({"distinct_id": "user-f"}):
-        result = fail.delay()
+        result = finish(fail.delay())
     with pytest.raises(ValueError):
-        result.get(timeout=10, interval=0.01)
+        result.get(timeout=1)
     events = events_of(inst, devserver)
     # celery.app.trace logs the same exception: it is not sent a second time.
     assert [e["event"] for e in events] == ["$exception"]
@@ -148,9 +182,9 @@ def test_retries_are_not_failures_until_the_last_one(
     inst: phactor.Instance, devserver: Any, integration: PhactorCelery
 ) -> None:
     with inst.context({"distinct_id": "user-r"}):
-        result = flaky.delay()
+        result = finish(flaky.delay())
     with pytest.raises(ValueError, match="attempt 1"):
-        result.get(timeout=10, interval=0.01)
+        result.get(timeout=1)
     (event,) = events_of(inst, devserver)
     assert event["event"] == "$exception"
     assert event["properties"]["celery_retry_count"] == 1
@@ -161,9 +195,9 @@ def test_exceptions_a_task_declares_in_throws_are_not_tracked(
     inst: phactor.Instance, devserver: Any, integration: PhactorCelery
 ) -> None:
     with inst.context({"distinct_id": "user-e"}):
-        result = expected.delay()
+        result = finish(expected.delay())
     with pytest.raises(Expected):
-        result.get(timeout=10, interval=0.01)
+        result.get(timeout=1)
     assert events_of(inst, devserver) == []
 
 
@@ -173,9 +207,8 @@ def test_lifecycle_events_are_off_by_default_and_on_when_asked(
     integration = PhactorCelery(inst.name, lifecycle_events=True).instrument()
     try:
         with inst.context({"distinct_id": "user-l"}):
-            record.delay(1).get(timeout=10, interval=0.01)
-            with pytest.raises(ValueError):
-                fail.delay().get(timeout=10, interval=0.01)
+            finish(record.delay(1))
+            finish(fail.delay())
     finally:
         integration.uninstrument()
     names = [e["event"] for e in events_of(inst, devserver)]
@@ -196,7 +229,7 @@ def test_context_values_that_json_cannot_carry_travel_as_text(
     inst: phactor.Instance, devserver: Any, integration: PhactorCelery
 ) -> None:
     with inst.context({"distinct_id": "user-j", "obj": object(), "n": 3}):
-        record.delay(1).get(timeout=10, interval=0.01)
+        finish(record.delay(1))
     (event,) = events_of(inst, devserver)
     assert event["distinct_id"] == "user-j"
     assert event["properties"]["n"] == 3

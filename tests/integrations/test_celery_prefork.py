@@ -49,7 +49,7 @@ def start_worker(tmp_path: Path, host: str, instance: str) -> subprocess.Popen[b
         "--without-heartbeat",
         "--without-gossip",
         "--without-mingle",
-        "--loglevel=WARNING",
+        "--loglevel=INFO",
     ]
     return subprocess.Popen(
         command, cwd=HERE, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
@@ -77,7 +77,14 @@ def test_prefork_children_send_their_own_events_and_lose_none_at_recycle_or_shut
         assert done, "the worker did not run every task"
         # Recycled children (2 tasks each) flushed as they exited; the last ones have not.
         worker.send_signal(signal.SIGTERM)  # warm shutdown
-        output, _ = worker.communicate(timeout=60)
+        try:
+            output, _ = worker.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            output, _ = worker.communicate(timeout=10)
+            raise AssertionError(
+                "the worker did not stop:\n" + output.decode(errors="replace")[-5000:]
+            ) from None
     finally:
         if worker.poll() is None:
             worker.kill()
