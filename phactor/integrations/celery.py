@@ -16,9 +16,10 @@
   with that context (task name, id and retries included); the `celery.app.trace` log record of
   the same exception is not sent again. `Retry`, `Ignore`, `Reject` and the exceptions a task
   declares in `throws=` are not failures to track.
-- **Shutdown**: every worker process (prefork child, `--max-tasks-per-child` recycle included,
-  and the main process on a warm shutdown) flushes the instances before it exits; a prefork
-  child leaves with `os._exit`, which skips atexit, so without this its last events were lost.
+- **Shutdown**: every worker process that ran a task (prefork child, `--max-tasks-per-child`
+  recycle included) and the process that called `instrument()` (the main process, on a warm
+  shutdown) flush the instances before they exit; a prefork child leaves with `os._exit`, which
+  skips atexit, so without this its last events were lost.
 - **Lifecycle events** (off by default): `celery task started`, `celery task succeeded`,
   `celery task failed`, with the task properties and `celery_duration_ms` on the last two.
 
@@ -27,6 +28,7 @@ Each hook is guarded: a phactor problem is logged and never fails a task or a pu
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager
@@ -76,6 +78,9 @@ class PhactorCelery:
         self.lifecycle_events = lifecycle_events
         self.flush_on_shutdown = flush_on_shutdown
         self._connected = False
+        # The processes where this integration saw work: only they have anything to flush. A
+        # prefork child that never ran a task must not build a new tree on its way out.
+        self._active_pids: set[int] = set()
 
     # -- setup ------------------------------------------------------------------------------
 
@@ -103,6 +108,7 @@ class PhactorCelery:
             for signal, handler in self._signals():
                 signal.connect(handler, weak=False)
             self._connected = True
+            self._active_pids.add(os.getpid())
         return self
 
     def uninstrument(self) -> None:
@@ -146,6 +152,7 @@ class PhactorCelery:
         if request is None:
             return
         entered: list[AbstractContextManager[None]] = []
+        self._active_pids.add(os.getpid())
         try:
             carried = _carried(request)
             base = _task_properties(task, request, task_id)
@@ -190,7 +197,7 @@ class PhactorCelery:
             self._finished(sender, "celery task failed")
 
     def _on_shutdown(self, **_: Any) -> None:
-        if not self.flush_on_shutdown:
+        if not self.flush_on_shutdown or os.getpid() not in self._active_pids:
             return
         for inst in self._instances():
             try:
