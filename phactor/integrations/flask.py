@@ -63,15 +63,15 @@ class PhactorFlask:
             raise RuntimeError("phactor is already installed on this Flask app")
         app.extensions[_EXTENSION] = self
         options = self.options
-        middleware = PhactorWSGIMiddleware(
+        # The WSGI half has no distinct_id callback: it gets the environ, the app's callback
+        # gets Flask's request (called in before_request, inside the WSGI half's scope).
+        app.wsgi_app = PhactorWSGIMiddleware(
             app.wsgi_app,
             options.names,
             trusted_proxies=self._trusted_proxies,
             capture_exceptions=options.capture_exceptions,
             tracing_headers=options.tracing_headers,
         )
-        middleware.options = options  # one set of options (and warnings) for both halves
-        app.wsgi_app = middleware
         if options.distinct_id is not None:
             app.before_request(self._before_request)
         got_request_exception.connect(self._on_exception, app, weak=False)

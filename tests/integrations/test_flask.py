@@ -209,12 +209,18 @@ def test_a_raising_distinct_id_callback_never_breaks_the_request(
 def test_the_distinct_id_callback_wins_over_the_header(
     inst: phactor.Instance, devserver: Any
 ) -> None:
-    client = make_app(
-        inst.name, distinct_id=lambda request: request.args.get("as")
-    ).test_client()
+    seen: list[bool] = []
+
+    def from_query(request: Any) -> Any:
+        seen.append(isinstance(request, flask.Request))
+        return request.args.get("as")
+
+    client = make_app(inst.name, distinct_id=from_query).test_client()
     client.get("/r/0?as=logged-in", headers={"X-POSTHOG-DISTINCT-ID": "user-0"})
     client.get("/r/2", headers={"X-POSTHOG-DISTINCT-ID": "user-2"})  # callback: None
     assert [e["distinct_id"] for e in events_of(inst, devserver)] == ["logged-in", "user-2"]
+    # Called once per request, with Flask's request (never with the WSGI environ).
+    assert seen == [True, True]
 
 
 def test_one_request_two_projects(devserver: Any, start_instance: Any) -> None:
