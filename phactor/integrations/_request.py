@@ -104,6 +104,11 @@ class TrustedProxies:
                 raise ConfigError(option, "a list of IP addresses or networks", proxy) from None
         self._networks = tuple(networks)
 
+    @property
+    def networks(self) -> tuple[str, ...]:
+        """The trusted networks, as text."""
+        return tuple(str(net) for net in self._networks)
+
     def trusts(self, address: str) -> bool:
         ip = _parse_ip(address)
         return ip is not None and any(ip in net for net in self._networks)
@@ -150,8 +155,9 @@ def wsgi_properties(
     method = clean(get("REQUEST_METHOD"), 32)
     if method:
         props["$request_method"] = method
-    path = get("SCRIPT_NAME", "") + get("PATH_INFO", "")
-    if type(path) is str and not path.isascii():
+    script, info = get("SCRIPT_NAME", ""), get("PATH_INFO", "")
+    path = script + info if type(script) is str and type(info) is str else ""
+    if not path.isascii():
         # PEP 3333: the path arrives as latin-1 decoded bytes; browsers send UTF-8.
         try:
             path = path.encode("latin-1").decode("utf-8", "replace")

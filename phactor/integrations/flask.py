@@ -51,7 +51,9 @@ class PhactorFlask:
             capture_exceptions=capture_exceptions,
             tracing_headers=tracing_headers,
         )
-        self._trusted_proxies = trusted_proxies
+        # Parsed once (a generator given here must not be read twice).
+        trusted = self.options.trusted
+        self._trusted_proxies = None if trusted is None else list(trusted.networks)
         if app is not None:
             self.init_app(app)
 

@@ -148,6 +148,9 @@ def test_malformed_scopes_and_environs_are_ignored_not_errors() -> None:
         "$pathname": "/"
     }
     assert wsgi_properties({"REQUEST_METHOD": 7, "HTTP_HOST": b"x"}, None) == {"$pathname": "/"}
+    assert wsgi_properties({"PATH_INFO": b"/bytes", "SCRIPT_NAME": None}, None) == {
+        "$pathname": "/"
+    }
 
 
 ips = st.ip_addresses().map(str)
