@@ -82,7 +82,21 @@ def stream(request: Any) -> StreamingHttpResponse:
     return StreamingHttpResponse(body())
 
 
+async def astream(request: Any) -> StreamingHttpResponse:
+    name = STATE["instance"]
+    phactor.set_context({"streamed": True}, instance=name)
+
+    async def body() -> Any:
+        phactor.capture("chunk", instance=name)
+        yield b"a"
+        phactor.capture("chunk", instance=name)
+        yield b"b"
+
+    return StreamingHttpResponse(body())
+
+
 urlpatterns = [
+    path("astream", astream),
     path("r/<int:i>", leak_view),
     path("a/<int:i>", aview),
     path("boom", boom),
@@ -270,3 +284,18 @@ def test_view_exceptions_are_captured_by_the_middleware_not_only_by_logging(
         ("$exception", "u")
     ]
     assert phactor.get_context(instance=instance.name) == {}  # the scope ended with the request
+
+
+def test_an_async_streamed_response_runs_in_the_request_context(
+    inst: phactor.Instance, devserver: Any
+) -> None:
+    async def main() -> bytes:
+        response = await AsyncClient().get("/astream", headers={"X-POSTHOG-DISTINCT-ID": "as"})
+        body = b"".join([chunk async for chunk in response.streaming_content])
+        assert phactor.get_context(instance=inst.name) == {}
+        return body
+
+    assert asyncio.run(main()) == b"ab"
+    chunks = events_of(inst, devserver)
+    assert [(e["event"], e["distinct_id"]) for e in chunks] == [("chunk", "as")] * 2
+    assert all(e["properties"]["streamed"] for e in chunks)
