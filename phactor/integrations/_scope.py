@@ -36,7 +36,6 @@ class Options:
         "_missing_warned",
         "capture_exceptions",
         "distinct_id",
-        "distinct_id_is_async",
         "names",
         "tracing_headers",
         "trusted",
@@ -55,9 +54,6 @@ class Options:
         if distinct_id is not None and not callable(distinct_id):
             raise ConfigError("distinct_id", "a callable taking the request, or None", distinct_id)
         self.distinct_id = distinct_id
-        self.distinct_id_is_async = distinct_id is not None and inspect.iscoroutinefunction(
-            distinct_id
-        )
         self.trusted = None if trusted_proxies is None else TrustedProxies(trusted_proxies)
         if not isinstance(capture_exceptions, bool):
             raise ConfigError("capture_exceptions", "True or False", capture_exceptions)
