@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
+from phactor import api
 from phactor._log import get_logger
 from phactor.errors import ConfigError, NotStarted
 from phactor.integrations._request import (
@@ -66,8 +67,6 @@ class Options:
     def instances(self) -> list[Instance]:
         """The running instances among the chosen names (looked up per request: an instance
         may be started after the app is built, or restarted)."""
-        from phactor import api
-
         found = []
         for name in self.names:
             try:

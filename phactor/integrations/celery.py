@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from phactor import api
 from phactor._log import get_logger
 from phactor.errors import ConfigError
 from phactor.integrations._scope import instance_names
@@ -119,8 +120,6 @@ class PhactorCelery:
             self._connected = False
 
     def _instances(self) -> list[Instance]:
-        from phactor import api
-
         running = api.instances()
         return [api.instance(name) for name in self.names if name in running]
 

@@ -63,7 +63,7 @@ class CapturedEvents(Sequence[dict[str, Any]]):
         self._offset = len(self._all())
 
     def _all(self) -> list[dict[str, Any]]:
-        from phactor import testing
+        from phactor import testing  # lazy: start-up time (pytest loads this plugin in every run)
 
         return testing.events(self.instance.name)
 
@@ -145,7 +145,7 @@ def _names(events: list[dict[str, Any]]) -> list[str]:
 @pytest.fixture
 def phactor_events(request: pytest.FixtureRequest) -> Iterator[CapturedEvents]:
     """A live list of the events captured during this test by a test-mode instance."""
-    import phactor
+    import phactor  # lazy: start-up time (pytest loads this plugin in every run)
 
     marker = request.node.get_closest_marker("phactor")
     options = dict(marker.kwargs) if marker else {}
@@ -178,7 +178,7 @@ def _phactor_guard(request: pytest.FixtureRequest) -> Iterator[None]:
     if not active:
         yield
         return
-    from phactor.instance import Instance
+    from phactor.instance import Instance  # lazy: start-up time (as above)
 
     # Every start (and a restart after fork) builds its tree here, after the config is final.
     original = Instance._start_tree
