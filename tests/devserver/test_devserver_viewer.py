@@ -104,6 +104,7 @@ def test_the_viewer_shows_live_events_filters_opens_json_and_escapes(
         assert browser.wait_for("!document.getElementById('detail').hidden")
         shown = json.loads(browser.evaluate("document.getElementById('json').textContent"))
         assert (shown["uuid"], shown["properties"]["note"]) == (signed_up, HOSTILE_PROP)
+        assert shown["api_key"] != KEY and shown["api_key"].startswith(KEY[:6])  # masked
         assert browser.evaluate("document.querySelectorAll('#detail img').length") == 0
 
         # an $exception: type, message and the stack with its source lines

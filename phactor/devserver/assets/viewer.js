@@ -207,7 +207,8 @@
     const exception = $("exception");
     clear(exception);
     if (event.event === "$exception") exception.appendChild(exceptionView(event.properties || {}));
-    $("json").textContent = JSON.stringify(event, null, 2);
+    // The key is masked here too: the page may be on a shared screen or in a screenshot.
+    $("json").textContent = JSON.stringify({ ...event, api_key: mask(event.api_key) }, null, 2);
   }
 
   async function copyJson() {
