@@ -598,18 +598,17 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         """The event as the hook left it, or None when dropped (counted and logged here)."""
         hook = self._config.before_send
         assert hook is not None
-        # The hook works on its own copy (properties, $set, ... included): if it raises half-way
-        # through changing the event, the event goes on exactly as it was built.
+        # The hook works on its own copy (properties, $set, ... included).
         draft = {k: dict(v) if isinstance(v, dict) else v for k, v in message.items()}
         try:
             # Whatever the hook logs is the hook's business, not an app error to capture.
             with inside_phactor():
                 result = hook(draft)
         except Exception as error:
-            self._log.error(
-                "before_send_failed", error=repr(error), event_name=message.get("event")
-            )
-            return message
+            # The hook is where personal data is removed: a half-scrubbed or unscrubbed event
+            # must not be sent. Dropped and counted; the log names the error, never the event.
+            self._drop("before_send_error", message["event"], error=repr(error))
+            return None
         if result is None:
             self._drop("before_send", message["event"])
             return None
