@@ -73,6 +73,7 @@ PLACEMENT: tuple[tuple[str, str], ...] = (
     ("phactor.flags.*", "core"),
     ("phactor.errortracking.*", "core"),
     ("phactor.events", "core"),
+    ("phactor.runtime", "core"),  # the runtime properties every event carries (read once)
     ("phactor.retry", "core"),
     ("phactor.config", "core"),
     ("phactor.errors", "core"),
