@@ -195,7 +195,9 @@ class Posthog:
         """Send `exception` (an exception, an `exc_info` tuple, or None: the one being handled)."""
         unknown = set(ignored) - _CAPTURE_KEYWORDS
         if unknown:
-            raise TypeError(f"capture_exception() got an unexpected keyword argument {min(unknown)!r}")
+            raise TypeError(
+                f"capture_exception() got an unexpected keyword argument {min(unknown)!r}"
+            )
         if isinstance(exception, tuple):  # sys.exc_info()
             exception = exception[1] if len(exception) == 3 else None
         return self.instance.capture_exception(exception, distinct_id, properties)

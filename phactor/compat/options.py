@@ -79,7 +79,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("is_server", True, _NO, note="phactor is a server SDK: $is_server is always true"),
     Option("historical_migration", False, _NO, note="no historical-import endpoint"),
     Option("feature_flags_request_timeout_seconds", 3, "flags_request_timeout"),
-    Option("feature_flags_request_max_retries", 1, _NO, note="a failed /flags request is not retried"),
+    Option(
+        "feature_flags_request_max_retries", 1, _NO, note="a failed /flags request is not retried"
+    ),
     Option("super_properties", None, "global_properties"),
     Option(
         "enable_exception_autocapture",
@@ -134,8 +136,7 @@ def bind_options(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, 
     """posthog's constructor arguments as {posthog name: value}; TypeError as posthog's raises."""
     if len(args) > len(_POSITIONAL):
         raise TypeError(
-            f"Posthog() takes at most {len(_POSITIONAL)} positional arguments "
-            f"({len(args)} given)"
+            f"Posthog() takes at most {len(_POSITIONAL)} positional arguments ({len(args)} given)"
         )
     bound = {option.name: value for option, value in zip(_POSITIONAL, args, strict=False)}
     for name, value in kwargs.items():
