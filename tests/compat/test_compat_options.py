@@ -43,11 +43,7 @@ def test_the_docs_list_every_option() -> None:
         assert f"`{option.name}`" in doc, option.name
 
 
-@given(
-    st.text(min_size=1, max_size=20).filter(
-        lambda s: s.isidentifier() and s not in TABLE
-    )
-)
+@given(st.text(min_size=1, max_size=20).filter(lambda s: s.isidentifier() and s not in TABLE))
 def test_an_option_that_is_not_posthogs_is_a_type_error(name: str) -> None:
     with pytest.raises(TypeError, match="unexpected keyword argument"):
         bind_options(("phc_key",), {name: 1})
@@ -67,7 +63,11 @@ def test_positional_arguments_take_posthogs_slots_and_clash_like_posthog() -> No
         Posthog("phc_key", nonsense=True)
 
 
-@given(st.sets(st.sampled_from([o.name for o in OPTIONS if o.name not in ("project_api_key", "api_key")])))
+@given(
+    st.sets(
+        st.sampled_from([o.name for o in OPTIONS if o.name not in ("project_api_key", "api_key")])
+    )
+)
 def test_posthog_defaults_given_explicitly_change_nothing(names: set[str]) -> None:
     """Any subset of options passed at posthog's default maps as if none was passed."""
     baseline, _ = phactor_options({"project_api_key": "phc_key"})
@@ -170,7 +170,9 @@ def test_an_option_without_meaning_is_accepted_and_logged_once_at_debug(
     compat_client._logged_ignored.discard("historical_migration")
     with caplog.at_level(logging.DEBUG, logger="phactor.compat"):
         first = Posthog("phc_key", host="http://127.0.0.1:9", historical_migration=True, send=False)
-        second = Posthog("phc_key", host="http://127.0.0.1:9", historical_migration=True, send=False)
+        second = Posthog(
+            "phc_key", host="http://127.0.0.1:9", historical_migration=True, send=False
+        )
     try:
         lines = [r for r in caplog.records if "historical_migration" in r.getMessage()]
         assert len(lines) == 1 and lines[0].levelno == logging.DEBUG
