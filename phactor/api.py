@@ -14,6 +14,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from phactor import shutdown
+from phactor._args import timeout_arg
 from phactor.config import Config, mask
 from phactor.errors import AlreadyStarted, NotStarted
 from phactor.errortracking.methods import capture_exception
@@ -26,6 +27,7 @@ from phactor.flags.methods import (
     reload_feature_flags,
 )
 from phactor.instance import Instance
+from phactor.unstarted import warn_unstarted
 
 __all__ = [
     "alias",
@@ -128,7 +130,11 @@ def stop(name: str = "default", timeout: float = 10.0) -> bool:
     `timeout=math.inf`: no deadline. A timeout that is not a number (TypeError), nan or negative
     (ValueError) is refused before anything happens: the instance keeps running.
     """
-    return instance(name).stop(timeout)
+    inst = _instances.get(name)
+    if inst is None:
+        timeout_arg(timeout, "stop")  # a bad timeout is refused whatever the name
+        return False
+    return inst.stop(timeout)
 
 
 def capture(
@@ -140,10 +146,14 @@ def capture(
     uuid: Any = None,
     groups: Mapping[str, Any] | None = None,
     send_feature_flags: bool = False,
+    flags: Any = None,
+    disable_geoip: bool | None = None,
     instance: str = "default",
 ) -> str | None:
     """Capture an event through the named instance (see `Instance.capture`)."""
-    inst = _instances.get(instance) or _missing(instance)
+    inst = _instances.get(instance) or _unstarted(instance)
+    if inst is None:
+        return None
     return inst.capture(
         event,
         distinct_id,
@@ -152,6 +162,8 @@ def capture(
         uuid=uuid,
         groups=groups,
         send_feature_flags=send_feature_flags,
+        flags=flags,
+        disable_geoip=disable_geoip,
     )
 
 
@@ -164,10 +176,15 @@ def bare_capture(
     uuid: Any = None,
     groups: Mapping[str, Any] | None = None,
     send_feature_flags: bool = False,
+    flags: Any = None,
+    disable_geoip: bool | None = None,
     instance: str = "default",
 ) -> str | None:
     """Capture ignoring context (see `Instance.bare_capture`)."""
-    return _get(instance).bare_capture(
+    inst = _instances.get(instance) or _unstarted(instance)
+    if inst is None:
+        return None
+    return inst.bare_capture(
         event,
         distinct_id,
         properties,
@@ -175,6 +192,8 @@ def bare_capture(
         uuid=uuid,
         groups=groups,
         send_feature_flags=send_feature_flags,
+        flags=flags,
+        disable_geoip=disable_geoip,
     )
 
 
@@ -182,30 +201,72 @@ def identify(
     distinct_id: Any,
     properties: Mapping[str, Any] | None = None,
     *,
+    timestamp: Any = None,
+    uuid: Any = None,
+    disable_geoip: bool | None = None,
     instance: str = "default",
-    **opts: Any,
 ) -> str | None:
     """Send `$identify` (see `Instance.identify`)."""
-    return _get(instance).identify(distinct_id, properties, **opts)
+    inst = _instances.get(instance) or _unstarted(instance)
+    if inst is None:
+        return None
+    return inst.identify(
+        distinct_id, properties, timestamp=timestamp, uuid=uuid, disable_geoip=disable_geoip
+    )
 
 
 def set(
-    distinct_id: Any, properties: Mapping[str, Any], *, instance: str = "default", **opts: Any
+    distinct_id: Any,
+    properties: Mapping[str, Any],
+    *,
+    timestamp: Any = None,
+    uuid: Any = None,
+    disable_geoip: bool | None = None,
+    instance: str = "default",
 ) -> str | None:
     """Send a `$set` event (see `Instance.set`)."""
-    return _get(instance).set(distinct_id, properties, **opts)
+    inst = _instances.get(instance) or _unstarted(instance)
+    if inst is None:
+        return None
+    return inst.set(
+        distinct_id, properties, timestamp=timestamp, uuid=uuid, disable_geoip=disable_geoip
+    )
 
 
 def set_once(
-    distinct_id: Any, properties: Mapping[str, Any], *, instance: str = "default", **opts: Any
+    distinct_id: Any,
+    properties: Mapping[str, Any],
+    *,
+    timestamp: Any = None,
+    uuid: Any = None,
+    disable_geoip: bool | None = None,
+    instance: str = "default",
 ) -> str | None:
     """Send a `$set_once` event (see `Instance.set_once`)."""
-    return _get(instance).set_once(distinct_id, properties, **opts)
+    inst = _instances.get(instance) or _unstarted(instance)
+    if inst is None:
+        return None
+    return inst.set_once(
+        distinct_id, properties, timestamp=timestamp, uuid=uuid, disable_geoip=disable_geoip
+    )
 
 
-def alias(distinct_id: Any, alias: Any, *, instance: str = "default", **opts: Any) -> str | None:
+def alias(
+    distinct_id: Any,
+    alias: Any,
+    *,
+    timestamp: Any = None,
+    uuid: Any = None,
+    disable_geoip: bool | None = None,
+    instance: str = "default",
+) -> str | None:
     """Send `$create_alias` (see `Instance.alias`)."""
-    return _get(instance).alias(distinct_id, alias, **opts)
+    inst = _instances.get(instance) or _unstarted(instance)
+    if inst is None:
+        return None
+    return inst.alias(
+        distinct_id, alias, timestamp=timestamp, uuid=uuid, disable_geoip=disable_geoip
+    )
 
 
 def group_identify(
@@ -214,11 +275,24 @@ def group_identify(
     properties: Mapping[str, Any] | None = None,
     distinct_id: Any = None,
     *,
+    timestamp: Any = None,
+    uuid: Any = None,
+    disable_geoip: bool | None = None,
     instance: str = "default",
-    **opts: Any,
 ) -> str | None:
     """Send `$groupidentify` (see `Instance.group_identify`)."""
-    return _get(instance).group_identify(group_type, group_key, properties, distinct_id, **opts)
+    inst = _instances.get(instance) or _unstarted(instance)
+    if inst is None:
+        return None
+    return inst.group_identify(
+        group_type,
+        group_key,
+        properties,
+        distinct_id,
+        timestamp=timestamp,
+        uuid=uuid,
+        disable_geoip=disable_geoip,
+    )
 
 
 def set_context(props: Any, *, instance: str = "default") -> None:
@@ -275,8 +349,10 @@ def _get(name: str) -> Instance:
     return inst
 
 
-def _missing(name: str) -> Instance:
-    raise NotStarted(name)
+def _unstarted(name: str) -> Instance | None:
+    """A capture-family or flag call on a name that was never started: None, one warning."""
+    warn_unstarted(name)
+    return None
 
 
 def _stop_all_at_exit() -> None:

@@ -45,7 +45,6 @@ from phactor.transport import HttpTransport, MemoryTransport, Transport
 
 __all__ = ["Instance"]
 
-_ID_TYPES = (str, int)
 # How far stop() may run past its deadline waiting for children (a Sender mid-request).
 _STOP_GRACE = 0.2
 
@@ -58,6 +57,9 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         self._config = config
         self._disabled = config.disabled
         self._global = dict(config.global_properties)
+        from phactor.runtime import lib_properties  # platform, os-release: read once, here
+
+        self._lib_props = lib_properties()
         self._context = ContextStore(name)
         self._log = get_logger("instance", instance=name)
         self._debug_handler = _enable_debug_output(name) if config.debug else None
@@ -363,8 +365,15 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         uuid: Any = None,
         groups: Mapping[str, Any] | None = None,
         send_feature_flags: bool = False,
+        flags: Any = None,
+        disable_geoip: bool | None = None,
     ) -> str | None:
-        """Queue an event; returns its uuid, or None when it was dropped (reason counted)."""
+        """Queue an event; returns its uuid, or None when it was dropped (reason counted).
+
+        `flags` (a `FlagEvaluations`) adds its `$feature/<key>` and `$active_feature_flags`
+        without a new request (and wins over `send_feature_flags`); `disable_geoip` overrides
+        the option for this event. No distinct_id anywhere: a personless event.
+        """
         if self._disabled:
             return None
         if type(event) is not str or not event:
@@ -381,6 +390,8 @@ class Instance(FlagMethods, ErrorTrackingMethods):
             groups,
             send_feature_flags,
             None,
+            flags=flags,
+            disable_geoip=disable_geoip,
         )
 
     def bare_capture(
@@ -393,6 +404,8 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         uuid: Any = None,
         groups: Mapping[str, Any] | None = None,
         send_feature_flags: bool = False,
+        flags: Any = None,
+        disable_geoip: bool | None = None,
     ) -> str | None:
         """Like `capture`, ignoring context (and `global_properties` still applies)."""
         if self._disabled:
@@ -411,10 +424,18 @@ class Instance(FlagMethods, ErrorTrackingMethods):
             groups,
             send_feature_flags,
             None,
+            flags=flags,
+            disable_geoip=disable_geoip,
         )
 
     def identify(
-        self, distinct_id: Any, properties: Mapping[str, Any] | None = None, **opts: Any
+        self,
+        distinct_id: Any,
+        properties: Mapping[str, Any] | None = None,
+        *,
+        timestamp: Any = None,
+        uuid: Any = None,
+        disable_geoip: bool | None = None,
     ) -> str | None:
         """Send `$identify` with `properties` as the person's `$set`."""
         if self._disabled:
@@ -425,14 +446,24 @@ class Instance(FlagMethods, ErrorTrackingMethods):
             distinct_id,
             {"$set": props},
             EMPTY,
-            opts.get("timestamp"),
-            opts.get("uuid"),
+            timestamp,
+            uuid,
             None,
             False,
             None,
+            personless=False,
+            disable_geoip=disable_geoip,
         )
 
-    def set(self, distinct_id: Any, properties: Mapping[str, Any], **opts: Any) -> str | None:
+    def set(
+        self,
+        distinct_id: Any,
+        properties: Mapping[str, Any],
+        *,
+        timestamp: Any = None,
+        uuid: Any = None,
+        disable_geoip: bool | None = None,
+    ) -> str | None:
         """Send a `$set` event setting person properties."""
         if self._disabled:
             return None
@@ -442,14 +473,24 @@ class Instance(FlagMethods, ErrorTrackingMethods):
             distinct_id,
             None,
             EMPTY,
-            opts.get("timestamp"),
-            opts.get("uuid"),
+            timestamp,
+            uuid,
             None,
             False,
             {"$set": props},
+            personless=False,
+            disable_geoip=disable_geoip,
         )
 
-    def set_once(self, distinct_id: Any, properties: Mapping[str, Any], **opts: Any) -> str | None:
+    def set_once(
+        self,
+        distinct_id: Any,
+        properties: Mapping[str, Any],
+        *,
+        timestamp: Any = None,
+        uuid: Any = None,
+        disable_geoip: bool | None = None,
+    ) -> str | None:
         """Send a `$set_once` event setting person properties only where unset."""
         if self._disabled:
             return None
@@ -459,33 +500,45 @@ class Instance(FlagMethods, ErrorTrackingMethods):
             distinct_id,
             None,
             EMPTY,
-            opts.get("timestamp"),
-            opts.get("uuid"),
+            timestamp,
+            uuid,
             None,
             False,
             {"$set_once": props},
+            personless=False,
+            disable_geoip=disable_geoip,
         )
 
-    def alias(self, distinct_id: Any, alias: Any, **opts: Any) -> str | None:
+    def alias(
+        self,
+        distinct_id: Any,
+        alias: Any,
+        *,
+        timestamp: Any = None,
+        uuid: Any = None,
+        disable_geoip: bool | None = None,
+    ) -> str | None:
         """Send `$create_alias`: `alias` becomes another id of the person `distinct_id`."""
         if self._disabled:
             return None
-        if not isinstance(alias, _ID_TYPES) or alias == "":
+        alias_text = ev.distinct_id_text(alias, "alias")
+        if alias_text is None:
             raise TypeError(f"alias must be a non-empty str, got {described(alias)}")
-        if not isinstance(distinct_id, _ID_TYPES) or distinct_id == "":
-            raise TypeError(f"distinct_id must be a non-empty str, got {described(distinct_id)}")
-        props = {"distinct_id": str(distinct_id), "alias": str(alias)}
+        did = ev.distinct_id_text(distinct_id)
+        props = {"distinct_id": did, "alias": alias_text}
         return self._capture(
             "$create_alias",
-            distinct_id,
-            props,
+            did,
+            props if did is not None else {"alias": alias_text},
             EMPTY,
-            opts.get("timestamp"),
-            opts.get("uuid"),
+            timestamp,
+            uuid,
             None,
             False,
             None,
             keep_distinct_id_prop=True,
+            personless=False,
+            disable_geoip=disable_geoip,
         )
 
     def group_identify(
@@ -494,33 +547,38 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         group_key: Any,
         properties: Mapping[str, Any] | None = None,
         distinct_id: Any = None,
-        **opts: Any,
+        *,
+        timestamp: Any = None,
+        uuid: Any = None,
+        disable_geoip: bool | None = None,
     ) -> str | None:
         """Send `$groupidentify` setting the properties of group (`group_type`, `group_key`)."""
         if self._disabled:
             return None
         if not isinstance(group_type, str) or not group_type:
             raise TypeError(f"group_type must be a non-empty str, got {described(group_type)}")
-        if not isinstance(group_key, _ID_TYPES) or group_key == "":
+        key_text = ev.distinct_id_text(group_key, "group_key")
+        if key_text is None:
             raise TypeError(f"group_key must be a non-empty str, got {described(group_key)}")
         props = {
             "$group_type": group_type,
-            "$group_key": str(group_key),
+            "$group_key": key_text,
             "$group_set": _check_mapping(properties, "properties"),
         }
-        if distinct_id is None:
+        if ev.distinct_id_text(distinct_id) is None:
             # As the posthog package does: group updates are not a person's action.
-            distinct_id = f"${group_type}_{group_key}"
+            distinct_id = f"${group_type}_{key_text}"
         return self._capture(
             "$groupidentify",
             distinct_id,
             props,
             EMPTY,
-            opts.get("timestamp"),
-            opts.get("uuid"),
+            timestamp,
+            uuid,
             None,
             False,
             None,
+            disable_geoip=disable_geoip,
         )
 
     def _capture(
@@ -536,6 +594,9 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         top_level: Mapping[str, Any] | None,
         *,
         keep_distinct_id_prop: bool = False,
+        personless: bool = True,
+        flags: Any = None,
+        disable_geoip: bool | None = None,
     ) -> str | None:
         if self._forked:
             self._restart_after_fork()
@@ -546,26 +607,40 @@ class Instance(FlagMethods, ErrorTrackingMethods):
             raise TypeError(f"groups must be a Mapping, got {type(groups).__name__}")
         if send_feature_flags is not False and send_feature_flags is not True:
             raise TypeError(f"send_feature_flags must be a bool, got {described(send_feature_flags)}")
+        if disable_geoip is None:
+            disable_geoip = self._config.disable_geoip
+        elif disable_geoip is not True and disable_geoip is not False:
+            raise TypeError(f"disable_geoip must be a bool or None, got {described(disable_geoip)}")
+        if flags is not None:
+            flags = _flag_snapshot(flags)
 
         props: dict[str, Any] = dict(self._global) if self._global else {}
+        if state is not EMPTY and state.flags is not None:
+            props.update(state.flags.event_properties())
+        if flags is not None:
+            props.update(flags.event_properties())
+            send_feature_flags = False  # the snapshot wins, as in the posthog package
         if state is not EMPTY:
-            if state.flags is not None:
-                props.update(state.flags.event_properties())
             props.update(state.properties)
             scoped = state.event_properties.get(event)
             if scoped:
                 props.update(scoped)
         if properties:
             props.update(properties)
-        if distinct_id is None or distinct_id == "":
-            distinct_id = props.get("distinct_id")
+        # argument > properties["distinct_id"] > context; str/int/UUID, else TypeError.
+        did = ev.distinct_id_text(distinct_id)
+        if did is None:
+            did = ev.distinct_id_text(props.get("distinct_id"))
         if not keep_distinct_id_prop:
             props.pop("distinct_id", None)
-        if distinct_id is None or distinct_id == "":
-            self._drop("missing_distinct_id", event)
-            return None
-        if type(distinct_id) is not str:
-            distinct_id = str(distinct_id)
+        if did is None:
+            if not personless:
+                self._drop("missing_distinct_id", event)
+                return None
+            # As the posthog package: a personless event (a fresh id, no person profile).
+            did = ev.new_uuid4()
+            props.setdefault("$process_person_profile", False)
+        distinct_id = did
         if send_feature_flags:
             props.update(self._feature_flag_properties(distinct_id, groups))
 
@@ -577,7 +652,10 @@ class Instance(FlagMethods, ErrorTrackingMethods):
             uuid=event_uuid,
             groups=groups,
             top_level=top_level,
+            lib_properties=self._lib_props,
         )
+        if disable_geoip and "$geoip_disable" not in props:
+            props["$geoip_disable"] = True
         if self._config.before_send is not None:
             changed = self._run_before_send(message)
             if changed is None:
@@ -598,18 +676,17 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         """The event as the hook left it, or None when dropped (counted and logged here)."""
         hook = self._config.before_send
         assert hook is not None
-        # The hook works on its own copy (properties, $set, ... included): if it raises half-way
-        # through changing the event, the event goes on exactly as it was built.
+        # The hook works on its own copy (properties, $set, ... included).
         draft = {k: dict(v) if isinstance(v, dict) else v for k, v in message.items()}
         try:
             # Whatever the hook logs is the hook's business, not an app error to capture.
             with inside_phactor():
                 result = hook(draft)
         except Exception as error:
-            self._log.error(
-                "before_send_failed", error=repr(error), event_name=message.get("event")
-            )
-            return message
+            # The hook is where personal data is removed: a half-scrubbed or unscrubbed event
+            # must not be sent. Dropped and counted; the log names the error, never the event.
+            self._drop("before_send_error", message["event"], error=repr(error))
+            return None
         if result is None:
             self._drop("before_send", message["event"])
             return None
@@ -789,6 +866,15 @@ def _import_http_stack() -> None:
     import shlex  # noqa: F401
 
     import requests  # noqa: F401
+
+
+def _flag_snapshot(value: Any) -> Any:
+    """`capture(flags=...)`: a `FlagEvaluations`, else TypeError (the flag core loads lazily)."""
+    from phactor.flags.evaluations import FlagEvaluations
+
+    if not isinstance(value, FlagEvaluations):
+        raise TypeError(f"flags must be a FlagEvaluations, got {type(value).__name__}")
+    return value
 
 
 def _check_mapping(value: Any, name: str) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import pykka
 
+from phactor.events import distinct_id_text
 from phactor.supervisor import ChildSpec
 
 if TYPE_CHECKING:
@@ -123,7 +124,10 @@ def capture_exception(
     """Module-level `capture_exception` on the named instance (see `Instance.capture_exception`)."""
     from phactor import api  # late: api imports instance, which imports this module
 
-    return _capture_exception(api.instance(instance), exc, distinct_id, properties, skip=1)
+    inst = api._instances.get(instance) or api._unstarted(instance)
+    if inst is None:
+        return None
+    return _capture_exception(inst, exc, distinct_id, properties, skip=1)
 
 
 def _capture_exception(
@@ -142,6 +146,7 @@ def _capture_exception(
         raise TypeError(f"exc must be an exception or None, got {type(exc).__name__}")
     if properties is not None and not isinstance(properties, Mapping):
         raise TypeError(f"properties must be a Mapping, got {type(properties).__name__}")
+    distinct_id_text(distinct_id)  # str/int/UUID or None, else TypeError at the call
     if inst._disabled:
         return None
     if exc is None:

@@ -200,7 +200,7 @@ class FlagMethods:
     def _send_flag_called(
         self, distinct_id: str, properties: dict[str, Any], groups: Mapping[str, Any] | None
     ) -> None:
-        if self._state != "running":
+        if self._state != "running" or self._disabled:
             return
         self._capture(
             "$feature_flag_called",
@@ -558,11 +558,16 @@ def _flag_keys(flag_keys: Any) -> tuple[str, ...]:
 # --- module-level API (the lead re-exports these from phactor) -----------------------------
 
 
-def _instance(name: str) -> Instance:
+def _instance(name: str) -> Instance | None:
+    """The running instance; None (one warning per name) when it was never started."""
     # Imported here: phactor.api imports Instance, which imports this module.
-    from phactor.api import instance
+    from phactor.api import _instances
+    from phactor.unstarted import warn_unstarted
 
-    return instance(name)
+    inst = _instances.get(name)
+    if inst is None:
+        warn_unstarted(name)
+    return inst
 
 
 def evaluate_flags(
@@ -576,7 +581,10 @@ def evaluate_flags(
     instance: str = "default",
 ) -> FlagEvaluations:
     """Evaluate flags through the named instance (see `Instance.evaluate_flags`)."""
-    return _instance(instance).evaluate_flags(
+    inst = _instance(instance)
+    if inst is None:
+        return _empty_evaluations()
+    return inst.evaluate_flags(
         distinct_id,
         groups=groups,
         person_properties=person_properties,
@@ -598,7 +606,10 @@ def feature_enabled(
     instance: str = "default",
 ) -> bool | None:
     """Whether a flag is on, through the named instance (see `Instance.feature_enabled`)."""
-    return _instance(instance).feature_enabled(
+    inst = _instance(instance)
+    if inst is None:
+        return None
+    return inst.feature_enabled(
         key,
         distinct_id,
         groups=groups,
@@ -621,7 +632,10 @@ def get_feature_flag(
     instance: str = "default",
 ) -> bool | str | None:
     """A flag's value, through the named instance (see `Instance.get_feature_flag`)."""
-    return _instance(instance).get_feature_flag(
+    inst = _instance(instance)
+    if inst is None:
+        return None
+    return inst.get_feature_flag(
         key,
         distinct_id,
         groups=groups,
@@ -643,7 +657,10 @@ def get_feature_flag_payload(
     instance: str = "default",
 ) -> Any:
     """A flag's decoded payload, through the named instance (no event)."""
-    return _instance(instance).get_feature_flag_payload(
+    inst = _instance(instance)
+    if inst is None:
+        return None
+    return inst.get_feature_flag_payload(
         key,
         distinct_id,
         groups=groups,
@@ -664,7 +681,10 @@ def get_all_flags(
     instance: str = "default",
 ) -> dict[str, bool | str]:
     """Every flag's value for one user, through the named instance (no event)."""
-    return _instance(instance).get_all_flags(
+    inst = _instance(instance)
+    if inst is None:
+        return {}
+    return inst.get_all_flags(
         distinct_id,
         groups=groups,
         person_properties=person_properties,
@@ -676,4 +696,12 @@ def get_all_flags(
 
 def reload_feature_flags(*, timeout: float | None = None, instance: str = "default") -> bool:
     """Reload the named instance's flag definitions now; blocks until loaded or failed."""
-    return _instance(instance).reload_feature_flags(timeout)
+    inst = _instance(instance)
+    if inst is None:
+        return False
+    return inst.reload_feature_flags(timeout)
+
+
+def _empty_evaluations() -> FlagEvaluations:
+    _load_core()
+    return FlagEvaluations()
