@@ -328,7 +328,36 @@ def test_every_public_method_of_posthog_is_exercised(both: dict[str, Any]) -> No
     in_script = {name for name, _ in SCRIPT}
     assert public == in_script, public ^ in_script
     assert public <= both["compat"]["called"]
-    assert public <= both["posthog"]["called"]  # every one is posthog's too
+
+
+def _posthog_parameters(method: Any) -> set[str]:
+    """The keywords a posthog method takes (those of its `**kwargs: Unpack[...]` included)."""
+    from posthog.args import OptionalCaptureArgs, OptionalSetArgs
+
+    names = set()
+    for param in list(inspect.signature(method).parameters.values())[1:]:
+        if param.kind is inspect.Parameter.VAR_KEYWORD:
+            unpacked = (
+                OptionalSetArgs if method.__name__ in ("set", "set_once") else OptionalCaptureArgs
+            )
+            names |= set(unpacked.__annotations__)
+        else:
+            names.add(param.name)
+    return {name for name in names if not name.startswith("_")}
+
+
+@pytest.mark.parametrize(
+    "name",
+    sorted(n for n, _ in inspect.getmembers(Posthog, inspect.isfunction) if not n.startswith("_")),
+)
+def test_each_method_takes_posthogs_parameters(name: str) -> None:
+    from phactor.compat.client import _CAPTURE_KEYWORDS
+
+    ours = set(inspect.signature(getattr(Posthog, name)).parameters)
+    if name == "capture_exception":  # takes posthog's other capture keywords through **kwargs
+        ours |= _CAPTURE_KEYWORDS
+    theirs = _posthog_parameters(getattr(posthog.Client, name))
+    assert theirs <= ours, theirs - ours
 
 
 @needs_core
