@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import phactor
-from phactor.compat.options import bind_options, phactor_options
+from phactor.compat.options import OPTIONS, bind_options, phactor_options
 
 __all__ = ["FeatureFlagResult", "Posthog"]
 
@@ -83,7 +83,10 @@ class Posthog:
         self.host: str = options.get("host", "")
         self.privacy_mode = bool(bound.get("privacy_mode", False))
         self.enable_full_ai_capture = bool(bound.get("enable_full_ai_capture", False))
-        self.instance: phactor.Instance = phactor.start(self.name, **options)
+        try:
+            self.instance: phactor.Instance = phactor.start(self.name, **options)
+        except phactor.ConfigError as error:
+            raise _in_posthog_terms(error, bound) from None
 
     @property
     def disabled(self) -> bool:
@@ -403,8 +406,7 @@ class Posthog:
         self.instance.stop()
 
     def shutdown(self) -> None:
-        """Deliver what is queued, then stop the instance."""
-        self.instance.flush(self.instance.config.shutdown_timeout)
+        """Deliver what is queued (within `shutdown_timeout`), then stop the instance."""
         self.instance.stop()
 
     def __repr__(self) -> str:
@@ -416,6 +418,19 @@ class Posthog:
 _CAPTURE_KEYWORDS = frozenset(
     {"timestamp", "uuid", "groups", "flags", "send_feature_flags", "disable_geoip"}
 )
+
+
+def _in_posthog_terms(error: phactor.ConfigError, bound: Mapping[str, Any]) -> phactor.ConfigError:
+    """The ConfigError naming the posthog option the caller gave (and phactor's name for it)."""
+    for option in OPTIONS:
+        if option.target == error.option and option.name in bound and option.name != error.option:
+            return phactor.ConfigError(
+                f"{option.name} (phactor: {error.option})",
+                error.expected,
+                bound[option.name],
+                secret=option.target in ("api_key", "personal_api_key"),
+            )
+    return error
 
 
 def _flag_result(key: str, result: Any) -> FeatureFlagResult:

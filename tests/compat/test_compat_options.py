@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
 from typing import Any
 
 import posthog
@@ -188,3 +189,18 @@ def test_the_attributes_the_ai_wrappers_read() -> None:
         assert client.api_key == "phc_key"
     finally:
         client.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "named"),
+    [
+        ("timeout", -1, "'timeout (phactor: request_timeout)'"),
+        ("thread", 0, "'thread (phactor: senders)'"),
+        ("super_properties", "not a mapping", "'super_properties (phactor: global_properties)'"),
+        ("flush_at", 0, "'flush_at'"),
+    ],
+)
+def test_a_bad_value_names_the_posthog_option(option: str, value: Any, named: str) -> None:
+    with pytest.raises(phactor.ConfigError, match=re.escape(named)):
+        Posthog("phc_key", host="http://127.0.0.1:9", **{option: value})
+    assert not [n for n in phactor.instances() if n.startswith("posthog-")]
