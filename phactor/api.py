@@ -22,8 +22,10 @@ from phactor.flags.methods import (
     evaluate_flags,
     feature_enabled,
     get_all_flags,
+    get_all_flags_and_payloads,
     get_feature_flag,
     get_feature_flag_payload,
+    get_feature_flag_result,
     reload_feature_flags,
 )
 from phactor.instance import Instance
@@ -40,10 +42,12 @@ __all__ = [
     "feature_enabled",
     "flush",
     "get_all_flags",
+    "get_all_flags_and_payloads",
     "get_context",
     "get_event_context",
     "get_feature_flag",
     "get_feature_flag_payload",
+    "get_feature_flag_result",
     "group_identify",
     "identify",
     "instance",

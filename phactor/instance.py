@@ -642,7 +642,7 @@ class Instance(FlagMethods, ErrorTrackingMethods):
             props.setdefault("$process_person_profile", False)
         distinct_id = did
         if send_feature_flags:
-            props.update(self._feature_flag_properties(distinct_id, groups))
+            props.update(self._feature_flag_properties(distinct_id, groups, disable_geoip))
 
         message = ev.build_event(
             event,

@@ -346,6 +346,8 @@ MODULE_CALLS: dict[str, tuple[Any, ...]] = {
     "get_feature_flag": ("k", "u"),
     "get_feature_flag_payload": ("k", "u"),
     "get_all_flags": ("u",),
+    "get_all_flags_and_payloads": ("u",),
+    "get_feature_flag_result": ("k", "u"),
     "reload_feature_flags": (),
 }
 
@@ -364,6 +366,8 @@ SETUP_SLIP_SAFE = {
     "get_feature_flag",
     "get_feature_flag_payload",
     "get_all_flags",
+    "get_all_flags_and_payloads",
+    "get_feature_flag_result",
     "reload_feature_flags",
 }
 

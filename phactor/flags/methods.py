@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from phactor.flags.http import FlagsHttp
     from phactor.flags.matching import FlagResult, evaluate
     from phactor.flags.remote import RemoteFlags, build_flags_request
+    from phactor.flags.result import FeatureFlagResult, check_match_value, payload_for_value
     from phactor.instance import Instance
     from phactor.supervisor import Registry
 
@@ -50,8 +51,10 @@ __all__ = [
     "evaluate_flags",
     "feature_enabled",
     "get_all_flags",
+    "get_all_flags_and_payloads",
     "get_feature_flag",
     "get_feature_flag_payload",
+    "get_feature_flag_result",
     "reload_feature_flags",
 ]
 
@@ -78,6 +81,7 @@ def _load_core() -> None:
     global _core_loaded, FlagEvaluations, decode_payload, FlagCalledCache, FlagCalledReporter
     global FlagEvaluator, FlagState, Reload, load_definitions, load_static_flags, FlagsHttp
     global FlagResult, evaluate, RemoteFlags, build_flags_request
+    global FeatureFlagResult, check_match_value, payload_for_value
     if _core_loaded:
         return
     from phactor.flags.evaluations import FlagEvaluations, decode_payload
@@ -93,11 +97,12 @@ def _load_core() -> None:
     from phactor.flags.http import FlagsHttp
     from phactor.flags.matching import FlagResult, evaluate
     from phactor.flags.remote import RemoteFlags, build_flags_request
+    from phactor.flags.result import FeatureFlagResult, check_match_value, payload_for_value
 
     _core_loaded = True
 
 
-_Evaluated = tuple["dict[str, FlagResult]", "dict[str, str]", "str | None", str]
+_Evaluated = tuple["dict[str, FlagResult]", "dict[str, str]", "str | None", str, Any]
 
 
 class FlagMethods:
@@ -165,7 +170,7 @@ class FlagMethods:
             return [self._flag_evaluator_spec(state, lambda: load_static_flags(state, source, log))]
         if config.flags is not None:
             log.warning("flags_ignored", detail="the flags option only applies with test_mode=True")
-        if not config.personal_api_key:
+        if not config.personal_api_key or not config.enable_local_evaluation:
             return []
         return [
             self._flag_evaluator_spec(
@@ -214,7 +219,9 @@ class FlagMethods:
             None,
         )
 
-    def _feature_flag_properties(self, distinct_id: str, groups: Any) -> dict[str, Any]:
+    def _feature_flag_properties(
+        self, distinct_id: str, groups: Any, disable_geoip: bool | None = None
+    ) -> dict[str, Any]:
         """`$feature/<key>` and `$active_feature_flags` for `capture(..., send_feature_flags=True)`.
 
         Local only once definitions (or test flags) are there; otherwise one remote request.
@@ -224,7 +231,9 @@ class FlagMethods:
             local = (
                 state.definitions is not None or state.static is not None or self._config.test_mode
             )
-            results, _, _, _ = self._evaluate_flags(distinct_id, groups, None, None, None, local)
+            results, _, _, _, _ = self._evaluate_flags(
+                distinct_id, groups, None, None, None, local, disable_geoip=disable_geoip
+            )
         except Exception as error:
             self._flags().log.error("send_feature_flags_failed", error=repr(error))
             return {}
@@ -240,8 +249,12 @@ class FlagMethods:
         group_properties: Any,
         flag_keys: Any,
         only_evaluate_locally: Any,
+        *,
+        device_id: Any = None,
+        disable_geoip: Any = None,
     ) -> _Evaluated:
-        """(results, unresolved, request_id, distinct_id) — argument checks, local, then remote."""
+        """(results, unresolved, request_id, distinct_id, evaluated_at) — argument checks, local,
+        then remote (`request_id`/`evaluated_at`: of the /flags answer, if one was asked)."""
         if not _core_loaded:
             _load_core()
         if self._forked:
@@ -277,18 +290,22 @@ class FlagMethods:
         keys = None if flag_keys is None else _flag_keys(flag_keys)
         if type(only_evaluate_locally) is not bool:
             raise TypeError("only_evaluate_locally must be True or False")
+        if device_id is not None:
+            device_id = _distinct_id(device_id, "device_id") or None
+        if disable_geoip is not None and type(disable_geoip) is not bool:
+            raise TypeError("disable_geoip must be True, False or None")
 
         if not did:
-            return {}, dict.fromkeys(keys or (), "missing_distinct_id"), None, ""
+            return {}, dict.fromkeys(keys or (), "missing_distinct_id"), None, "", None
         if self._disabled:
-            return {}, dict.fromkeys(keys or (), "disabled"), None, did
+            return {}, dict.fromkeys(keys or (), "disabled"), None, did, None
         state = self._flag_state or self._flags()
         static = state.static
         if static is not None:
             if keys is None:
-                return dict(static), {}, None, did
+                return dict(static), {}, None, did, None
             results = {k: static[k] for k in keys if k in static}
-            return results, {k: "flag_missing" for k in keys if k not in static}, None, did
+            return results, {k: "flag_missing" for k in keys if k not in static}, None, did, None
 
         definitions = state.definitions
         if definitions is not None:
@@ -299,22 +316,31 @@ class FlagMethods:
                 person_properties=person_properties,
                 group_properties=group_properties,
                 flag_keys=keys,
+                device_id=device_id,
             )
             if not unresolved or only_evaluate_locally or state.http is None:
-                return results, unresolved, None, did
+                return results, unresolved, None, did, None
             ask: list[str] | None = list(unresolved)
         else:
             if only_evaluate_locally or state.http is None:
                 reason = "test_mode" if state.http is None else "definitions_not_loaded"
-                return {}, dict.fromkeys(keys or (), reason), None, did
+                return {}, dict.fromkeys(keys or (), reason), None, did, None
             results, unresolved = {}, {}
             ask = None if keys is None else list(keys)
             if ask == []:
-                return {}, {}, None, did
+                return {}, {}, None, did, None
 
-        remote = self._remote_flags(state, did, groups, person_properties, group_properties, ask)
+        remote = self._remote_flags(
+            state, did, groups, person_properties, group_properties, ask, device_id, disable_geoip
+        )
         if ask is None:
-            return dict(remote.results), dict(remote.unresolved), remote.request_id, did
+            return (
+                dict(remote.results),
+                dict(remote.unresolved),
+                remote.request_id,
+                did,
+                remote.evaluated_at,
+            )
         for key in ask:
             result = remote.results.get(key)
             if result is not None:
@@ -322,7 +348,7 @@ class FlagMethods:
                 unresolved.pop(key, None)
             else:
                 unresolved[key] = remote.unresolved.get(key) or remote.error or "flag_missing"
-        return results, unresolved, remote.request_id, did
+        return results, unresolved, remote.request_id, did, remote.evaluated_at
 
     def _remote_flags(
         self,
@@ -332,8 +358,11 @@ class FlagMethods:
         person_properties: Any,
         group_properties: Any,
         keys: list[str] | None,
+        device_id: str | None = None,
+        disable_geoip: bool | None = None,
     ) -> RemoteFlags:
         assert state.http is not None
+        config = self._config
         # PostHog adds distinct_id to the person properties (remote as well as local).
         person = {"distinct_id": distinct_id, **(person_properties or {})}
         try:
@@ -344,6 +373,9 @@ class FlagMethods:
                 person_properties=person,
                 group_properties=group_properties,
                 flag_keys=keys,
+                geoip_disable=config.disable_geoip if disable_geoip is None else disable_geoip,
+                device_id=device_id,
+                evaluation_environments=config.evaluation_environments,
             )
         except Exception as error:  # e.g. a group_properties value that is not a mapping
             state.log.error("remote_flags_request_invalid", error=repr(error))
@@ -362,12 +394,13 @@ class FlagMethods:
         result: FlagResult | None,
         reason: str | None,
         request_id: str | None,
+        evaluated_at: Any = None,
     ) -> None:
         reporter = state.reporter
         if reporter is None or not distinct_id:
             return
         try:
-            reporter.report(distinct_id, groups, key, result, reason, request_id)
+            reporter.report(distinct_id, groups, key, result, reason, request_id, evaluated_at)
         except Exception as error:
             state.log.error("feature_flag_called_failed", flag=key, error=repr(error))
 
@@ -382,6 +415,8 @@ class FlagMethods:
         group_properties: Mapping[str, Mapping[str, Any]] | None = None,
         flag_keys: Iterable[str] | None = None,
         only_evaluate_locally: bool = False,
+        device_id: Any = None,
+        disable_geoip: bool | None = None,
     ) -> FlagEvaluations:
         """Evaluate flags for one user into an immutable `FlagEvaluations` snapshot.
 
@@ -390,9 +425,9 @@ class FlagMethods:
         defaults to the context's. Server errors never raise: those flags read as None and
         `.unresolved` says why. Wrong argument types raise TypeError.
         """
-        results, unresolved, request_id, did = self._evaluate_flags(
+        results, unresolved, request_id, did, evaluated_at = self._evaluate_flags(
             distinct_id, groups, person_properties, group_properties, flag_keys,
-            only_evaluate_locally,
+            only_evaluate_locally, device_id=device_id, disable_geoip=disable_geoip,
         )  # fmt: skip
         state = self._flag_state or self._flags()
         reporter = state.reporter
@@ -402,6 +437,7 @@ class FlagMethods:
             distinct_id=did,
             groups=groups,
             request_id=request_id,
+            evaluated_at=evaluated_at,
             on_access=None if reporter is None else reporter.on_access,
         )
 
@@ -415,18 +451,39 @@ class FlagMethods:
         group_properties: Mapping[str, Mapping[str, Any]] | None = None,
         only_evaluate_locally: bool = False,
         send_feature_flag_events: bool = True,
+        device_id: Any = None,
+        disable_geoip: bool | None = None,
     ) -> bool | str | None:
         """The flag's value for one user: True/False, the variant key, or None when unknown.
 
         Sends `$feature_flag_called` (deduplicated) unless `send_feature_flag_events=False`.
         """
+        result = self._flag_result(
+            key, distinct_id, groups, person_properties, group_properties,
+            only_evaluate_locally, send_feature_flag_events, device_id, disable_geoip,
+        )  # fmt: skip
+        return None if result is None else result.value
+
+    def _flag_result(
+        self,
+        key: Any,
+        distinct_id: Any,
+        groups: Any,
+        person_properties: Any,
+        group_properties: Any,
+        only_evaluate_locally: Any,
+        send_feature_flag_events: Any,
+        device_id: Any,
+        disable_geoip: Any,
+    ) -> FlagResult | None:
+        """One flag's `FlagResult` (None: no value), reported as read when asked to."""
         if type(key) is not str:
             raise TypeError(f"flag key must be a str, not {type(key).__name__}")
         if type(send_feature_flag_events) is not bool:
             raise TypeError("send_feature_flag_events must be True or False")
-        results, unresolved, request_id, did = self._evaluate_flags(
+        results, unresolved, request_id, did, evaluated_at = self._evaluate_flags(
             distinct_id, groups, person_properties, group_properties, (key,),
-            only_evaluate_locally,
+            only_evaluate_locally, device_id=device_id, disable_geoip=disable_geoip,
         )  # fmt: skip
         result = results.get(key)
         if send_feature_flag_events and did:
@@ -438,8 +495,9 @@ class FlagMethods:
                 result,
                 None if result is not None else unresolved.get(key),
                 request_id,
+                evaluated_at,
             )
-        return None if result is None else result.value
+        return result
 
     def feature_enabled(
         self,
@@ -451,6 +509,8 @@ class FlagMethods:
         group_properties: Mapping[str, Mapping[str, Any]] | None = None,
         only_evaluate_locally: bool = False,
         send_feature_flag_events: bool = True,
+        device_id: Any = None,
+        disable_geoip: bool | None = None,
     ) -> bool | None:
         """Whether the flag is on for one user (a variant counts as on); None when unknown.
 
@@ -464,10 +524,12 @@ class FlagMethods:
             group_properties=group_properties,
             only_evaluate_locally=only_evaluate_locally,
             send_feature_flag_events=send_feature_flag_events,
+            device_id=device_id,
+            disable_geoip=disable_geoip,
         )
         return None if value is None else value is not False
 
-    def get_feature_flag_payload(
+    def get_feature_flag_result(
         self,
         key: str,
         distinct_id: Any = None,
@@ -476,16 +538,51 @@ class FlagMethods:
         person_properties: Mapping[str, Any] | None = None,
         group_properties: Mapping[str, Mapping[str, Any]] | None = None,
         only_evaluate_locally: bool = False,
-    ) -> Any:
-        """The decoded JSON payload of the flag's value for one user, or None. No event."""
-        if type(key) is not str:
-            raise TypeError(f"flag key must be a str, not {type(key).__name__}")
-        results, _, _, _ = self._evaluate_flags(
-            distinct_id, groups, person_properties, group_properties, (key,),
-            only_evaluate_locally,
+        send_feature_flag_events: bool = True,
+        device_id: Any = None,
+        disable_geoip: bool | None = None,
+    ) -> FeatureFlagResult | None:
+        """Value, decoded payload and reason of one flag in one object (None when unknown).
+
+        Sends `$feature_flag_called` once (deduplicated) unless `send_feature_flag_events=False`.
+        """
+        result = self._flag_result(
+            key, distinct_id, groups, person_properties, group_properties,
+            only_evaluate_locally, send_feature_flag_events, device_id, disable_geoip,
         )  # fmt: skip
-        result = results.get(key)
-        return None if result is None else decode_payload(result.payload)
+        return None if result is None else FeatureFlagResult.of(result)
+
+    def get_feature_flag_payload(
+        self,
+        key: str,
+        distinct_id: Any = None,
+        *,
+        match_value: bool | str | None = None,
+        groups: Mapping[str, Any] | None = None,
+        person_properties: Mapping[str, Any] | None = None,
+        group_properties: Mapping[str, Mapping[str, Any]] | None = None,
+        only_evaluate_locally: bool = False,
+        device_id: Any = None,
+        disable_geoip: bool | None = None,
+    ) -> Any:
+        """The decoded JSON payload of the flag's value for one user, or None. No event.
+
+        `match_value` (a variant key or True/False): the payload the definition holds for that
+        value instead of the evaluated one, when the flag was evaluated locally (as posthog).
+        """
+        check_match_value(match_value)
+        result = self._flag_result(
+            key, distinct_id, groups, person_properties, group_properties,
+            only_evaluate_locally, False, device_id, disable_geoip,
+        )  # fmt: skip
+        if result is None:
+            return None
+        raw = result.payload
+        if match_value is not None and result.locally_evaluated:
+            state = self._flag_state or self._flags()
+            flag = None if state.definitions is None else state.definitions.flags_by_key.get(key)
+            raw = None if flag is None else payload_for_value(flag.payloads, match_value)
+        return decode_payload(raw)
 
     def get_all_flags(
         self,
@@ -496,13 +593,44 @@ class FlagMethods:
         group_properties: Mapping[str, Mapping[str, Any]] | None = None,
         flag_keys: Iterable[str] | None = None,
         only_evaluate_locally: bool = False,
+        device_id: Any = None,
+        disable_geoip: bool | None = None,
     ) -> dict[str, bool | str]:
         """Flag key -> value (False included) for every flag that has a value. No event."""
-        results, _, _, _ = self._evaluate_flags(
+        results, _, _, _, _ = self._evaluate_flags(
             distinct_id, groups, person_properties, group_properties, flag_keys,
-            only_evaluate_locally,
+            only_evaluate_locally, device_id=device_id, disable_geoip=disable_geoip,
         )  # fmt: skip
         return {key: result.value for key, result in results.items()}
+
+    def get_all_flags_and_payloads(
+        self,
+        distinct_id: Any = None,
+        *,
+        groups: Mapping[str, Any] | None = None,
+        person_properties: Mapping[str, Any] | None = None,
+        group_properties: Mapping[str, Mapping[str, Any]] | None = None,
+        flag_keys: Iterable[str] | None = None,
+        only_evaluate_locally: bool = False,
+        device_id: Any = None,
+        disable_geoip: bool | None = None,
+    ) -> dict[str, dict[str, Any]]:
+        """`{"featureFlags": key -> value, "featureFlagPayloads": key -> payload}`, as posthog.
+
+        Payloads are the raw JSON text of the enabled flags that have one. No event.
+        """
+        results, _, _, _, _ = self._evaluate_flags(
+            distinct_id, groups, person_properties, group_properties, flag_keys,
+            only_evaluate_locally, device_id=device_id, disable_geoip=disable_geoip,
+        )  # fmt: skip
+        return {
+            "featureFlags": {key: result.value for key, result in results.items()},
+            "featureFlagPayloads": {
+                key: result.payload
+                for key, result in results.items()
+                if result.value is not False and result.payload is not None
+            },
+        }
 
     def reload_feature_flags(self, timeout: float | None = None) -> bool:
         """Load the flag definitions now and block until they are loaded or the load failed.
@@ -531,7 +659,7 @@ class FlagMethods:
             return False
 
 
-def _distinct_id(value: Any) -> str:
+def _distinct_id(value: Any, name: str = "distinct_id") -> str:
     if type(value) is str:
         return value
     if value is None:
@@ -540,7 +668,7 @@ def _distinct_id(value: Any) -> str:
         return str(value)
     if isinstance(value, uuid_module.UUID):
         return str(value)
-    raise TypeError(f"distinct_id must be a str, got {type(value).__name__}")
+    raise TypeError(f"{name} must be a str, int or uuid.UUID, got {type(value).__name__}")
 
 
 def _flag_keys(flag_keys: Any) -> tuple[str, ...]:
@@ -578,6 +706,8 @@ def evaluate_flags(
     group_properties: Mapping[str, Mapping[str, Any]] | None = None,
     flag_keys: Iterable[str] | None = None,
     only_evaluate_locally: bool = False,
+    device_id: Any = None,
+    disable_geoip: bool | None = None,
     instance: str = "default",
 ) -> FlagEvaluations:
     """Evaluate flags through the named instance (see `Instance.evaluate_flags`)."""
@@ -591,6 +721,8 @@ def evaluate_flags(
         group_properties=group_properties,
         flag_keys=flag_keys,
         only_evaluate_locally=only_evaluate_locally,
+        device_id=device_id,
+        disable_geoip=disable_geoip,
     )
 
 
@@ -603,6 +735,8 @@ def feature_enabled(
     group_properties: Mapping[str, Mapping[str, Any]] | None = None,
     only_evaluate_locally: bool = False,
     send_feature_flag_events: bool = True,
+    device_id: Any = None,
+    disable_geoip: bool | None = None,
     instance: str = "default",
 ) -> bool | None:
     """Whether a flag is on, through the named instance (see `Instance.feature_enabled`)."""
@@ -617,6 +751,8 @@ def feature_enabled(
         group_properties=group_properties,
         only_evaluate_locally=only_evaluate_locally,
         send_feature_flag_events=send_feature_flag_events,
+        device_id=device_id,
+        disable_geoip=disable_geoip,
     )
 
 
@@ -629,6 +765,8 @@ def get_feature_flag(
     group_properties: Mapping[str, Mapping[str, Any]] | None = None,
     only_evaluate_locally: bool = False,
     send_feature_flag_events: bool = True,
+    device_id: Any = None,
+    disable_geoip: bool | None = None,
     instance: str = "default",
 ) -> bool | str | None:
     """A flag's value, through the named instance (see `Instance.get_feature_flag`)."""
@@ -643,10 +781,12 @@ def get_feature_flag(
         group_properties=group_properties,
         only_evaluate_locally=only_evaluate_locally,
         send_feature_flag_events=send_feature_flag_events,
+        device_id=device_id,
+        disable_geoip=disable_geoip,
     )
 
 
-def get_feature_flag_payload(
+def get_feature_flag_result(
     key: str,
     distinct_id: Any = None,
     *,
@@ -654,6 +794,39 @@ def get_feature_flag_payload(
     person_properties: Mapping[str, Any] | None = None,
     group_properties: Mapping[str, Mapping[str, Any]] | None = None,
     only_evaluate_locally: bool = False,
+    send_feature_flag_events: bool = True,
+    device_id: Any = None,
+    disable_geoip: bool | None = None,
+    instance: str = "default",
+) -> FeatureFlagResult | None:
+    """A flag's value, payload and reason, through the named instance."""
+    inst = _instance(instance)
+    if inst is None:
+        return None
+    return inst.get_feature_flag_result(
+        key,
+        distinct_id,
+        groups=groups,
+        person_properties=person_properties,
+        group_properties=group_properties,
+        only_evaluate_locally=only_evaluate_locally,
+        send_feature_flag_events=send_feature_flag_events,
+        device_id=device_id,
+        disable_geoip=disable_geoip,
+    )
+
+
+def get_feature_flag_payload(
+    key: str,
+    distinct_id: Any = None,
+    *,
+    match_value: bool | str | None = None,
+    groups: Mapping[str, Any] | None = None,
+    person_properties: Mapping[str, Any] | None = None,
+    group_properties: Mapping[str, Mapping[str, Any]] | None = None,
+    only_evaluate_locally: bool = False,
+    device_id: Any = None,
+    disable_geoip: bool | None = None,
     instance: str = "default",
 ) -> Any:
     """A flag's decoded payload, through the named instance (no event)."""
@@ -663,10 +836,13 @@ def get_feature_flag_payload(
     return inst.get_feature_flag_payload(
         key,
         distinct_id,
+        match_value=match_value,
         groups=groups,
         person_properties=person_properties,
         group_properties=group_properties,
         only_evaluate_locally=only_evaluate_locally,
+        device_id=device_id,
+        disable_geoip=disable_geoip,
     )
 
 
@@ -678,6 +854,8 @@ def get_all_flags(
     group_properties: Mapping[str, Mapping[str, Any]] | None = None,
     flag_keys: Iterable[str] | None = None,
     only_evaluate_locally: bool = False,
+    device_id: Any = None,
+    disable_geoip: bool | None = None,
     instance: str = "default",
 ) -> dict[str, bool | str]:
     """Every flag's value for one user, through the named instance (no event)."""
@@ -691,6 +869,36 @@ def get_all_flags(
         group_properties=group_properties,
         flag_keys=flag_keys,
         only_evaluate_locally=only_evaluate_locally,
+        device_id=device_id,
+        disable_geoip=disable_geoip,
+    )
+
+
+def get_all_flags_and_payloads(
+    distinct_id: Any = None,
+    *,
+    groups: Mapping[str, Any] | None = None,
+    person_properties: Mapping[str, Any] | None = None,
+    group_properties: Mapping[str, Mapping[str, Any]] | None = None,
+    flag_keys: Iterable[str] | None = None,
+    only_evaluate_locally: bool = False,
+    device_id: Any = None,
+    disable_geoip: bool | None = None,
+    instance: str = "default",
+) -> dict[str, dict[str, Any]]:
+    """Every flag's value and payload for one user, through the named instance (no event)."""
+    inst = _instance(instance)
+    if inst is None:
+        return {"featureFlags": {}, "featureFlagPayloads": {}}
+    return inst.get_all_flags_and_payloads(
+        distinct_id,
+        groups=groups,
+        person_properties=person_properties,
+        group_properties=group_properties,
+        flag_keys=flag_keys,
+        only_evaluate_locally=only_evaluate_locally,
+        device_id=device_id,
+        disable_geoip=disable_geoip,
     )
 
 

@@ -29,6 +29,8 @@ CALLS: dict[str, tuple[tuple[Any, ...], Any]] = {
     "get_feature_flag": (("flag", "u1"), None),
     "get_feature_flag_payload": (("flag", "u1"), None),
     "get_all_flags": (("u1",), {}),
+    "get_all_flags_and_payloads": (("u1",), {"featureFlags": {}, "featureFlagPayloads": {}}),
+    "get_feature_flag_result": (("flag", "u1"), None),
     "reload_feature_flags": ((), False),
 }
 
