@@ -434,17 +434,11 @@ def _in_posthog_terms(error: phactor.ConfigError, bound: Mapping[str, Any]) -> p
 
 
 def _flag_result(key: str, result: Any) -> FeatureFlagResult:
-    """posthog's `FeatureFlagResult` from phactor's result (value, payload, reason)."""
-    if isinstance(result, FeatureFlagResult):
-        return result
-    value = getattr(result, "value", None)
-    if value is None and hasattr(result, "get_value"):
-        value = result.get_value()
-    enabled = value is not None and value is not False
+    """posthog's `FeatureFlagResult` from phactor's (the same fields, read by name)."""
     return FeatureFlagResult(
         key=getattr(result, "key", key),
-        enabled=enabled,
-        variant=value if isinstance(value, str) else None,
-        payload=getattr(result, "payload", None),
-        reason=getattr(result, "reason", None),
+        enabled=bool(result.enabled),
+        variant=result.variant,
+        payload=result.payload,
+        reason=result.reason,
     )

@@ -288,7 +288,12 @@ def comparable(event: dict[str, Any]) -> dict[str, Any]:
 
 # (event, property) -> (ours, theirs): the deliberate differences (docs/migrating-from-posthog.md,
 # "How it behaves differently"), pinned so that a change on either side is noticed.
-PINNED = {("own_geoip", "$geoip_disable"): (False, True)}
+PINNED = {
+    ("own_geoip", "$geoip_disable"): (False, True),
+    # A snapshot whose evaluation asked /flags: posthog tags every $feature_flag_called of it
+    # with that request's id, phactor only those whose value came from the request.
+    ("$feature_flag_called", "$feature_flag_request_id"): ("<missing>", "<an id>"),
+}
 
 
 # phactor puts the runtime properties on every event (shared/API.md); posthog leaves them off
