@@ -59,8 +59,13 @@ def _send(value: Any) -> Any:
 _NO = None  # accepted, no meaning in phactor
 
 OPTIONS: tuple[Option, ...] = (
-    Option("project_api_key", None, "api_key", note="blank or missing: the client is disabled"),
-    Option("host", None, "host", server_host, always=True),
+    Option(
+        "project_api_key",
+        None,
+        "api_key",
+        note="blank or missing: the client is disabled (POSTHOG_API_KEY is not read)",
+    ),
+    Option("host", None, "host", server_host, always=True, note="POSTHOG_HOST is not read"),
     Option("debug", False, "debug"),
     Option("max_queue_size", 10000, "max_queue_size"),
     Option("send", True, "test_mode", _send, note="send=False keeps events in memory"),

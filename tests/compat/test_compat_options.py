@@ -204,3 +204,15 @@ def test_a_bad_value_names_the_posthog_option(option: str, value: Any, named: st
     with pytest.raises(phactor.ConfigError, match=re.escape(named)):
         Posthog("phc_key", host="http://127.0.0.1:9", **{option: value})
     assert not [n for n in phactor.instances() if n.startswith("posthog-")]
+
+
+def test_the_environment_is_not_read_as_posthog_does_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POSTHOG_API_KEY", "phc_from_env")
+    monkeypatch.setenv("POSTHOG_HOST", "http://127.0.0.1:9")
+    keyless, client = Posthog(None), Posthog("phc_key", send=False)
+    try:
+        assert keyless.disabled and keyless.api_key is None
+        assert client.instance.config.host == "https://us.i.posthog.com"
+    finally:
+        keyless.shutdown()
+        client.shutdown()
