@@ -628,7 +628,9 @@ class Instance(FlagMethods, ErrorTrackingMethods):
         if properties:
             props.update(properties)
         # argument > properties["distinct_id"] > context; str/int/UUID, else TypeError.
-        did = ev.distinct_id_text(distinct_id)
+        did = distinct_id if type(distinct_id) is str and distinct_id else None
+        if did is None:
+            did = ev.distinct_id_text(distinct_id)
         if did is None:
             did = ev.distinct_id_text(props.get("distinct_id"))
         if not keep_distinct_id_prop:
