@@ -49,11 +49,6 @@ def _log_ignored(names: list[str]) -> None:
         _log.debug("posthog option %r accepted: it has no meaning in phactor", name)
 
 
-def _opts(**options: Any) -> dict[str, Any]:
-    """Keyword arguments for phactor, without the posthog ones left unset (None)."""
-    return {name: value for name, value in options.items() if value is not None}
-
-
 class Posthog:
     """The posthog package's `Posthog` client, backed by one phactor instance.
 
@@ -118,7 +113,8 @@ class Posthog:
             groups=groups,
             # posthog also takes an options dict here: any truthy value asks for the flags.
             send_feature_flags=bool(send_feature_flags),
-            **_opts(flags=flags, disable_geoip=disable_geoip),
+            flags=flags,
+            disable_geoip=disable_geoip,
         )
 
     def set(
@@ -134,7 +130,9 @@ class Posthog:
         return self.instance.set(
             distinct_id,
             properties if properties is not None else {},
-            **_opts(timestamp=timestamp, uuid=uuid, disable_geoip=disable_geoip),
+            timestamp=timestamp,
+            uuid=uuid,
+            disable_geoip=disable_geoip,
         )
 
     def set_once(
@@ -150,7 +148,9 @@ class Posthog:
         return self.instance.set_once(
             distinct_id,
             properties if properties is not None else {},
-            **_opts(timestamp=timestamp, uuid=uuid, disable_geoip=disable_geoip),
+            timestamp=timestamp,
+            uuid=uuid,
+            disable_geoip=disable_geoip,
         )
 
     def group_identify(
@@ -169,7 +169,9 @@ class Posthog:
             group_key,
             properties,
             distinct_id,
-            **_opts(timestamp=timestamp, uuid=uuid, disable_geoip=disable_geoip),
+            timestamp=timestamp,
+            uuid=uuid,
+            disable_geoip=disable_geoip,
         )
 
     def alias(
@@ -184,7 +186,9 @@ class Posthog:
         return self.instance.alias(
             previous_id,
             distinct_id,
-            **_opts(timestamp=timestamp, uuid=uuid, disable_geoip=disable_geoip),
+            timestamp=timestamp,
+            uuid=uuid,
+            disable_geoip=disable_geoip,
         )
 
     def capture_exception(
@@ -229,7 +233,8 @@ class Posthog:
             group_properties=group_properties,
             only_evaluate_locally=only_evaluate_locally,
             send_feature_flag_events=send_feature_flag_events,
-            **_opts(disable_geoip=disable_geoip, device_id=device_id),
+            disable_geoip=disable_geoip,
+            device_id=device_id,
         )
 
     def get_feature_flag(
@@ -254,7 +259,8 @@ class Posthog:
             group_properties=group_properties,
             only_evaluate_locally=only_evaluate_locally,
             send_feature_flag_events=send_feature_flag_events,
-            **_opts(disable_geoip=disable_geoip, device_id=device_id),
+            disable_geoip=disable_geoip,
+            device_id=device_id,
         )
 
     def get_feature_flag_result(
@@ -279,7 +285,8 @@ class Posthog:
             group_properties=group_properties,
             only_evaluate_locally=only_evaluate_locally,
             send_feature_flag_events=send_feature_flag_events,
-            **_opts(disable_geoip=disable_geoip, device_id=device_id),
+            disable_geoip=disable_geoip,
+            device_id=device_id,
         )
         return None if result is None else _flag_result(key, result)
 
@@ -317,7 +324,9 @@ class Posthog:
             person_properties=person_properties,
             group_properties=group_properties,
             only_evaluate_locally=only_evaluate_locally,
-            **_opts(match_value=match_value, disable_geoip=disable_geoip, device_id=device_id),
+            match_value=match_value,
+            disable_geoip=disable_geoip,
+            device_id=device_id,
         )
 
     def get_all_flags(
@@ -340,7 +349,8 @@ class Posthog:
             group_properties=group_properties,
             flag_keys=flag_keys_to_evaluate,
             only_evaluate_locally=only_evaluate_locally,
-            **_opts(disable_geoip=disable_geoip, device_id=device_id),
+            disable_geoip=disable_geoip,
+            device_id=device_id,
         )
 
     def get_all_flags_and_payloads(
@@ -364,7 +374,8 @@ class Posthog:
                 group_properties=group_properties,
                 flag_keys=flag_keys_to_evaluate,
                 only_evaluate_locally=only_evaluate_locally,
-                **_opts(disable_geoip=disable_geoip, device_id=device_id),
+                disable_geoip=disable_geoip,
+                device_id=device_id,
             )
         )
 
@@ -388,7 +399,8 @@ class Posthog:
             group_properties=group_properties,
             flag_keys=flag_keys,
             only_evaluate_locally=only_evaluate_locally,
-            **_opts(disable_geoip=disable_geoip, device_id=device_id),
+            disable_geoip=disable_geoip,
+            device_id=device_id,
         )
 
     def load_feature_flags(self) -> None:
