@@ -21,21 +21,13 @@ from typing import Any
 
 import posthog
 import pytest
-from core_probe import EVENTS_MISSING, EVENTS_REASON, MISSING, REASON
-from hypothesis import Phase, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import phactor
 from phactor.compat import Posthog
 from phactor.devserver import DevServer
 
-# Until the issue-12 core is merged the events differ where it is missing (REASON names it).
-needs_core = pytest.mark.xfail(bool(MISSING), reason=REASON, strict=True)
-needs_event_core = pytest.mark.xfail(bool(EVENTS_MISSING), reason=EVENTS_REASON, strict=True)
-# Meanwhile the property test fails at once: shrinking its example would take a minute.
-no_shrink_until_core = settings(
-    phases=[p for p in Phase if p is not Phase.shrink] if EVENTS_MISSING else list(Phase)
-)
 # posthog deprecates some of the methods the script calls (phactor.compat keeps them).
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -365,7 +357,6 @@ def test_each_method_takes_posthogs_parameters(name: str) -> None:
     assert theirs <= ours, theirs - ours
 
 
-@needs_core
 def test_same_events_field_by_field(both: dict[str, Any]) -> None:
     theirs = [comparable(e) for e in both["posthog"]["events"]]
     ours = [comparable(e) for e in both["compat"]["events"]]
@@ -377,7 +368,6 @@ def test_same_events_field_by_field(both: dict[str, Any]) -> None:
     assert {k: v for k, v in found.items() if k in PINNED} == PINNED
 
 
-@needs_core
 def test_same_return_values(both: dict[str, Any]) -> None:
     theirs, ours = both["posthog"]["returned"], both["compat"]["returned"]
     for (name, _), mine, reference in zip(SCRIPT, ours, theirs, strict=True):
@@ -445,8 +435,6 @@ def _one_event(server: DevServer, client: Any, call: Callable[[Any], Any]) -> di
     return comparable(stored["raw"])
 
 
-@needs_event_core
-@no_shrink_until_core
 @given(
     event=st.text(min_size=1, max_size=30),
     distinct_id=IDS,

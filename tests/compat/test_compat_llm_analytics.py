@@ -14,7 +14,6 @@ from typing import Any
 
 import posthog
 import pytest
-from core_probe import EVENTS_MISSING, EVENTS_REASON
 from pytest_httpserver import HTTPServer
 
 from phactor.compat import Posthog
@@ -62,7 +61,6 @@ def ai_events(server: DevServer, client: Any) -> list[dict[str, Any]]:
     return [e["raw"] for e in server.events(event="$ai_generation")]
 
 
-@pytest.mark.xfail(bool(EVENTS_MISSING), reason=EVENTS_REASON, strict=True)
 @pytest.mark.parametrize(
     "call",
     [
