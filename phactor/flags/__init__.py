@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from phactor.flags.http import DefinitionsFetch, FlagsHttp
     from phactor.flags.matching import FlagResult, bucket_hash, evaluate, reason_category
     from phactor.flags.remote import RemoteFlags, build_flags_request, parse_flags_response
+    from phactor.flags.result import FeatureFlagResult
 
 _EXPORTS = {
     "Definitions": "definitions",
@@ -43,11 +44,13 @@ _EXPORTS = {
     "RemoteFlags": "remote",
     "build_flags_request": "remote",
     "parse_flags_response": "remote",
+    "FeatureFlagResult": "result",
 }
 
 __all__ = [
     "Definitions",
     "DefinitionsFetch",
+    "FeatureFlagResult",
     "FlagCalledCache",
     "FlagCalledReporter",
     "FlagEvaluations",
