@@ -85,6 +85,20 @@ def test_start_without_api_key_starts_disabled_with_one_warning(
     assert inst.stats()["captured"] == 0
 
 
+def test_asked_for_disabled_or_already_started_logs_no_missing_key(
+    start_instance: StartInstance, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # start() says api_key_missing (config.py is below the logging module), only when the key
+    # is what disabled the instance, and only for an instance that did start.
+    monkeypatch.delenv("POSTHOG_API_KEY", raising=False)
+    with caplog.at_level(logging.WARNING, logger="phactor"):
+        inst = start_instance(disabled=True)
+        assert inst.config.disabled is True
+        with pytest.raises(phactor.AlreadyStarted):
+            phactor.start(inst.name)
+    assert _warnings(caplog, "api_key_missing") == []
+
+
 def test_a_malformed_api_key_still_raises_config_error(start_instance: StartInstance) -> None:
     with pytest.raises(phactor.ConfigError, match="api_key"):
         start_instance(api_key=3)
