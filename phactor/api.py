@@ -5,6 +5,9 @@ delegates to the `Instance` method of the same name; the behaviour lives there. 
 never raises into the app: a capture-family or flag call on a name that was never started
 returns None (a flag helper its default) with one warning per name (`registry.unstarted`);
 `instance()`, the context functions, `flush`, `stats`... still raise `NotStarted`.
+
+Over 500 lines on purpose: every public function with its full signature (shared/API.md: no
+`**kwargs`, an unknown keyword is a TypeError at the call), each a lookup and one delegation.
 """
 
 from __future__ import annotations
