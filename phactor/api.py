@@ -1,7 +1,13 @@
 """The module-level API: named instances and functions that act on one (`instance=`).
 
 Each function looks the instance up in `phactor.registry` (one dict read, no lock) and
-delegates to the `Instance` method of the same name; the behaviour lives there.
+delegates to the `Instance` method of the same name; the behaviour lives there. A setup slip
+never raises into the app: a capture-family or flag call on a name that was never started
+returns None (a flag helper its default) with one warning per name (`registry.unstarted`);
+`instance()`, the context functions, `flush`, `stats`... still raise `NotStarted`.
+
+Over 500 lines on purpose: every public function with its full signature (shared/API.md: no
+`**kwargs`, an unknown keyword is a TypeError at the call), each a lookup and one delegation.
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from phactor import registry, shutdown
+from phactor._args import timeout_arg
+from phactor._log import get_logger
 from phactor.config import Config, mask
 from phactor.errors import AlreadyStarted, NotStarted
 from phactor.errortracking.methods import capture_exception
@@ -18,6 +26,7 @@ from phactor.instance import Instance
 
 if TYPE_CHECKING:
     from phactor.flags.evaluations import FlagEvaluations
+    from phactor.flags.results import FeatureFlagResult
 
 __all__ = [
     "alias",
@@ -30,10 +39,12 @@ __all__ = [
     "feature_enabled",
     "flush",
     "get_all_flags",
+    "get_all_flags_and_payloads",
     "get_context",
     "get_event_context",
     "get_feature_flag",
     "get_feature_flag_payload",
+    "get_feature_flag_result",
     "group_identify",
     "identify",
     "instance",
@@ -82,6 +93,13 @@ def start(name: str = "default", **options: Any) -> Instance:
         inst._start_tree()
         registry.register(inst)
     shutdown.on_start(config)
+    if config.disabled and not options.get("disabled"):
+        # No api key outside test mode: a setup slip, so the instance starts disabled, said once.
+        get_logger("config", instance=name).warning(
+            "api_key_missing",
+            effect="the instance starts disabled: nothing is captured or sent",
+            fix="pass api_key=... to start() or set POSTHOG_API_KEY (or test_mode=True)",
+        )
     return inst
 
 
@@ -101,7 +119,11 @@ def stop(name: str = "default", timeout: float = 10.0) -> bool:
     `timeout=math.inf`: no deadline. A timeout that is not a number (TypeError), nan or negative
     (ValueError) is refused before anything happens: the instance keeps running.
     """
-    return instance(name).stop(timeout)
+    inst = registry.by_name.get(name)
+    if inst is None:
+        timeout_arg(timeout, "stop")  # a bad timeout is refused whatever the name
+        return False
+    return inst.stop(timeout)
 
 
 def capture(
@@ -113,10 +135,14 @@ def capture(
     uuid: Any = None,
     groups: Mapping[str, Any] | None = None,
     send_feature_flags: bool = False,
+    flags: Any = None,
+    disable_geoip: bool | None = None,
     instance: str = "default",
 ) -> str | None:
     """Capture an event through the named instance (see `Instance.capture`)."""
-    inst = registry.by_name.get(instance) or _missing(instance)
+    inst = registry.by_name.get(instance) or registry.unstarted(instance)
+    if inst is None:
+        return None
     return inst.capture(
         event,
         distinct_id,
@@ -125,6 +151,8 @@ def capture(
         uuid=uuid,
         groups=groups,
         send_feature_flags=send_feature_flags,
+        flags=flags,
+        disable_geoip=disable_geoip,
     )
 
 
@@ -137,10 +165,15 @@ def bare_capture(
     uuid: Any = None,
     groups: Mapping[str, Any] | None = None,
     send_feature_flags: bool = False,
+    flags: Any = None,
+    disable_geoip: bool | None = None,
     instance: str = "default",
 ) -> str | None:
     """Capture ignoring context (see `Instance.bare_capture`)."""
-    return _get(instance).bare_capture(
+    inst = registry.by_name.get(instance) or registry.unstarted(instance)
+    if inst is None:
+        return None
+    return inst.bare_capture(
         event,
         distinct_id,
         properties,
@@ -148,6 +181,8 @@ def bare_capture(
         uuid=uuid,
         groups=groups,
         send_feature_flags=send_feature_flags,
+        flags=flags,
+        disable_geoip=disable_geoip,
     )
 
 
@@ -155,30 +190,72 @@ def identify(
     distinct_id: Any,
     properties: Mapping[str, Any] | None = None,
     *,
+    timestamp: Any = None,
+    uuid: Any = None,
+    disable_geoip: bool | None = None,
     instance: str = "default",
-    **opts: Any,
 ) -> str | None:
     """Send `$identify` (see `Instance.identify`)."""
-    return _get(instance).identify(distinct_id, properties, **opts)
+    inst = registry.by_name.get(instance) or registry.unstarted(instance)
+    if inst is None:
+        return None
+    return inst.identify(
+        distinct_id, properties, timestamp=timestamp, uuid=uuid, disable_geoip=disable_geoip
+    )
 
 
 def set(
-    distinct_id: Any, properties: Mapping[str, Any], *, instance: str = "default", **opts: Any
+    distinct_id: Any,
+    properties: Mapping[str, Any],
+    *,
+    timestamp: Any = None,
+    uuid: Any = None,
+    disable_geoip: bool | None = None,
+    instance: str = "default",
 ) -> str | None:
     """Send a `$set` event (see `Instance.set`)."""
-    return _get(instance).set(distinct_id, properties, **opts)
+    inst = registry.by_name.get(instance) or registry.unstarted(instance)
+    if inst is None:
+        return None
+    return inst.set(
+        distinct_id, properties, timestamp=timestamp, uuid=uuid, disable_geoip=disable_geoip
+    )
 
 
 def set_once(
-    distinct_id: Any, properties: Mapping[str, Any], *, instance: str = "default", **opts: Any
+    distinct_id: Any,
+    properties: Mapping[str, Any],
+    *,
+    timestamp: Any = None,
+    uuid: Any = None,
+    disable_geoip: bool | None = None,
+    instance: str = "default",
 ) -> str | None:
     """Send a `$set_once` event (see `Instance.set_once`)."""
-    return _get(instance).set_once(distinct_id, properties, **opts)
+    inst = registry.by_name.get(instance) or registry.unstarted(instance)
+    if inst is None:
+        return None
+    return inst.set_once(
+        distinct_id, properties, timestamp=timestamp, uuid=uuid, disable_geoip=disable_geoip
+    )
 
 
-def alias(distinct_id: Any, alias: Any, *, instance: str = "default", **opts: Any) -> str | None:
+def alias(
+    distinct_id: Any,
+    alias: Any,
+    *,
+    timestamp: Any = None,
+    uuid: Any = None,
+    disable_geoip: bool | None = None,
+    instance: str = "default",
+) -> str | None:
     """Send `$create_alias` (see `Instance.alias`)."""
-    return _get(instance).alias(distinct_id, alias, **opts)
+    inst = registry.by_name.get(instance) or registry.unstarted(instance)
+    if inst is None:
+        return None
+    return inst.alias(
+        distinct_id, alias, timestamp=timestamp, uuid=uuid, disable_geoip=disable_geoip
+    )
 
 
 def group_identify(
@@ -187,11 +264,24 @@ def group_identify(
     properties: Mapping[str, Any] | None = None,
     distinct_id: Any = None,
     *,
+    timestamp: Any = None,
+    uuid: Any = None,
+    disable_geoip: bool | None = None,
     instance: str = "default",
-    **opts: Any,
 ) -> str | None:
     """Send `$groupidentify` (see `Instance.group_identify`)."""
-    return _get(instance).group_identify(group_type, group_key, properties, distinct_id, **opts)
+    inst = registry.by_name.get(instance) or registry.unstarted(instance)
+    if inst is None:
+        return None
+    return inst.group_identify(
+        group_type,
+        group_key,
+        properties,
+        distinct_id,
+        timestamp=timestamp,
+        uuid=uuid,
+        disable_geoip=disable_geoip,
+    )
 
 
 def set_context(props: Any, *, instance: str = "default") -> None:
@@ -242,6 +332,7 @@ def stats(*, instance: str = "default") -> dict[str, Any]:
 
 
 # --- feature flags ------------------------------------------------------------------------
+# A name that was never started: the helper's default and one warning per name, never a raise.
 
 
 def evaluate_flags(
@@ -252,16 +343,26 @@ def evaluate_flags(
     group_properties: Mapping[str, Mapping[str, Any]] | None = None,
     flag_keys: Iterable[str] | None = None,
     only_evaluate_locally: bool = False,
+    device_id: Any = None,
+    disable_geoip: bool | None = None,
     instance: str = "default",
 ) -> FlagEvaluations:
     """Evaluate flags through the named instance (see `Instance.evaluate_flags`)."""
-    return _get(instance).evaluate_flags(
+    inst = registry.by_name.get(instance) or registry.unstarted(instance)
+    if inst is None:
+        # lazy: start-up time (the flag core loads when flags are first used)
+        from phactor.flags.evaluations import FlagEvaluations
+
+        return FlagEvaluations()
+    return inst.evaluate_flags(
         distinct_id,
         groups=groups,
         person_properties=person_properties,
         group_properties=group_properties,
         flag_keys=flag_keys,
         only_evaluate_locally=only_evaluate_locally,
+        device_id=device_id,
+        disable_geoip=disable_geoip,
     )
 
 
@@ -274,10 +375,15 @@ def feature_enabled(
     group_properties: Mapping[str, Mapping[str, Any]] | None = None,
     only_evaluate_locally: bool = False,
     send_feature_flag_events: bool = True,
+    device_id: Any = None,
+    disable_geoip: bool | None = None,
     instance: str = "default",
 ) -> bool | None:
     """Whether a flag is on, through the named instance (see `Instance.feature_enabled`)."""
-    return _get(instance).feature_enabled(
+    inst = registry.by_name.get(instance) or registry.unstarted(instance)
+    if inst is None:
+        return None
+    return inst.feature_enabled(
         key,
         distinct_id,
         groups=groups,
@@ -285,6 +391,8 @@ def feature_enabled(
         group_properties=group_properties,
         only_evaluate_locally=only_evaluate_locally,
         send_feature_flag_events=send_feature_flag_events,
+        device_id=device_id,
+        disable_geoip=disable_geoip,
     )
 
 
@@ -297,10 +405,15 @@ def get_feature_flag(
     group_properties: Mapping[str, Mapping[str, Any]] | None = None,
     only_evaluate_locally: bool = False,
     send_feature_flag_events: bool = True,
+    device_id: Any = None,
+    disable_geoip: bool | None = None,
     instance: str = "default",
 ) -> bool | str | None:
     """A flag's value, through the named instance (see `Instance.get_feature_flag`)."""
-    return _get(instance).get_feature_flag(
+    inst = registry.by_name.get(instance) or registry.unstarted(instance)
+    if inst is None:
+        return None
+    return inst.get_feature_flag(
         key,
         distinct_id,
         groups=groups,
@@ -308,10 +421,12 @@ def get_feature_flag(
         group_properties=group_properties,
         only_evaluate_locally=only_evaluate_locally,
         send_feature_flag_events=send_feature_flag_events,
+        device_id=device_id,
+        disable_geoip=disable_geoip,
     )
 
 
-def get_feature_flag_payload(
+def get_feature_flag_result(
     key: str,
     distinct_id: Any = None,
     *,
@@ -319,16 +434,55 @@ def get_feature_flag_payload(
     person_properties: Mapping[str, Any] | None = None,
     group_properties: Mapping[str, Mapping[str, Any]] | None = None,
     only_evaluate_locally: bool = False,
+    send_feature_flag_events: bool = True,
+    device_id: Any = None,
+    disable_geoip: bool | None = None,
     instance: str = "default",
-) -> Any:
-    """A flag's decoded payload, through the named instance (no event)."""
-    return _get(instance).get_feature_flag_payload(
+) -> FeatureFlagResult | None:
+    """A flag's value, payload and reason, through the named instance."""
+    inst = registry.by_name.get(instance) or registry.unstarted(instance)
+    if inst is None:
+        return None
+    return inst.get_feature_flag_result(
         key,
         distinct_id,
         groups=groups,
         person_properties=person_properties,
         group_properties=group_properties,
         only_evaluate_locally=only_evaluate_locally,
+        send_feature_flag_events=send_feature_flag_events,
+        device_id=device_id,
+        disable_geoip=disable_geoip,
+    )
+
+
+def get_feature_flag_payload(
+    key: str,
+    distinct_id: Any = None,
+    *,
+    match_value: bool | str | None = None,
+    groups: Mapping[str, Any] | None = None,
+    person_properties: Mapping[str, Any] | None = None,
+    group_properties: Mapping[str, Mapping[str, Any]] | None = None,
+    only_evaluate_locally: bool = False,
+    device_id: Any = None,
+    disable_geoip: bool | None = None,
+    instance: str = "default",
+) -> Any:
+    """A flag's decoded payload, through the named instance (no event)."""
+    inst = registry.by_name.get(instance) or registry.unstarted(instance)
+    if inst is None:
+        return None
+    return inst.get_feature_flag_payload(
+        key,
+        distinct_id,
+        match_value=match_value,
+        groups=groups,
+        person_properties=person_properties,
+        group_properties=group_properties,
+        only_evaluate_locally=only_evaluate_locally,
+        device_id=device_id,
+        disable_geoip=disable_geoip,
     )
 
 
@@ -340,22 +494,60 @@ def get_all_flags(
     group_properties: Mapping[str, Mapping[str, Any]] | None = None,
     flag_keys: Iterable[str] | None = None,
     only_evaluate_locally: bool = False,
+    device_id: Any = None,
+    disable_geoip: bool | None = None,
     instance: str = "default",
 ) -> dict[str, bool | str]:
     """Every flag's value for one user, through the named instance (no event)."""
-    return _get(instance).get_all_flags(
+    inst = registry.by_name.get(instance) or registry.unstarted(instance)
+    if inst is None:
+        return {}
+    return inst.get_all_flags(
         distinct_id,
         groups=groups,
         person_properties=person_properties,
         group_properties=group_properties,
         flag_keys=flag_keys,
         only_evaluate_locally=only_evaluate_locally,
+        device_id=device_id,
+        disable_geoip=disable_geoip,
+    )
+
+
+def get_all_flags_and_payloads(
+    distinct_id: Any = None,
+    *,
+    groups: Mapping[str, Any] | None = None,
+    person_properties: Mapping[str, Any] | None = None,
+    group_properties: Mapping[str, Mapping[str, Any]] | None = None,
+    flag_keys: Iterable[str] | None = None,
+    only_evaluate_locally: bool = False,
+    device_id: Any = None,
+    disable_geoip: bool | None = None,
+    instance: str = "default",
+) -> dict[str, dict[str, Any]]:
+    """Every flag's value and payload for one user, through the named instance (no event)."""
+    inst = registry.by_name.get(instance) or registry.unstarted(instance)
+    if inst is None:
+        return {"featureFlags": {}, "featureFlagPayloads": {}}
+    return inst.get_all_flags_and_payloads(
+        distinct_id,
+        groups=groups,
+        person_properties=person_properties,
+        group_properties=group_properties,
+        flag_keys=flag_keys,
+        only_evaluate_locally=only_evaluate_locally,
+        device_id=device_id,
+        disable_geoip=disable_geoip,
     )
 
 
 def reload_feature_flags(*, timeout: float | None = None, instance: str = "default") -> bool:
     """Reload the named instance's flag definitions now; blocks until loaded or failed."""
-    return _get(instance).reload_feature_flags(timeout)
+    inst = registry.by_name.get(instance) or registry.unstarted(instance)
+    if inst is None:
+        return False
+    return inst.reload_feature_flags(timeout)
 
 
 def _get(name: str) -> Instance:
@@ -365,5 +557,3 @@ def _get(name: str) -> Instance:
     return inst
 
 
-def _missing(name: str) -> Instance:
-    raise NotStarted(name)

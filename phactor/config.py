@@ -70,6 +70,10 @@ class Config:
     flags_request_timeout: float = 3.0
     flags: Mapping[str, Any] | str | None = None
     feature_flag_called_cache_size: int = 50_000
+    enable_local_evaluation: bool = True
+    evaluation_environments: tuple[str, ...] = ()
+    # geoip
+    disable_geoip: bool = True
     # error tracking
     enable_error_tracking: bool = True
     capture_level: int = logging.ERROR
@@ -115,9 +119,9 @@ class Config:
                     ) from None
         config = cls(**values)
         if not (config.test_mode or config.disabled) and not config.api_key:
-            raise ConfigError(
-                "api_key", "a project api key string (or env POSTHOG_API_KEY)", missing=True
-            )
+            # A setup slip must not take the app down: the instance starts disabled (`start()`
+            # says so once: this module is below the logging one).
+            config = dataclasses.replace(config, disabled=True)
         return config
 
     def __repr__(self) -> str:
@@ -345,6 +349,18 @@ def _modules(name: str, value: Any) -> tuple[str, ...]:
     return items
 
 
+def _environments(name: str, value: Any) -> tuple[str, ...]:
+    form = f"a list of at most {_MAX_MODULES} non-empty environment tag strings"
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple | set | frozenset) or len(value) > _MAX_MODULES:
+        raise ConfigError(name, form, value)
+    items = tuple(value)
+    if not all(isinstance(tag, str) and tag and tag.isprintable() for tag in items):
+        raise ConfigError(name, form, value)
+    return tuple(dict.fromkeys(items))
+
+
 _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "api_key": _key_or_none,
     "host": _host,
@@ -376,6 +392,9 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "flags_request_timeout": _seconds(0.001, 600.0),
     "flags": _flags,
     "feature_flag_called_cache_size": _count(0, 10_000_000),
+    "enable_local_evaluation": _bool,
+    "evaluation_environments": _environments,
+    "disable_geoip": _bool,
     "enable_error_tracking": _bool,
     "capture_level": _level,
     "in_app_modules": _modules,

@@ -29,6 +29,7 @@ __all__ = [
     "EventTooLarge",
     "build_event",
     "checked_event",
+    "distinct_id_text",
     "encode",
     "format_timestamp",
     "json_safe",
@@ -40,7 +41,7 @@ __all__ = [
 ]
 
 LIB = "phactor"
-_LIB_PROPS = {"$lib": LIB, "$lib_version": __version__, "$geoip_disable": True}
+_LIB_PROPS: Mapping[str, Any] = {"$lib": LIB, "$lib_version": __version__}
 _DUMPS_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_NAIVE_UTC
 _MAX_DEPTH = 64
 _MAX_NODES = 1_000_000
@@ -99,6 +100,28 @@ def normalize_uuid(value: Any) -> str:
 _second_cache: tuple[int, str] = (-1, "")
 
 
+def distinct_id_text(value: Any, name: str = "distinct_id") -> str | None:
+    """A caller's distinct_id as the text sent; None when there is none (None or "").
+
+    `str`, `int` (not bool) and `uuid.UUID` are ids; anything else is a TypeError naming its
+    type (never stringified: `capture("signed_up", {"plan": "pro"})` is a slip, not an id).
+    """
+    kind = type(value)
+    if kind is str:
+        return value or None
+    if value is None:
+        return None
+    if kind is int:
+        return str(value)
+    if isinstance(value, uuid_module.UUID):
+        return str(value)
+    if isinstance(value, str):
+        return str.__str__(value) or None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(int(value))
+    raise TypeError(f"{name} must be a str, int or uuid.UUID, got {type(value).__name__}")
+
+
 def now_iso() -> str:
     """The current UTC time as ISO-8601 with milliseconds, e.g. `2026-11-23T14:09:02.123Z`."""
     global _second_cache
@@ -146,13 +169,15 @@ def build_event(
     uuid: str,
     groups: Mapping[str, Any] | None = None,
     top_level: Mapping[str, Any] | None = None,
+    lib_properties: Mapping[str, Any] = _LIB_PROPS,
 ) -> dict[str, Any]:
     """The wire-format event dict. Takes ownership of `properties` (it is updated in place).
 
     `top_level` carries keys that sit beside `properties` on the wire (`$set` / `$set_once`
-    of `set()` and `set_once()` events).
+    of `set()` and `set_once()` events). `lib_properties` (`$lib`, `$lib_version`, the
+    runtime properties of `phactor.runtime`, computed once) override the caller's.
     """
-    properties.update(_LIB_PROPS)
+    properties.update(lib_properties)
     if groups:
         properties["$groups"] = dict(groups)
     message = {

@@ -8,7 +8,7 @@ Parts live in their own modules: the supervision tree in `tree.py`, the flags pa
 `flags/methods.py` (`InstanceFlags`), the error-tracking wiring in `errortracking/methods.py`,
 `debug=True` output in `_debug.py`, the registry of instances in `registry.py`.
 Over 500 lines on purpose: `Instance` carries every public function as a method with its full
-signature and docstring (shared/API.md), about 350 lines of them, beside the capture path,
+signature and docstring (shared/API.md), about 440 lines of them, beside the capture path,
 which stays here so `capture()` is one method call deep.
 """
 
@@ -37,16 +37,17 @@ from phactor.context import EMPTY, ContextState, ContextStore
 from phactor.errortracking import methods as error_tracking
 from phactor.errortracking.methods import _capture_exception
 from phactor.flags.methods import InstanceFlags
+from phactor.runtime import lib_properties
 from phactor.sender import Delivery, delivering_for
 from phactor.supervisor import Crash, Registry
 
 if TYPE_CHECKING:
     from phactor.errortracking.handler import Intake
     from phactor.flags.evaluations import FlagEvaluations
+    from phactor.flags.results import FeatureFlagResult
 
 __all__ = ["Instance"]
 
-_ID_TYPES = (str, int)
 # How far stop() may run past its deadline waiting for children (a Sender mid-request).
 _STOP_GRACE = 0.2
 
@@ -59,6 +60,7 @@ class Instance:
         self._config = config
         self._disabled = config.disabled
         self._global = dict(config.global_properties)
+        self._lib_props = lib_properties()  # runtime properties: read once (per process)
         self._context = ContextStore(name)
         self._log = get_logger("instance", instance=name)
         self._debug_handler = enable_debug_output(name) if config.debug else None
@@ -284,8 +286,15 @@ class Instance:
         uuid: Any = None,
         groups: Mapping[str, Any] | None = None,
         send_feature_flags: bool = False,
+        flags: Any = None,
+        disable_geoip: bool | None = None,
     ) -> str | None:
-        """Queue an event; returns its uuid, or None when it was dropped (reason counted)."""
+        """Queue an event; returns its uuid, or None when it was dropped (reason counted).
+
+        `flags` (a `FlagEvaluations`) adds its `$feature/<key>` and `$active_feature_flags`
+        without a new request (and wins over `send_feature_flags`); `disable_geoip` overrides
+        the option for this event. No distinct_id anywhere: a personless event.
+        """
         if self._disabled:
             return None
         if type(event) is not str or not event:
@@ -293,16 +302,9 @@ class Instance:
         if properties is not None and not isinstance(properties, Mapping):
             raise TypeError(f"properties must be a Mapping, got {type(properties).__name__}")
         return self._capture(
-            event,
-            distinct_id,
-            properties,
-            self._context.current(),
-            timestamp,
-            uuid,
-            groups,
-            send_feature_flags,
-            None,
-        )
+            event, distinct_id, properties, self._context.current(), timestamp, uuid, groups,
+            send_feature_flags, None, flags=flags, disable_geoip=disable_geoip,
+        )  # fmt: skip
 
     def bare_capture(
         self,
@@ -314,6 +316,8 @@ class Instance:
         uuid: Any = None,
         groups: Mapping[str, Any] | None = None,
         send_feature_flags: bool = False,
+        flags: Any = None,
+        disable_geoip: bool | None = None,
     ) -> str | None:
         """Like `capture`, ignoring context (and `global_properties` still applies)."""
         if self._disabled:
@@ -323,91 +327,86 @@ class Instance:
         if properties is not None and not isinstance(properties, Mapping):
             raise TypeError(f"properties must be a Mapping, got {type(properties).__name__}")
         return self._capture(
-            event,
-            distinct_id,
-            properties,
-            EMPTY,
-            timestamp,
-            uuid,
-            groups,
-            send_feature_flags,
-            None,
-        )
+            event, distinct_id, properties, EMPTY, timestamp, uuid, groups, send_feature_flags,
+            None, flags=flags, disable_geoip=disable_geoip,
+        )  # fmt: skip
 
     def identify(
-        self, distinct_id: Any, properties: Mapping[str, Any] | None = None, **opts: Any
+        self,
+        distinct_id: Any,
+        properties: Mapping[str, Any] | None = None,
+        *,
+        timestamp: Any = None,
+        uuid: Any = None,
+        disable_geoip: bool | None = None,
     ) -> str | None:
         """Send `$identify` with `properties` as the person's `$set`."""
         if self._disabled:
             return None
         props = _check_mapping(properties, "properties")
         return self._capture(
-            "$identify",
-            distinct_id,
-            {"$set": props},
-            EMPTY,
-            opts.get("timestamp"),
-            opts.get("uuid"),
-            None,
-            False,
-            None,
-        )
+            "$identify", distinct_id, {"$set": props}, EMPTY, timestamp, uuid, None, False, None,
+            personless=False, disable_geoip=disable_geoip,
+        )  # fmt: skip
 
-    def set(self, distinct_id: Any, properties: Mapping[str, Any], **opts: Any) -> str | None:
+    def set(
+        self,
+        distinct_id: Any,
+        properties: Mapping[str, Any],
+        *,
+        timestamp: Any = None,
+        uuid: Any = None,
+        disable_geoip: bool | None = None,
+    ) -> str | None:
         """Send a `$set` event setting person properties."""
         if self._disabled:
             return None
         props = _check_mapping(properties, "properties")
         return self._capture(
-            "$set",
-            distinct_id,
-            None,
-            EMPTY,
-            opts.get("timestamp"),
-            opts.get("uuid"),
-            None,
-            False,
-            {"$set": props},
-        )
+            "$set", distinct_id, None, EMPTY, timestamp, uuid, None, False, {"$set": props},
+            personless=False, disable_geoip=disable_geoip,
+        )  # fmt: skip
 
-    def set_once(self, distinct_id: Any, properties: Mapping[str, Any], **opts: Any) -> str | None:
+    def set_once(
+        self,
+        distinct_id: Any,
+        properties: Mapping[str, Any],
+        *,
+        timestamp: Any = None,
+        uuid: Any = None,
+        disable_geoip: bool | None = None,
+    ) -> str | None:
         """Send a `$set_once` event setting person properties only where unset."""
         if self._disabled:
             return None
         props = _check_mapping(properties, "properties")
         return self._capture(
-            "$set_once",
-            distinct_id,
-            None,
-            EMPTY,
-            opts.get("timestamp"),
-            opts.get("uuid"),
-            None,
-            False,
-            {"$set_once": props},
-        )
+            "$set_once", distinct_id, None, EMPTY, timestamp, uuid, None, False,
+            {"$set_once": props}, personless=False, disable_geoip=disable_geoip,
+        )  # fmt: skip
 
-    def alias(self, distinct_id: Any, alias: Any, **opts: Any) -> str | None:
+    def alias(
+        self,
+        distinct_id: Any,
+        alias: Any,
+        *,
+        timestamp: Any = None,
+        uuid: Any = None,
+        disable_geoip: bool | None = None,
+    ) -> str | None:
         """Send `$create_alias`: `alias` becomes another id of the person `distinct_id`."""
         if self._disabled:
             return None
-        if not isinstance(alias, _ID_TYPES) or alias == "":
+        alias_text = ev.distinct_id_text(alias, "alias")
+        if alias_text is None:
             raise TypeError(f"alias must be a non-empty str, got {described(alias)}")
-        if not isinstance(distinct_id, _ID_TYPES) or distinct_id == "":
-            raise TypeError(f"distinct_id must be a non-empty str, got {described(distinct_id)}")
-        props = {"distinct_id": str(distinct_id), "alias": str(alias)}
+        did = ev.distinct_id_text(distinct_id)
+        props = {"distinct_id": did, "alias": alias_text}
         return self._capture(
-            "$create_alias",
-            distinct_id,
-            props,
-            EMPTY,
-            opts.get("timestamp"),
-            opts.get("uuid"),
-            None,
-            False,
-            None,
-            keep_distinct_id_prop=True,
-        )
+            "$create_alias", did, props if did is not None else {"alias": alias_text}, EMPTY,
+            timestamp, uuid, None, False, None, keep_distinct_id_prop=True, personless=False,
+            disable_geoip=disable_geoip,
+        )  # fmt: skip
 
     def group_identify(
         self,
@@ -415,34 +414,31 @@ class Instance:
         group_key: Any,
         properties: Mapping[str, Any] | None = None,
         distinct_id: Any = None,
-        **opts: Any,
+        *,
+        timestamp: Any = None,
+        uuid: Any = None,
+        disable_geoip: bool | None = None,
     ) -> str | None:
         """Send `$groupidentify` setting the properties of group (`group_type`, `group_key`)."""
         if self._disabled:
             return None
         if not isinstance(group_type, str) or not group_type:
             raise TypeError(f"group_type must be a non-empty str, got {described(group_type)}")
-        if not isinstance(group_key, _ID_TYPES) or group_key == "":
+        key_text = ev.distinct_id_text(group_key, "group_key")
+        if key_text is None:
             raise TypeError(f"group_key must be a non-empty str, got {described(group_key)}")
         props = {
             "$group_type": group_type,
-            "$group_key": str(group_key),
+            "$group_key": key_text,
             "$group_set": _check_mapping(properties, "properties"),
         }
-        if distinct_id is None:
+        if ev.distinct_id_text(distinct_id) is None:
             # As the posthog package does: group updates are not a person's action.
-            distinct_id = f"${group_type}_{group_key}"
+            distinct_id = f"${group_type}_{key_text}"
         return self._capture(
-            "$groupidentify",
-            distinct_id,
-            props,
-            EMPTY,
-            opts.get("timestamp"),
-            opts.get("uuid"),
-            None,
-            False,
-            None,
-        )
+            "$groupidentify", distinct_id, props, EMPTY, timestamp, uuid, None, False, None,
+            disable_geoip=disable_geoip,
+        )  # fmt: skip
 
     def _capture(
         self,
@@ -457,6 +453,9 @@ class Instance:
         top_level: Mapping[str, Any] | None,
         *,
         keep_distinct_id_prop: bool = False,
+        personless: bool = True,
+        flags: Any = None,
+        disable_geoip: bool | None = None,
     ) -> str | None:
         if self._forked:
             self._restart_after_fork()
@@ -469,28 +468,44 @@ class Instance:
             raise TypeError(
                 f"send_feature_flags must be a bool, got {described(send_feature_flags)}"
             )
+        if disable_geoip is None:
+            disable_geoip = self._config.disable_geoip
+        elif disable_geoip is not True and disable_geoip is not False:
+            raise TypeError(f"disable_geoip must be a bool or None, got {described(disable_geoip)}")
+        # capture(flags=...): a FlagEvaluations snapshot, else TypeError.
+        snapshot = None if flags is None else self._flags.snapshot_properties(flags)
 
         props: dict[str, Any] = dict(self._global) if self._global else {}
+        if state is not EMPTY and state.flags is not None:
+            props.update(state.flags.event_properties())
+        if snapshot is not None:
+            props.update(snapshot)
+            send_feature_flags = False  # the snapshot wins, as in the posthog package
         if state is not EMPTY:
-            if state.flags is not None:
-                props.update(state.flags.event_properties())
             props.update(state.properties)
             scoped = state.event_properties.get(event)
             if scoped:
                 props.update(scoped)
         if properties:
             props.update(properties)
-        if distinct_id is None or distinct_id == "":
-            distinct_id = props.get("distinct_id")
+        # argument > properties["distinct_id"] > context; str/int/UUID, else TypeError.
+        did = distinct_id if type(distinct_id) is str and distinct_id else None
+        if did is None:
+            did = ev.distinct_id_text(distinct_id)
+        if did is None:
+            did = ev.distinct_id_text(props.get("distinct_id"))
         if not keep_distinct_id_prop:
             props.pop("distinct_id", None)
-        if distinct_id is None or distinct_id == "":
-            self._drop("missing_distinct_id", event)
-            return None
-        if type(distinct_id) is not str:
-            distinct_id = str(distinct_id)
+        if did is None:
+            if not personless:
+                self._drop("missing_distinct_id", event)
+                return None
+            # As the posthog package: a personless event (a fresh id, no person profile).
+            did = ev.new_uuid4()
+            props.setdefault("$process_person_profile", False)
+        distinct_id = did
         if send_feature_flags:
-            props.update(self._flags.event_properties(distinct_id, groups))
+            props.update(self._flags.event_properties(distinct_id, groups, disable_geoip))
 
         message = ev.build_event(
             event,
@@ -500,7 +515,10 @@ class Instance:
             uuid=event_uuid,
             groups=groups,
             top_level=top_level,
+            lib_properties=self._lib_props,
         )
+        if disable_geoip and "$geoip_disable" not in props:
+            props["$geoip_disable"] = True
         if self._config.before_send is not None:
             changed = self._run_before_send(message)
             if changed is None:
@@ -525,18 +543,17 @@ class Instance:
         """The event as the hook left it, or None when dropped (counted and logged here)."""
         hook = self._config.before_send
         assert hook is not None
-        # The hook works on its own copy (properties, $set, ... included): if it raises half-way
-        # through changing the event, the event goes on exactly as it was built.
+        # The hook works on its own copy (properties, $set, ... included).
         draft = {k: dict(v) if isinstance(v, dict) else v for k, v in message.items()}
         try:
             # Whatever the hook logs is the hook's business, not an app error to capture.
             with inside_phactor():
                 result = hook(draft)
         except Exception as error:
-            self._log.error(
-                "before_send_failed", error=repr(error), event_name=message.get("event")
-            )
-            return message
+            # The hook is where personal data is removed: a half-scrubbed or unscrubbed event
+            # must not be sent. Dropped and counted; the log names the error, never the event.
+            self._drop("before_send_error", message["event"], error=repr(error))
+            return None
         if result is None:
             self._drop("before_send", message["event"])
             return None
@@ -678,6 +695,8 @@ class Instance:
         group_properties: Mapping[str, Mapping[str, Any]] | None = None,
         flag_keys: Iterable[str] | None = None,
         only_evaluate_locally: bool = False,
+        device_id: Any = None,
+        disable_geoip: bool | None = None,
     ) -> FlagEvaluations:
         """Evaluate flags for one user into an immutable `FlagEvaluations` snapshot.
 
@@ -687,13 +706,11 @@ class Instance:
         `.unresolved` says why. Wrong argument types raise TypeError.
         """
         return self._flags.evaluate_flags(
-            distinct_id,
-            groups=groups,
-            person_properties=person_properties,
-            group_properties=group_properties,
-            flag_keys=flag_keys,
-            only_evaluate_locally=only_evaluate_locally,
-        )
+            distinct_id, groups=groups, person_properties=person_properties,
+            group_properties=group_properties, flag_keys=flag_keys,
+            only_evaluate_locally=only_evaluate_locally, device_id=device_id,
+            disable_geoip=disable_geoip,
+        )  # fmt: skip
 
     def get_feature_flag(
         self,
@@ -705,20 +722,19 @@ class Instance:
         group_properties: Mapping[str, Mapping[str, Any]] | None = None,
         only_evaluate_locally: bool = False,
         send_feature_flag_events: bool = True,
+        device_id: Any = None,
+        disable_geoip: bool | None = None,
     ) -> bool | str | None:
         """The flag's value for one user: True/False, the variant key, or None when unknown.
 
         Sends `$feature_flag_called` (deduplicated) unless `send_feature_flag_events=False`.
         """
         return self._flags.get_feature_flag(
-            key,
-            distinct_id,
-            groups=groups,
-            person_properties=person_properties,
-            group_properties=group_properties,
-            only_evaluate_locally=only_evaluate_locally,
-            send_feature_flag_events=send_feature_flag_events,
-        )
+            key, distinct_id, groups=groups, person_properties=person_properties,
+            group_properties=group_properties, only_evaluate_locally=only_evaluate_locally,
+            send_feature_flag_events=send_feature_flag_events, device_id=device_id,
+            disable_geoip=disable_geoip,
+        )  # fmt: skip
 
     def feature_enabled(
         self,
@@ -730,22 +746,21 @@ class Instance:
         group_properties: Mapping[str, Mapping[str, Any]] | None = None,
         only_evaluate_locally: bool = False,
         send_feature_flag_events: bool = True,
+        device_id: Any = None,
+        disable_geoip: bool | None = None,
     ) -> bool | None:
         """Whether the flag is on for one user (a variant counts as on); None when unknown.
 
         Sends `$feature_flag_called` (deduplicated) unless `send_feature_flag_events=False`.
         """
         return self._flags.feature_enabled(
-            key,
-            distinct_id,
-            groups=groups,
-            person_properties=person_properties,
-            group_properties=group_properties,
-            only_evaluate_locally=only_evaluate_locally,
-            send_feature_flag_events=send_feature_flag_events,
-        )
+            key, distinct_id, groups=groups, person_properties=person_properties,
+            group_properties=group_properties, only_evaluate_locally=only_evaluate_locally,
+            send_feature_flag_events=send_feature_flag_events, device_id=device_id,
+            disable_geoip=disable_geoip,
+        )  # fmt: skip
 
-    def get_feature_flag_payload(
+    def get_feature_flag_result(
         self,
         key: str,
         distinct_id: Any = None,
@@ -754,16 +769,45 @@ class Instance:
         person_properties: Mapping[str, Any] | None = None,
         group_properties: Mapping[str, Mapping[str, Any]] | None = None,
         only_evaluate_locally: bool = False,
+        send_feature_flag_events: bool = True,
+        device_id: Any = None,
+        disable_geoip: bool | None = None,
+    ) -> FeatureFlagResult | None:
+        """Value, decoded payload and reason of one flag in one object (None when unknown).
+
+        Sends `$feature_flag_called` once (deduplicated) unless `send_feature_flag_events=False`.
+        """
+        return self._flags.get_feature_flag_result(
+            key, distinct_id, groups=groups, person_properties=person_properties,
+            group_properties=group_properties, only_evaluate_locally=only_evaluate_locally,
+            send_feature_flag_events=send_feature_flag_events, device_id=device_id,
+            disable_geoip=disable_geoip,
+        )  # fmt: skip
+
+    def get_feature_flag_payload(
+        self,
+        key: str,
+        distinct_id: Any = None,
+        *,
+        match_value: bool | str | None = None,
+        groups: Mapping[str, Any] | None = None,
+        person_properties: Mapping[str, Any] | None = None,
+        group_properties: Mapping[str, Mapping[str, Any]] | None = None,
+        only_evaluate_locally: bool = False,
+        device_id: Any = None,
+        disable_geoip: bool | None = None,
     ) -> Any:
-        """The decoded JSON payload of the flag's value for one user, or None. No event."""
+        """The decoded JSON payload of the flag's value for one user, or None. No event.
+
+        `match_value` (a variant key or True/False): the payload the definition holds for that
+        value instead of the evaluated one, when the flag was evaluated locally (as posthog).
+        """
         return self._flags.get_feature_flag_payload(
-            key,
-            distinct_id,
-            groups=groups,
-            person_properties=person_properties,
-            group_properties=group_properties,
-            only_evaluate_locally=only_evaluate_locally,
-        )
+            key, distinct_id, match_value=match_value, groups=groups,
+            person_properties=person_properties, group_properties=group_properties,
+            only_evaluate_locally=only_evaluate_locally, device_id=device_id,
+            disable_geoip=disable_geoip,
+        )  # fmt: skip
 
     def get_all_flags(
         self,
@@ -774,16 +818,37 @@ class Instance:
         group_properties: Mapping[str, Mapping[str, Any]] | None = None,
         flag_keys: Iterable[str] | None = None,
         only_evaluate_locally: bool = False,
+        device_id: Any = None,
+        disable_geoip: bool | None = None,
     ) -> dict[str, bool | str]:
         """Flag key -> value (False included) for every flag that has a value. No event."""
         return self._flags.get_all_flags(
-            distinct_id,
-            groups=groups,
-            person_properties=person_properties,
-            group_properties=group_properties,
-            flag_keys=flag_keys,
-            only_evaluate_locally=only_evaluate_locally,
-        )
+            distinct_id, groups=groups, person_properties=person_properties,
+            group_properties=group_properties, flag_keys=flag_keys,
+            only_evaluate_locally=only_evaluate_locally, device_id=device_id,
+            disable_geoip=disable_geoip,
+        )  # fmt: skip
+
+    def get_all_flags_and_payloads(
+        self,
+        distinct_id: Any = None,
+        *,
+        groups: Mapping[str, Any] | None = None,
+        person_properties: Mapping[str, Any] | None = None,
+        group_properties: Mapping[str, Mapping[str, Any]] | None = None,
+        flag_keys: Iterable[str] | None = None,
+        only_evaluate_locally: bool = False,
+        device_id: Any = None,
+        disable_geoip: bool | None = None,
+    ) -> dict[str, dict[str, Any]]:
+        """`{"featureFlags": key -> value, "featureFlagPayloads": key -> payload}`, as posthog
+        (payloads: the raw JSON text of the enabled flags that have one). No event."""
+        return self._flags.get_all_flags_and_payloads(
+            distinct_id, groups=groups, person_properties=person_properties,
+            group_properties=group_properties, flag_keys=flag_keys,
+            only_evaluate_locally=only_evaluate_locally, device_id=device_id,
+            disable_geoip=disable_geoip,
+        )  # fmt: skip
 
     def reload_feature_flags(self, timeout: float | None = None) -> bool:
         """Load the flag definitions now and block until they are loaded or the load failed.

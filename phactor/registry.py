@@ -3,7 +3,8 @@
 Every layer that finds an instance by name imports this module downward (`api`, the flag and
 error-tracking parts, `errortracking.loop`, the integrations); nothing here imports an instance
 module. The running instances live in a plain dict replaced copy-on-write, so a lookup is one
-dict read with no lock; the lock only serialises changes (`start()` / `stop()`).
+dict read with no lock; the lock only serialises changes (`start()` / `stop()`). A call on a
+name that was never started gets `unstarted(name)`: None, and one warning per name.
 
 The process hooks live here, registered once at import:
 - `atexit`: drain every running instance within its shutdown_timeout (`shutdown.drain`);
@@ -21,12 +22,24 @@ import weakref
 from typing import TYPE_CHECKING
 
 from phactor import shutdown
+from phactor._log import get_logger
 from phactor.errors import NotStarted
 
 if TYPE_CHECKING:
     from phactor.instance import Instance
 
-__all__ = ["by_name", "find", "forget", "lock", "lookup", "names", "register", "running", "track"]
+__all__ = [
+    "by_name",
+    "find",
+    "forget",
+    "lock",
+    "lookup",
+    "names",
+    "register",
+    "running",
+    "track",
+    "unstarted",
+]
 
 # Replaced, never changed in place: read it (`registry.by_name.get(name)`), don't keep it.
 by_name: dict[str, Instance] = {}
@@ -34,6 +47,11 @@ by_name: dict[str, Instance] = {}
 _lock = threading.Lock()
 # Every Instance, running or not: a forked child resets each.
 _every: weakref.WeakSet[Instance] = weakref.WeakSet()
+# Names warned about by `unstarted` (the caller's: bounded, a loop over generated names
+# must not grow it for ever), and the lock of that set.
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
+_MAX_WARNED = 1000
 
 
 def find(name: str) -> Instance | None:
@@ -47,6 +65,24 @@ def lookup(name: str) -> Instance:
     if inst is None:
         raise NotStarted(name)
     return inst
+
+
+def unstarted(name: object) -> Instance | None:
+    """What a capture-family or flag call on a name that was never started gets instead of an
+    instance: None (the call returns None or its default), after one warning per name. A setup
+    slip is not a crash of the app: `by_name.get(name) or unstarted(name)`."""
+    key = name if isinstance(name, str) else f"<{type(name).__name__}>"
+    with _warned_lock:
+        if key in _warned or len(_warned) >= _MAX_WARNED:
+            return None
+        _warned.add(key)
+    get_logger("api").warning(
+        "instance_not_started",
+        name=key[:100],
+        effect="the call did nothing (returned None / the flag's default)",
+        fix=f"call phactor.start({key[:100]!r}, api_key=...) first",
+    )
+    return None
 
 
 def names() -> list[str]:
@@ -100,8 +136,9 @@ def _stop_all_at_exit() -> None:
 
 def _after_fork_in_child() -> None:
     """os.fork() hook (in the child, cheap: no threads, no IO)."""
-    global _lock
+    global _lock, _warned_lock
     _lock = threading.Lock()
+    _warned_lock = threading.Lock()
     for inst in list(_every):
         inst._after_fork_in_child()
     _reset_pykka_registry()

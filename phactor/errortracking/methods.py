@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pykka
 
 from phactor import registry
+from phactor.events import distinct_id_text
 from phactor.supervisor import ChildSpec
 
 if TYPE_CHECKING:
@@ -110,7 +111,10 @@ def capture_exception(
     instance: str = "default",
 ) -> str | None:
     """Module-level `capture_exception` on the named instance (see `Instance.capture_exception`)."""
-    return _capture_exception(registry.lookup(instance), exc, distinct_id, properties, skip=1)
+    inst = registry.by_name.get(instance) or registry.unstarted(instance)
+    if inst is None:
+        return None
+    return _capture_exception(inst, exc, distinct_id, properties, skip=1)
 
 
 def _capture_exception(
@@ -130,6 +134,7 @@ def _capture_exception(
         raise TypeError(f"exc must be an exception or None, got {type(exc).__name__}")
     if properties is not None and not isinstance(properties, Mapping):
         raise TypeError(f"properties must be a Mapping, got {type(properties).__name__}")
+    distinct_id_text(distinct_id)  # str/int/UUID or None, else TypeError at the call
     if inst._disabled:
         return None
     if exc is None:

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from phactor.flags.http import DefinitionsFetch, FlagsHttp
     from phactor.flags.matching import evaluate
     from phactor.flags.remote import RemoteFlags, build_flags_request, parse_flags_response
-    from phactor.flags.results import FlagResult, reason_category
+    from phactor.flags.results import FeatureFlagResult, FlagResult, reason_category
 
 _EXPORTS = {
     "Definitions": "definitions",
@@ -38,6 +38,7 @@ _EXPORTS = {
     "flag_called_properties": "evaluator",
     "DefinitionsFetch": "http",
     "FlagsHttp": "http",
+    "FeatureFlagResult": "results",
     "FlagResult": "results",
     "bucket_hash": "conditions",
     "evaluate": "matching",
@@ -50,6 +51,7 @@ _EXPORTS = {
 __all__ = [
     "Definitions",
     "DefinitionsFetch",
+    "FeatureFlagResult",
     "FlagCalledCache",
     "FlagCalledReporter",
     "FlagEvaluations",

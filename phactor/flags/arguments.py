@@ -10,7 +10,7 @@ import uuid as uuid_module
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["checked_call", "checked_flag_keys"]
+__all__ = ["checked_call", "checked_extras", "checked_flag_keys", "checked_match_value"]
 
 
 def checked_call(
@@ -54,7 +54,22 @@ def checked_call(
     return did, keys
 
 
-def _distinct_id(value: Any) -> str:
+def checked_extras(device_id: Any, disable_geoip: Any) -> str | None:
+    """`device_id` as str (None when None or ""); TypeError for a wrong type of either."""
+    if device_id is not None:
+        device_id = _distinct_id(device_id, "device_id") or None
+    if disable_geoip is not None and type(disable_geoip) is not bool:
+        raise TypeError("disable_geoip must be True, False or None")
+    return device_id
+
+
+def checked_match_value(value: Any) -> None:
+    """`match_value` is None, a bool or a variant key str; TypeError otherwise."""
+    if value is not None and type(value) is not bool and not isinstance(value, str):
+        raise TypeError(f"match_value must be a bool, a str or None, got {type(value).__name__}")
+
+
+def _distinct_id(value: Any, name: str = "distinct_id") -> str:
     if type(value) is str:
         return value
     if value is None:
@@ -63,7 +78,7 @@ def _distinct_id(value: Any) -> str:
         return str(value)
     if isinstance(value, uuid_module.UUID):
         return str(value)
-    raise TypeError(f"distinct_id must be a str, got {type(value).__name__}")
+    raise TypeError(f"{name} must be a str, int or uuid.UUID, got {type(value).__name__}")
 
 
 def checked_flag_keys(flag_keys: Any) -> tuple[str, ...]:

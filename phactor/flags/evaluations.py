@@ -52,6 +52,7 @@ class FlagEvaluations:
     __slots__ = (
         "_accessed",
         "_distinct_id",
+        "_evaluated_at",
         "_groups",
         "_lock",
         "_on_access",
@@ -70,12 +71,14 @@ class FlagEvaluations:
         request_id: str | None = None,
         on_access: OnAccess | None = None,
         _accessed: Iterable[str] = (),
+        evaluated_at: Any = None,
     ) -> None:
         self._results: Mapping[str, FlagResult] = MappingProxyType(dict(results or {}))
         self._unresolved: Mapping[str, str] = MappingProxyType(dict(unresolved or {}))
         self._distinct_id = distinct_id
         self._groups: Mapping[str, Any] = MappingProxyType(dict(groups or {}))
         self._request_id = request_id
+        self._evaluated_at = evaluated_at
         self._on_access = on_access
         self._accessed: set[str] = set(_accessed)
         self._lock = threading.Lock()
@@ -97,6 +100,11 @@ class FlagEvaluations:
         """The ``/flags`` request id when some values came from the server, else None."""
         return self._request_id
 
+    @property
+    def evaluated_at(self) -> Any:
+        """The ``/flags`` answer's ``evaluatedAt`` (ms since the epoch) when values came from it."""
+        return self._evaluated_at
+
     def _read(self, key: str) -> FlagResult | None:
         _check_key(key)
         result = self._results.get(key)
@@ -114,6 +122,10 @@ class FlagEvaluations:
         """Whether the flag is on; ``default`` when it has no value in this snapshot."""
         result = self._read(key)
         return default if result is None else result.value is not False
+
+    def is_enabled(self, key: str, default: bool = False) -> bool:
+        """The posthog package's name of ``enabled``."""
+        return self.enabled(key, default)
 
     def get_flag(self, key: str) -> str | bool | None:
         """The variant key, True/False, or None when the flag has no value in this snapshot."""
@@ -158,6 +170,7 @@ class FlagEvaluations:
             groups=self.groups,
             request_id=self.request_id,
             on_access=self._on_access,
+            evaluated_at=self._evaluated_at,
             _accessed=self.accessed(),
         )
 

@@ -118,7 +118,11 @@ def flag_error(reason: str | None) -> str | None:
 
 
 def flag_called_properties(
-    key: str, result: FlagResult | None, reason: str | None, request_id: str | None
+    key: str,
+    result: FlagResult | None,
+    reason: str | None,
+    request_id: str | None,
+    evaluated_at: Any = None,
 ) -> dict[str, Any]:
     """The properties of one ``$feature_flag_called`` event, as the posthog package sends them.
 
@@ -143,13 +147,20 @@ def flag_called_properties(
             props["$feature_flag_version"] = result.version
         if result.reason:
             props["$feature_flag_reason"] = result.reason
-        if request_id and not result.locally_evaluated:
-            props["$feature_flag_request_id"] = request_id
+        if not result.locally_evaluated:
+            _add_request(props, request_id, evaluated_at)
     else:
-        if request_id:
-            props["$feature_flag_request_id"] = request_id
+        _add_request(props, request_id, evaluated_at)
         props["$feature_flag_error"] = flag_error(reason)
     return props
+
+
+def _add_request(props: dict[str, Any], request_id: str | None, evaluated_at: Any) -> None:
+    """The /flags answer's `requestId` and `evaluatedAt` (ms since the epoch), when known."""
+    if request_id:
+        props["$feature_flag_request_id"] = request_id
+    if isinstance(evaluated_at, int) and not isinstance(evaluated_at, bool) and evaluated_at:
+        props["$feature_flag_evaluated_at"] = evaluated_at
 
 
 class FlagCalledReporter:
@@ -173,6 +184,7 @@ class FlagCalledReporter:
         result: FlagResult | None,
         reason: str | None,
         request_id: str | None,
+        evaluated_at: Any = None,
     ) -> None:
         """Report one read of ``key`` (``result`` None when it had no value, with ``reason``)."""
         if not distinct_id:
@@ -180,7 +192,11 @@ class FlagCalledReporter:
         response = None if result is None else result.value
         if not self.cache.first_time((distinct_id, key, response)):
             return
-        self.send(distinct_id, flag_called_properties(key, result, reason, request_id), groups)
+        self.send(
+            distinct_id,
+            flag_called_properties(key, result, reason, request_id, evaluated_at),
+            groups,
+        )
 
     def on_access(self, key: str, result: FlagResult | None, snapshot: FlagEvaluations) -> None:
         """The ``FlagEvaluations`` access hook."""
@@ -191,6 +207,7 @@ class FlagCalledReporter:
             result,
             None if result is not None else snapshot.unresolved.get(key),
             snapshot.request_id,
+            snapshot.evaluated_at,
         )
 
 

@@ -21,7 +21,8 @@ reference evaluator crash raise internally and end as ``"malformed_definition"``
 
 The pure core, bottom up (each module imports only modules listed before it):
 
-- ``results.py``: ``FlagResult``, undecided outcomes and their precedence, ``reason_category``;
+- ``results.py``: ``FlagResult``, undecided outcomes and their precedence, ``reason_category``,
+  ``FeatureFlagResult`` (what ``get_feature_flag_result`` returns);
 - ``filters/``: compiled property filters by family: ``base.py`` (the filter protocol, operator
   names), ``values.py`` (property values as text/number/bool), ``regex_cost.py`` (the regex
   backtracking cost analysis), ``regex.py`` (regex translation, guarded search), ``text.py``

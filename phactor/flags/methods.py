@@ -10,8 +10,12 @@ actor (child "flags") only keeps the snapshot fresh; no call here waits on it ex
 `reload_feature_flags()`, which exists to wait.
 
 The FlagEvaluator is started when it has something to load: flag definitions (a
-`personal_api_key` is set) or test-mode flag values (`test_mode=True` with `flags=`). Without
-either there is nothing to poll, so there is no child and every evaluation is remote.
+`personal_api_key` is set, and `enable_local_evaluation`) or test-mode flag values
+(`test_mode=True` with `flags=`). Without either there is nothing to poll, so there is no child
+and every evaluation is remote.
+
+Over 500 lines on purpose: one class, the flag state and evaluation shared by every flag call,
+plus the calls themselves with their full signatures (about 200 lines), which belong with it.
 """
 
 from __future__ import annotations
@@ -26,7 +30,12 @@ import pykka
 from phactor._args import timeout_arg
 from phactor._log import get_logger
 from phactor.context import EMPTY
-from phactor.flags.arguments import checked_call, checked_flag_keys
+from phactor.flags.arguments import (
+    checked_call,
+    checked_extras,
+    checked_flag_keys,
+    checked_match_value,
+)
 from phactor.supervisor import ChildSpec
 
 if TYPE_CHECKING:
@@ -43,6 +52,7 @@ if TYPE_CHECKING:
     from phactor.flags.http import FlagsHttp
     from phactor.flags.matching import FlagResult, evaluate
     from phactor.flags.remote import RemoteFlags, build_flags_request
+    from phactor.flags.results import FeatureFlagResult, payload_for_value
     from phactor.instance import Instance
 
 __all__ = ["InstanceFlags"]
@@ -70,6 +80,7 @@ def _load_core() -> None:
     global _core_loaded, FlagEvaluations, decode_payload, FlagCalledCache, FlagCalledReporter
     global FlagEvaluator, FlagState, Reload, load_definitions, load_static_flags, FlagsHttp
     global FlagResult, evaluate, RemoteFlags, build_flags_request
+    global FeatureFlagResult, payload_for_value
     if _core_loaded:
         return
     # lazy: start-up time (the flag core loads when an instance first touches flags)
@@ -86,11 +97,15 @@ def _load_core() -> None:
     from phactor.flags.http import FlagsHttp  # lazy: start-up time
     from phactor.flags.matching import FlagResult, evaluate  # lazy: start-up time
     from phactor.flags.remote import RemoteFlags, build_flags_request  # lazy: start-up time
+    from phactor.flags.results import (  # lazy: start-up time
+        FeatureFlagResult,
+        payload_for_value,
+    )
 
     _core_loaded = True
 
 
-_Evaluated = tuple["dict[str, FlagResult]", "dict[str, str]", "str | None", str]
+_Evaluated = tuple["dict[str, FlagResult]", "dict[str, str]", "str | None", str, Any]
 
 
 class InstanceFlags:
@@ -148,7 +163,7 @@ class InstanceFlags:
             return [self._flag_evaluator_spec(state, lambda: load_static_flags(state, source, log))]
         if config.flags is not None:
             log.warning("flags_ignored", detail="the flags option only applies with test_mode=True")
-        if not config.personal_api_key:
+        if not config.personal_api_key or not config.enable_local_evaluation:
             return []
         return [
             self._flag_evaluator_spec(
@@ -186,7 +201,7 @@ class InstanceFlags:
         self, distinct_id: str, properties: dict[str, Any], groups: Mapping[str, Any] | None
     ) -> None:
         owner = self._owner
-        if owner._state != "running":
+        if owner._state != "running" or owner._disabled:
             return
         owner._capture(
             "$feature_flag_called",
@@ -200,7 +215,9 @@ class InstanceFlags:
             None,
         )
 
-    def event_properties(self, distinct_id: str, groups: Any) -> dict[str, Any]:
+    def event_properties(
+        self, distinct_id: str, groups: Any, disable_geoip: bool | None = None
+    ) -> dict[str, Any]:
         """`$feature/<key>` and `$active_feature_flags` for `capture(..., send_feature_flags=True)`.
 
         Local only once definitions (or test flags) are there; otherwise one remote request.
@@ -212,11 +229,22 @@ class InstanceFlags:
                 or state.static is not None
                 or self._owner._config.test_mode
             )
-            results, _, _, _ = self._evaluate_flags(distinct_id, groups, None, None, None, local)
+            results, _, _, _, _ = self._evaluate_flags(
+                distinct_id, groups, None, None, None, local, disable_geoip=disable_geoip
+            )
         except Exception as error:
             self._get_state().log.error("send_feature_flags_failed", error=repr(error))
             return {}
         return FlagEvaluations(results).event_properties()
+
+    def snapshot_properties(self, flags: Any) -> dict[str, Any]:
+        """`capture(flags=...)`: the snapshot's `$feature/<key>` and `$active_feature_flags` (no
+        request); TypeError for anything but a `FlagEvaluations`."""
+        if not _core_loaded:
+            _load_core()
+        if not isinstance(flags, FlagEvaluations):
+            raise TypeError(f"flags must be a FlagEvaluations, got {type(flags).__name__}")
+        return flags.event_properties()
 
     # --- evaluation ------------------------------------------------------------------------
 
@@ -228,8 +256,12 @@ class InstanceFlags:
         group_properties: Any,
         flag_keys: Any,
         only_evaluate_locally: Any,
+        *,
+        device_id: Any = None,
+        disable_geoip: Any = None,
     ) -> _Evaluated:
-        """(results, unresolved, request_id, distinct_id) — argument checks, local, then remote."""
+        """(results, unresolved, request_id, distinct_id, evaluated_at) — argument checks, local,
+        then remote (`request_id`/`evaluated_at`: of the /flags answer, if one was asked)."""
         if not _core_loaded:
             _load_core()
         owner = self._owner
@@ -255,18 +287,20 @@ class InstanceFlags:
                 flag_keys,
                 only_evaluate_locally,
             )
+        if device_id is not None or disable_geoip is not None:
+            device_id = checked_extras(device_id, disable_geoip)
 
         if not did:
-            return {}, dict.fromkeys(keys or (), "missing_distinct_id"), None, ""
+            return {}, dict.fromkeys(keys or (), "missing_distinct_id"), None, "", None
         if owner._disabled:
-            return {}, dict.fromkeys(keys or (), "disabled"), None, did
+            return {}, dict.fromkeys(keys or (), "disabled"), None, did, None
         state = self._flag_state or self._get_state()
         static = state.static
         if static is not None:
             if keys is None:
-                return dict(static), {}, None, did
+                return dict(static), {}, None, did, None
             results = {k: static[k] for k in keys if k in static}
-            return results, {k: "flag_missing" for k in keys if k not in static}, None, did
+            return results, {k: "flag_missing" for k in keys if k not in static}, None, did, None
 
         definitions = state.definitions
         if definitions is not None:
@@ -277,22 +311,31 @@ class InstanceFlags:
                 person_properties=person_properties,
                 group_properties=group_properties,
                 flag_keys=keys,
+                device_id=device_id,
             )
             if not unresolved or only_evaluate_locally or state.http is None:
-                return results, unresolved, None, did
+                return results, unresolved, None, did, None
             ask: list[str] | None = list(unresolved)
         else:
             if only_evaluate_locally or state.http is None:
                 reason = "test_mode" if state.http is None else "definitions_not_loaded"
-                return {}, dict.fromkeys(keys or (), reason), None, did
+                return {}, dict.fromkeys(keys or (), reason), None, did, None
             results, unresolved = {}, {}
             ask = None if keys is None else list(keys)
             if ask == []:
-                return {}, {}, None, did
+                return {}, {}, None, did, None
 
-        remote = self._remote_flags(state, did, groups, person_properties, group_properties, ask)
+        remote = self._remote_flags(
+            state, did, groups, person_properties, group_properties, ask, device_id, disable_geoip
+        )
         if ask is None:
-            return dict(remote.results), dict(remote.unresolved), remote.request_id, did
+            return (
+                dict(remote.results),
+                dict(remote.unresolved),
+                remote.request_id,
+                did,
+                remote.evaluated_at,
+            )
         for key in ask:
             result = remote.results.get(key)
             if result is not None:
@@ -300,7 +343,7 @@ class InstanceFlags:
                 unresolved.pop(key, None)
             else:
                 unresolved[key] = remote.unresolved.get(key) or remote.error or "flag_missing"
-        return results, unresolved, remote.request_id, did
+        return results, unresolved, remote.request_id, did, remote.evaluated_at
 
     def _remote_flags(
         self,
@@ -310,18 +353,24 @@ class InstanceFlags:
         person_properties: Any,
         group_properties: Any,
         keys: list[str] | None,
+        device_id: str | None = None,
+        disable_geoip: bool | None = None,
     ) -> RemoteFlags:
         assert state.http is not None
+        config = self._owner._config
         # PostHog adds distinct_id to the person properties (remote as well as local).
         person = {"distinct_id": distinct_id, **(person_properties or {})}
         try:
             body = build_flags_request(
-                self._owner._config.api_key or "",
+                config.api_key or "",
                 distinct_id,
                 groups=groups,
                 person_properties=person,
                 group_properties=group_properties,
                 flag_keys=keys,
+                geoip_disable=config.disable_geoip if disable_geoip is None else disable_geoip,
+                device_id=device_id,
+                evaluation_environments=config.evaluation_environments,
             )
         except Exception as error:  # e.g. a group_properties value that is not a mapping
             state.log.error("remote_flags_request_invalid", error=repr(error))
@@ -340,12 +389,13 @@ class InstanceFlags:
         result: FlagResult | None,
         reason: str | None,
         request_id: str | None,
+        evaluated_at: Any = None,
     ) -> None:
         reporter = state.reporter
         if reporter is None or not distinct_id:
             return
         try:
-            reporter.report(distinct_id, groups, key, result, reason, request_id)
+            reporter.report(distinct_id, groups, key, result, reason, request_id, evaluated_at)
         except Exception as error:
             state.log.error("feature_flag_called_failed", flag=key, error=repr(error))
 
@@ -360,11 +410,13 @@ class InstanceFlags:
         group_properties: Mapping[str, Mapping[str, Any]] | None = None,
         flag_keys: Iterable[str] | None = None,
         only_evaluate_locally: bool = False,
+        device_id: Any = None,
+        disable_geoip: bool | None = None,
     ) -> FlagEvaluations:
         """Evaluate flags for one user into an immutable `FlagEvaluations` snapshot."""
-        results, unresolved, request_id, did = self._evaluate_flags(
+        results, unresolved, request_id, did, evaluated_at = self._evaluate_flags(
             distinct_id, groups, person_properties, group_properties, flag_keys,
-            only_evaluate_locally,
+            only_evaluate_locally, device_id=device_id, disable_geoip=disable_geoip,
         )  # fmt: skip
         state = self._flag_state or self._get_state()
         reporter = state.reporter
@@ -374,6 +426,7 @@ class InstanceFlags:
             distinct_id=did,
             groups=groups,
             request_id=request_id,
+            evaluated_at=evaluated_at,
             on_access=None if reporter is None else reporter.on_access,
         )
 
@@ -387,15 +440,36 @@ class InstanceFlags:
         group_properties: Mapping[str, Mapping[str, Any]] | None = None,
         only_evaluate_locally: bool = False,
         send_feature_flag_events: bool = True,
+        device_id: Any = None,
+        disable_geoip: bool | None = None,
     ) -> bool | str | None:
         """The flag's value for one user: True/False, the variant key, or None when unknown."""
+        result = self._flag_result(
+            key, distinct_id, groups, person_properties, group_properties,
+            only_evaluate_locally, send_feature_flag_events, device_id, disable_geoip,
+        )  # fmt: skip
+        return None if result is None else result.value
+
+    def _flag_result(
+        self,
+        key: Any,
+        distinct_id: Any,
+        groups: Any,
+        person_properties: Any,
+        group_properties: Any,
+        only_evaluate_locally: Any,
+        send_feature_flag_events: Any,
+        device_id: Any,
+        disable_geoip: Any,
+    ) -> FlagResult | None:
+        """One flag's `FlagResult` (None: no value), reported as read when asked to."""
         if type(key) is not str:
             raise TypeError(f"flag key must be a str, not {type(key).__name__}")
         if type(send_feature_flag_events) is not bool:
             raise TypeError("send_feature_flag_events must be True or False")
-        results, unresolved, request_id, did = self._evaluate_flags(
+        results, unresolved, request_id, did, evaluated_at = self._evaluate_flags(
             distinct_id, groups, person_properties, group_properties, (key,),
-            only_evaluate_locally,
+            only_evaluate_locally, device_id=device_id, disable_geoip=disable_geoip,
         )  # fmt: skip
         result = results.get(key)
         if send_feature_flag_events and did:
@@ -407,8 +481,9 @@ class InstanceFlags:
                 result,
                 None if result is not None else unresolved.get(key),
                 request_id,
+                evaluated_at,
             )
-        return None if result is None else result.value
+        return result
 
     def feature_enabled(
         self,
@@ -420,20 +495,17 @@ class InstanceFlags:
         group_properties: Mapping[str, Mapping[str, Any]] | None = None,
         only_evaluate_locally: bool = False,
         send_feature_flag_events: bool = True,
+        device_id: Any = None,
+        disable_geoip: bool | None = None,
     ) -> bool | None:
         """Whether the flag is on for one user (a variant counts as on); None when unknown."""
-        value = self.get_feature_flag(
-            key,
-            distinct_id,
-            groups=groups,
-            person_properties=person_properties,
-            group_properties=group_properties,
-            only_evaluate_locally=only_evaluate_locally,
-            send_feature_flag_events=send_feature_flag_events,
-        )
-        return None if value is None else value is not False
+        result = self._flag_result(
+            key, distinct_id, groups, person_properties, group_properties,
+            only_evaluate_locally, send_feature_flag_events, device_id, disable_geoip,
+        )  # fmt: skip
+        return None if result is None else result.value is not False
 
-    def get_feature_flag_payload(
+    def get_feature_flag_result(
         self,
         key: str,
         distinct_id: Any = None,
@@ -442,16 +514,50 @@ class InstanceFlags:
         person_properties: Mapping[str, Any] | None = None,
         group_properties: Mapping[str, Mapping[str, Any]] | None = None,
         only_evaluate_locally: bool = False,
-    ) -> Any:
-        """The decoded JSON payload of the flag's value for one user, or None. No event."""
-        if type(key) is not str:
-            raise TypeError(f"flag key must be a str, not {type(key).__name__}")
-        results, _, _, _ = self._evaluate_flags(
-            distinct_id, groups, person_properties, group_properties, (key,),
-            only_evaluate_locally,
+        send_feature_flag_events: bool = True,
+        device_id: Any = None,
+        disable_geoip: bool | None = None,
+    ) -> FeatureFlagResult | None:
+        """Value, decoded payload and reason of one flag in one object (None when unknown)."""
+        result = self._flag_result(
+            key, distinct_id, groups, person_properties, group_properties,
+            only_evaluate_locally, send_feature_flag_events, device_id, disable_geoip,
         )  # fmt: skip
-        result = results.get(key)
-        return None if result is None else decode_payload(result.payload)
+        if result is None:
+            return None
+        return FeatureFlagResult.of(result, decode_payload(result.payload))
+
+    def get_feature_flag_payload(
+        self,
+        key: str,
+        distinct_id: Any = None,
+        *,
+        match_value: bool | str | None = None,
+        groups: Mapping[str, Any] | None = None,
+        person_properties: Mapping[str, Any] | None = None,
+        group_properties: Mapping[str, Mapping[str, Any]] | None = None,
+        only_evaluate_locally: bool = False,
+        device_id: Any = None,
+        disable_geoip: bool | None = None,
+    ) -> Any:
+        """The decoded JSON payload of the flag's value for one user, or None. No event.
+
+        `match_value`: the payload the definition holds for that value instead of the evaluated
+        one, when the flag was evaluated locally (as posthog).
+        """
+        checked_match_value(match_value)
+        result = self._flag_result(
+            key, distinct_id, groups, person_properties, group_properties,
+            only_evaluate_locally, False, device_id, disable_geoip,
+        )  # fmt: skip
+        if result is None:
+            return None
+        raw = result.payload
+        if match_value is not None and result.locally_evaluated:
+            state = self._flag_state or self._get_state()
+            flag = None if state.definitions is None else state.definitions.flags_by_key.get(key)
+            raw = None if flag is None else payload_for_value(flag.payloads, match_value)
+        return decode_payload(raw)
 
     def get_all_flags(
         self,
@@ -462,13 +568,44 @@ class InstanceFlags:
         group_properties: Mapping[str, Mapping[str, Any]] | None = None,
         flag_keys: Iterable[str] | None = None,
         only_evaluate_locally: bool = False,
+        device_id: Any = None,
+        disable_geoip: bool | None = None,
     ) -> dict[str, bool | str]:
         """Flag key -> value (False included) for every flag that has a value. No event."""
-        results, _, _, _ = self._evaluate_flags(
+        results, _, _, _, _ = self._evaluate_flags(
             distinct_id, groups, person_properties, group_properties, flag_keys,
-            only_evaluate_locally,
+            only_evaluate_locally, device_id=device_id, disable_geoip=disable_geoip,
         )  # fmt: skip
         return {key: result.value for key, result in results.items()}
+
+    def get_all_flags_and_payloads(
+        self,
+        distinct_id: Any = None,
+        *,
+        groups: Mapping[str, Any] | None = None,
+        person_properties: Mapping[str, Any] | None = None,
+        group_properties: Mapping[str, Mapping[str, Any]] | None = None,
+        flag_keys: Iterable[str] | None = None,
+        only_evaluate_locally: bool = False,
+        device_id: Any = None,
+        disable_geoip: bool | None = None,
+    ) -> dict[str, dict[str, Any]]:
+        """`{"featureFlags": key -> value, "featureFlagPayloads": key -> payload}`, as posthog.
+
+        Payloads are the raw JSON text of the enabled flags that have one. No event.
+        """
+        results, _, _, _, _ = self._evaluate_flags(
+            distinct_id, groups, person_properties, group_properties, flag_keys,
+            only_evaluate_locally, device_id=device_id, disable_geoip=disable_geoip,
+        )  # fmt: skip
+        return {
+            "featureFlags": {key: result.value for key, result in results.items()},
+            "featureFlagPayloads": {
+                key: result.payload
+                for key, result in results.items()
+                if result.value is not False and result.payload is not None
+            },
+        }
 
     def reload_feature_flags(self, timeout: float | None = None) -> bool:
         """Load the flag definitions now and block until they are loaded or the load failed."""

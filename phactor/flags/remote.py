@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,8 +42,15 @@ def build_flags_request(
     flag_keys: Iterable[str] | None = None,
     geoip_disable: bool = True,
     device_id: str | None = None,
+    evaluation_environments: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The JSON body for ``POST /flags/``; each passed group's properties get ``$group_key``."""
+    """The JSON body for ``POST /flags/``; each passed group's properties get ``$group_key``.
+
+    Always says ``"evaluation_runtime": "server"``: without it PostHog guesses the runtime from
+    the User-Agent (``phactor/x.y`` is no server SDK it knows) and may leave server-only flags
+    out. ``evaluation_environments`` tags go as ``evaluation_contexts`` and, for servers that
+    only know the older name, ``evaluation_environments``.
+    """
     groups = dict(groups or {})
     all_group_properties = {
         name: {"$group_key": key, **((group_properties or {}).get(name) or {})}
@@ -56,7 +63,11 @@ def build_flags_request(
         "person_properties": dict(person_properties or {}),
         "group_properties": all_group_properties,
         "geoip_disable": geoip_disable,
+        "evaluation_runtime": "server",
     }
+    if evaluation_environments:
+        body["evaluation_contexts"] = list(evaluation_environments)
+        body["evaluation_environments"] = list(evaluation_environments)
     if device_id is not None:
         body["device_id"] = device_id
     if flag_keys:

@@ -3,6 +3,11 @@
 - ``FlagResult``: frozen value with ``key``, ``value`` (bool or variant str), ``payload`` (the raw
   payload from the definition, usually a JSON string; decoded by ``FlagEvaluations``), ``reason``,
   ``condition_index``, ``flag_id``, ``version``, ``locally_evaluated``.
+- ``FeatureFlagResult``: the public reading of one decided flag (what
+  ``get_feature_flag_result`` returns, as the posthog package's): ``key``, ``enabled``,
+  ``variant``, ``payload`` (decoded), ``reason``, ``get_value()``.
+- ``payload_for_value(payloads, value)``: the raw payload a definition holds for a value
+  (``get_feature_flag_payload(match_value=...)``).
 - ``reason_category(reason) -> str``: maps a reason string onto PostHog's coarse unresolved reasons
   (``experience_continuity``, ``unsupported_definition``, ``unresolved_dependency``,
   ``missing_context``) or ``unknown_flag``.
@@ -15,9 +20,10 @@ Pure values only; the bottom of the flag core (it imports nothing from phactor).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-__all__ = ["FlagResult", "reason_category"]
+__all__ = ["FeatureFlagResult", "FlagResult", "payload_for_value", "reason_category"]
 
 # Unresolved categories, lower rank wins when several causes apply (PostHog's precedence).
 _EXPERIENCE_CONTINUITY = 0
@@ -106,3 +112,49 @@ class FlagResult(NamedTuple):
     def variant(self) -> str | None:
         """The variant key for multivariate flags, else None."""
         return self.value if isinstance(self.value, str) else None
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureFlagResult:
+    """A flag's value for one user, as the posthog package's ``FeatureFlagResult``.
+
+    ``enabled`` (a variant counts as on), ``variant`` (the variant key or None), ``payload``
+    (decoded JSON, or None) and ``reason`` (phactor's reason code, e.g. ``condition_match``).
+    """
+
+    key: str
+    enabled: bool
+    variant: str | None
+    payload: Any
+    reason: str | None
+
+    def get_value(self) -> bool | str:
+        """The variant key, else True/False (the ``$feature_flag_response`` value)."""
+        return self.variant or self.enabled
+
+    @property
+    def value(self) -> bool | str:
+        """Same as ``get_value()``."""
+        return self.get_value()
+
+    @classmethod
+    def of(cls, result: FlagResult, payload: Any) -> FeatureFlagResult:
+        """From a decided ``FlagResult`` and its payload, already decoded."""
+        value = result.value
+        return cls(
+            result.key,
+            value is not False,
+            value if isinstance(value, str) else None,
+            payload,
+            result.reason,
+        )
+
+
+def payload_for_value(payloads: Any, value: bool | str) -> Any:
+    """The raw payload a flag definition's ``filters.payloads`` holds for ``value`` (as PostHog
+    keys them: ``"true"``/``"false"`` for booleans, the variant key for a variant)."""
+    if not isinstance(payloads, dict):
+        return None
+    if isinstance(value, bool):
+        return payloads.get("true" if value else "false")
+    return payloads.get(value)

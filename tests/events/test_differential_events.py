@@ -5,7 +5,8 @@ Where phactor deliberately differs (checked below, not hidden):
 - `$lib` is "phactor" (posthog: "posthog-python"), `$lib_version` is ours.
 - `uuid` is a UUIDv7 (time-ordered); posthog sends v4.
 - `timestamp` is ISO-8601 UTC with milliseconds and `Z`; posthog sends microseconds `+00:00`.
-- phactor does not add posthog's system context (`$is_server`, `$os*`, `$python_*`).
+- posthog's system context (`$is_server`, `$os*`, `$python_*`) is sent with the same values,
+  on every event (posthog puts it on `capture` events only, not on `$set`, `$create_alias`, ...).
 - `group_identify` without a distinct_id: phactor sends `$<group_type>_<group_key>`; posthog a
   random personless uuid.
 - `identify` (`$identify` with `properties.$set`) has no counterpart in posthog 7 (removed there);
@@ -25,7 +26,7 @@ import pytest
 import phactor
 from phactor.devserver import DevServer
 
-POSTHOG_ONLY_PROPERTIES = {
+RUNTIME_PROPERTIES = {
     "$is_server",
     "$os",
     "$os_distro",
@@ -105,11 +106,13 @@ def test_same_wire_shape_as_posthog(
         assert ours.get(key) == expected.get(key)
 
     ours_props, their_props = ours["properties"], expected["properties"]
-    assert set(ours_props) == set(their_props) - POSTHOG_ONLY_PROPERTIES
+    assert set(ours_props) - RUNTIME_PROPERTIES == set(their_props) - RUNTIME_PROPERTIES
+    assert RUNTIME_PROPERTIES - {"$os_distro"} <= set(ours_props)
     for key, value in their_props.items():
-        if key in POSTHOG_ONLY_PROPERTIES or key in ("$lib", "$lib_version"):
+        if key in ("$lib", "$lib_version"):
             continue
-        assert ours_props[key] == value, key  # $groups, $group_*, alias, user properties
+        # $groups, $group_*, alias, user properties, and the runtime properties' values
+        assert ours_props[key] == value, key
 
     # The deliberate differences, pinned so a change is noticed.
     assert their_props["$lib"] == "posthog-python" and ours_props["$lib"] == "phactor"

@@ -124,6 +124,7 @@ def test_request_body():
         "person_properties": {"plan": "pro"},
         "group_properties": {"company": {"$group_key": "acme", "size": 10}},
         "geoip_disable": True,
+        "evaluation_runtime": "server",
         "flag_keys_to_evaluate": ["a", "b"],
     }
     assert "flag_keys_to_evaluate" not in build_flags_request("k", "u")

@@ -265,8 +265,8 @@ def test_module_level_functions_pick_the_named_instance(server, started):
     }
     assert flag_api.evaluate_flags("u", flag_keys=["local"], instance=name).keys() == ["local"]
     assert flag_api.reload_feature_flags(instance=name) is True
-    with pytest.raises(phactor.NotStarted):
-        flag_api.evaluate_flags("u", instance=f"{name}-absent")
+    # A name never started: the default, never raised (issue 12 #6).
+    assert flag_api.evaluate_flags("u", instance=f"{name}-absent").keys() == []
 
 
 # --- $feature_flag_called ---------------------------------------------------------------------

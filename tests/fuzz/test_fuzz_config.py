@@ -14,7 +14,6 @@ import math
 import pathlib
 from typing import Any
 
-import pytest
 from fuzz_support import (
     RaisingStr,
     bounded,
@@ -211,11 +210,6 @@ def test_stop_with_a_bad_timeout_raises_before_acting(instance_name: str) -> Non
     run()
 
 
-@pytest.mark.xfail(
-    reason="issue 12 #6: phactor.stop() of a name that is not running raises NotStarted "
-    "(API.md: returns False); not yet fixed on any branch",
-    strict=False,
-)
 def test_stop_of_a_name_that_is_not_running_returns_false() -> None:
     @open_defect
     @given(name=safe_text | surrogate_text)

@@ -73,8 +73,8 @@ def test_capture_signature() -> None:
 def test_lifecycle(instance_name: str) -> None:
     with pytest.raises(phactor.NotStarted):
         phactor.instance(instance_name)
-    with pytest.raises(phactor.NotStarted):
-        phactor.capture("e", "u1", instance=instance_name)
+    # A capture on a name never started is a setup slip: None, never raised (issue 12 #6).
+    assert phactor.capture("e", "u1", instance=instance_name) is None
     inst = phactor.start(instance_name, test_mode=True)
     assert phactor.instance(instance_name) is inst
     assert inst.name == instance_name
@@ -157,10 +157,11 @@ def test_bad_uuid_string_is_a_value_error(instance_name: str) -> None:
 
 
 def test_missing_distinct_id_returns_none_and_counts(instance_name: str) -> None:
+    # capture() without one sends a personless event (tests/events/test_distinct_id.py).
     inst = phactor.start(instance_name, test_mode=True)
-    assert inst.capture("e") is None
-    assert inst.capture("e", None, {"other": 1}) is None
-    assert phactor.capture("e", instance=instance_name) is None
+    assert inst.identify(None) is None
+    assert inst.set(None, {"other": 1}) is None
+    assert phactor.set_once("", {}, instance=instance_name) is None
     stats = assert_ledger(inst)
     assert stats["dropped"] == {"missing_distinct_id": 3}
     assert phactor.testing.events(instance_name) == []

@@ -47,9 +47,9 @@ def test_new_thread_starts_empty(inst: phactor.Instance) -> None:
     # A thread's context stays in that thread.
     run_in_thread(lambda: inst.set_context({"from_thread": True}))
     assert inst.get_context() == {"distinct_id": "main-user", "request": "r1"}
-    # A capture from a new thread does not pick the main thread's distinct_id up.
-    assert run_in_thread(lambda: inst.capture("no_id")) is None
-    assert inst.stats()["dropped"]["missing_distinct_id"] == 1
+    # A capture from a new thread does not pick the main thread's distinct_id up: personless.
+    assert run_in_thread(lambda: inst.capture("no_id")) is not None
+    assert _personless(sent(inst)[-1])
 
 
 def test_asyncio_task_context_does_not_leak(inst: phactor.Instance) -> None:
@@ -142,10 +142,19 @@ def test_distinct_id_precedence(inst: phactor.Instance) -> None:
     assert all("distinct_id" not in e["properties"] for e in sent(inst))
 
 
-def test_distinct_id_from_context_missing_is_counted(inst: phactor.Instance) -> None:
-    assert inst.capture("e") is None
-    assert inst.capture("e", "") is None
-    assert inst.stats()["dropped"] == {"missing_distinct_id": 2}
+def test_distinct_id_missing_everywhere_sends_personless_events(inst: phactor.Instance) -> None:
+    assert inst.capture("e") is not None
+    assert inst.capture("e", "") is not None
+    assert inst.stats()["dropped"] == {}
+    assert all(_personless(e) for e in sent(inst))
+
+
+def _personless(event: dict[str, Any]) -> bool:
+    """Sent as the posthog package sends an event without distinct_id (fresh id, no person)."""
+    return (
+        event["properties"].get("$process_person_profile") is False
+        and len(event["distinct_id"]) == 36
+    )
 
 
 def test_context_is_per_instance(instance_name: str) -> None:
@@ -153,10 +162,11 @@ def test_context_is_per_instance(instance_name: str) -> None:
     b = phactor.start(f"{instance_name}-b", test_mode=True)
     a.set_context({"who": "a", "distinct_id": "user-a"})
     assert b.get_context() == {}
-    assert b.capture("e") is None
+    assert b.capture("e") is not None
     assert a.capture("e") is not None
     assert sent(a)[0]["properties"]["who"] == "a"
-    assert phactor.testing.events(b.name) == []
+    (b_event,) = phactor.testing.events(b.name)
+    assert _personless(b_event) and "who" not in b_event["properties"]
 
 
 def test_context_rejects_non_mappings(inst: phactor.Instance) -> None:
@@ -185,4 +195,6 @@ def test_a_restarted_name_starts_with_empty_context(instance_name: str) -> None:
     second = phactor.start(instance_name, test_mode=True)
     assert second.get_context() == {}
     assert second.get_event_context("e") == {}
-    assert second.capture("e") is None  # the old instance's distinct_id is gone
+    assert second.capture("e") is not None
+    (event,) = phactor.testing.events(second.name)
+    assert _personless(event)  # the old instance's distinct_id is gone

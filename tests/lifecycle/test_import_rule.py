@@ -39,6 +39,9 @@ PLACEMENT: tuple[tuple[str, str], ...] = (
     ("phactor.devserver.*", "devserver"),
     ("phactor.integrations", "integrations"),
     ("phactor.integrations.*", "integrations"),
+    # the posthog package's API over the public one (a drop-in: one import line changes)
+    ("phactor.compat", "integrations"),
+    ("phactor.compat.*", "integrations"),
     # the public surface: module-level functions look the instance up and delegate
     ("phactor", "api"),
     ("phactor.api", "api"),
@@ -73,6 +76,7 @@ PLACEMENT: tuple[tuple[str, str], ...] = (
     ("phactor.flags.*", "core"),
     ("phactor.errortracking.*", "core"),
     ("phactor.events", "core"),
+    ("phactor.runtime", "core"),  # the runtime properties every event carries (read once)
     ("phactor.retry", "core"),
     ("phactor.config", "core"),
     ("phactor.errors", "core"),
