@@ -34,6 +34,7 @@ from phactor.batcher import ENVELOPE_BYTES, FlushNow, Wake
 from phactor.buffer import EventBuffer, busy, reentered
 from phactor.config import Config
 from phactor.context import EMPTY, ContextState, ContextStore
+from phactor.encoding import EventTooLarge, encode
 from phactor.errortracking import methods as error_tracking
 from phactor.errortracking.methods import _capture_exception
 from phactor.flags.methods import InstanceFlags
@@ -525,8 +526,8 @@ class Instance:
                 return None
             message = changed
         try:
-            data = ev.encode(message, self._config.max_event_bytes)
-        except ev.EventTooLarge as too_large:  # shared containers: measured, never written
+            data = encode(message, self._config.max_event_bytes)
+        except EventTooLarge as too_large:  # shared containers: measured, never written
             self._drop("event_too_large", event, min_size=too_large.size)
             return None
         if len(data) > self._config.max_event_bytes:

@@ -4,6 +4,9 @@ It routes a request (see :mod:`phactor.devserver` for the endpoints), asks the f
 misbehave, parses capture and flags bodies (:mod:`~phactor.devserver.ingest`), stores events
 (:mod:`~phactor.devserver.store`), logs the request (:mod:`~phactor.devserver.requestlog`) and
 answers from the flag fixtures (:mod:`~phactor.devserver.flags`).
+
+Over 500 lines on purpose: it is the one place that says what every endpoint does (routing and
+the viewer's JSON API side by side); the work behind each endpoint lives in the sibling modules.
 """
 
 from __future__ import annotations

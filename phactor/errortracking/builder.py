@@ -22,6 +22,7 @@ import orjson
 from phactor._log import get_logger
 from phactor.config import Config
 from phactor.context import EMPTY
+from phactor.encoding import walk_is_linear
 from phactor.errortracking.formatting import (
     exception_level,
     exception_properties,
@@ -30,7 +31,7 @@ from phactor.errortracking.formatting import (
 from phactor.errortracking.frames import SourceCache
 from phactor.errortracking.snapshot import Snapshot
 from phactor.errortracking.wire import clean_text, wire_safe
-from phactor.events import new_uuid4, walk_is_linear
+from phactor.events import new_uuid4
 
 __all__ = ["SOURCE_CACHE_FILES", "CaptureFn", "DropFn", "ExceptionEventBuilder"]
 

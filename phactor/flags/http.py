@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from phactor._http import BoundedSession
 
 from phactor._log import register_secrets, scrub
-from phactor.events import json_safe, walk_is_linear
+from phactor.encoding import json_safe, walk_is_linear
 from phactor.flags.remote import RemoteFlags, parse_flags_response
 from phactor.transport import USER_AGENT
 

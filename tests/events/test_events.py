@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 import phactor
 import phactor.testing
+from phactor import encoding as enc
 from phactor import events as ev
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -139,7 +140,7 @@ def test_json_safe_conversions() -> None:
         "bad": Unprintable(),
         (1, 2): "tuple key",
     }
-    decoded = json.loads(ev.encode({"properties": data}))["properties"]
+    decoded = json.loads(enc.encode({"properties": data}))["properties"]
     assert decoded["date"] == "2026-01-01"
     assert decoded["dec"] == 1.5
     assert decoded["nan_dec"] == "NaN"
@@ -158,7 +159,7 @@ def test_json_safe_conversions() -> None:
 def test_encode_survives_cycles() -> None:
     cyclic: dict[str, Any] = {}
     cyclic["self"] = cyclic
-    assert json.loads(ev.encode({"properties": cyclic}))
+    assert json.loads(enc.encode({"properties": cyclic}))
 
 
 # --- hypothesis: odd values through the whole test-mode pipeline ---------------------------

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 import phactor
 import phactor.testing
-from phactor import events as ev
+from phactor import encoding as enc
 from phactor.devserver import DevServer
 
 KEY = "phc_json"
@@ -136,14 +136,14 @@ def test_cyclic_and_shared_values_are_cut_in_a_subprocess_and_arrive() -> None:
 def test_json_safe_cuts_cycles_and_keeps_shared_values() -> None:
     leaf = {"x": 1}
     shared = [leaf, leaf, (leaf, leaf)]
-    assert ev.json_safe(shared) == [{"x": 1}, {"x": 1}, [{"x": 1}, {"x": 1}]]
+    assert enc.json_safe(shared) == [{"x": 1}, {"x": 1}, [{"x": 1}, {"x": 1}]]
     ring: list[Any] = [1]
     ring.append({"back": ring, "set": frozenset({2})})
-    assert ev.json_safe(ring) == [1, {"back": "<cycle>", "set": [2]}]
+    assert enc.json_safe(ring) == [1, {"back": "<cycle>", "set": [2]}]
     a = Node("a")
     b = Node("b", parent=a)
     a.children = [b, b]
-    assert ev.json_safe(a) == {
+    assert enc.json_safe(a) == {
         "name": "a",
         "parent": None,
         "children": [{"name": "b", "parent": "<cycle>", "children": []}] * 2,
@@ -154,25 +154,25 @@ def test_json_safe_work_is_bounded_by_a_node_budget() -> None:
     shared: list[Any] = [0]
     for _ in range(64):
         shared = [shared, shared]
-    out = bounded(lambda: ev.json_safe(shared, max_nodes=1000))
+    out = bounded(lambda: enc.json_safe(shared, max_nodes=1000))
     text = orjson.dumps(out)
     assert b"<truncated>" in text
     assert text.count(b"0") + text.count(b"<truncated>") <= 1001
     wide = {str(i): list(range(10)) for i in range(10_000)}
-    out = ev.json_safe(wide, max_nodes=500)
+    out = enc.json_safe(wide, max_nodes=500)
     assert len(out) <= 51 and out["<truncated>"] == "<truncated>"
     # Within the budget nothing is cut.
-    assert ev.json_safe(wide) == wide
+    assert enc.json_safe(wide) == wide
 
 
 def test_encode_budget_cuts_only_what_is_too_large_anyway() -> None:
     # The fallback's node budget never cuts a value that would fit in max_bytes: 400 small
     # ints plus one that forces the fallback encode whole within 2,000 bytes...
     message = {"properties": {"n": [0] * 400 + [2**70]}}
-    data = ev.encode(message, max_bytes=2000)
+    data = enc.encode(message, max_bytes=2000)
     assert json.loads(data)["properties"]["n"][-1] == str(2**70)
     # ...and a value too big for max_bytes comes out (truncated) still bigger than max_bytes.
-    data = ev.encode({"properties": {"n": [0] * 5000 + [2**70]}}, max_bytes=2000)
+    data = enc.encode({"properties": {"n": [0] * 5000 + [2**70]}}, max_bytes=2000)
     assert len(data) > 2000
 
 
@@ -185,9 +185,9 @@ def test_json_safe_replaces_lone_surrogates_in_keys_and_values() -> None:
             return LONE
 
     value = {LONE: [LONE, "ok", "\ud83d\ude00"], "obj": Named()}
-    out = ev.json_safe(value)
+    out = enc.json_safe(value)
     assert out == {FIXED: [FIXED, "ok", "\U0001f600"], "obj": FIXED}
-    assert json.loads(ev.encode(value)) == out
+    assert json.loads(enc.encode(value)) == out
 
 
 def test_surrogates_in_every_field_arrive_replaced(
@@ -331,6 +331,7 @@ import faulthandler, json, time
 from hypothesis import given, strategies as st
 import conftest  # the suite's hypothesis profiles
 from fuzz_support import CHILD_BOUND
+from phactor import encoding as enc
 from phactor import events as ev
 
 faulthandler.dump_traceback_later(CHILD_BOUND, exit=True)  # a hang ends the child (the parent fails)
@@ -377,8 +378,8 @@ def run(value, max_bytes):
     message = {"event": "e", "properties": {"v": value}}
     start = time.monotonic()
     try:
-        data = ev.encode(message, max_bytes)
-    except ev.EventTooLarge as error:
+        data = enc.encode(message, max_bytes)
+    except enc.EventTooLarge as error:
         data, size = None, error.size
     took = time.monotonic() - start
     assert took < 2.0, took
@@ -405,6 +406,7 @@ def test_shared_acyclic_values_are_sent_in_full_or_measured_as_too_large() -> No
 
 DAG_41 = """
 import time
+from phactor import encoding as enc
 from phactor import events as ev
 node = {}
 for _ in range(40):  # 41 containers, no cycle: 2**40 values written out
@@ -415,8 +417,8 @@ for _ in range(30):  # 3**30 values; 60 levels deep (json_safe's depth cap is 64
 for value in (node, listed):
     start = time.monotonic()
     try:
-        ev.encode({"event": "e", "properties": {"dag": value}}, 900 * 1024)
-    except ev.EventTooLarge as error:
+        enc.encode({"event": "e", "properties": {"dag": value}}, 900 * 1024)
+    except enc.EventTooLarge as error:
         assert error.size > 900 * 1024, error.size
     else:
         raise AssertionError("a value of 2**40 values was encoded")
@@ -525,6 +527,7 @@ def test_shared_values_end_to_end_arrive_or_are_counted() -> None:
 
 OLD_TUPLE_DAG = """
 import gc
+from phactor import encoding as enc
 from phactor import events as ev
 shared = ()
 for _ in range(30):  # 2**30 values written out; tuples of untracked values get untracked
@@ -533,8 +536,8 @@ for _ in range(31):  # one level per collection: an old tuple DAG ends untracked
     gc.collect()
 assert not gc.is_tracked(shared)
 try:
-    ev.encode({"event": "e", "properties": {"v": shared}}, 900 * 1024)
-except ev.EventTooLarge:
+    enc.encode({"event": "e", "properties": {"v": shared}}, 900 * 1024)
+except enc.EventTooLarge:
     pass
 """
 

@@ -76,6 +76,7 @@ PLACEMENT: tuple[tuple[str, str], ...] = (
     ("phactor.flags.*", "core"),
     ("phactor.errortracking.*", "core"),
     ("phactor.events", "core"),
+    ("phactor.encoding", "core"),
     ("phactor.runtime", "core"),  # the runtime properties every event carries (read once)
     ("phactor.retry", "core"),
     ("phactor.config", "core"),

@@ -8,7 +8,7 @@ import re
 from decimal import Decimal
 from typing import Any
 
-from phactor.events import walk_is_linear
+from phactor.encoding import walk_is_linear
 
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
