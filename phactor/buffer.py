@@ -126,6 +126,20 @@ class CircuitBreaker:
                     wait = min(wait, remaining)
                 self._cond.wait(wait)
 
+    def try_acquire(self, holder: str, threshold: int = 1) -> bool:
+        """Never blocks: True when `holder` may send now (closed, fewer than `threshold`
+        failures in a row, or the cool-down is over and it takes the probe slot), else False:
+        fail fast (the `/flags` path, where a caller must not wait for the endpoint)."""
+        with self._cond:
+            if self._shut:
+                return False
+            if self.failures < threshold:
+                return True
+            if self._probe is None and self._not_before <= self._clock():
+                self._probe = holder
+                return True
+            return False
+
     def succeeded(self, holder: str) -> None:
         """The server gave `holder` a non-retryable answer (2xx, or 4xx but 408/429): close."""
         with self._cond:

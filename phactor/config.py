@@ -70,6 +70,9 @@ class Config:
     flags_request_timeout: float = 3.0
     flags: Mapping[str, Any] | str | None = None
     feature_flag_called_cache_size: int = 50_000
+    flags_cache_size: int = 10_000
+    flags_cache_ttl: float = 3600.0
+    strict_local: bool = False
     enable_local_evaluation: bool = True
     evaluation_environments: tuple[str, ...] = ()
     # geoip
@@ -392,6 +395,9 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "flags_request_timeout": _seconds(0.001, 600.0),
     "flags": _flags,
     "feature_flag_called_cache_size": _count(0, 10_000_000),
+    "flags_cache_size": _count(0, 10_000_000),
+    "flags_cache_ttl": _seconds(0.0, 30 * _DAY),
+    "strict_local": _bool,
     "enable_local_evaluation": _bool,
     "evaluation_environments": _environments,
     "disable_geoip": _bool,

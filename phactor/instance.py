@@ -43,6 +43,7 @@ from phactor.sender import Delivery, delivering_for
 from phactor.supervisor import Crash, Registry
 
 if TYPE_CHECKING:
+    from phactor.aio import AsyncInstance
     from phactor.errortracking.handler import Intake
     from phactor.flags.evaluations import FlagEvaluations
     from phactor.flags.results import FeatureFlagResult
@@ -672,13 +673,22 @@ class Instance:
         """Events accepted but not yet handed to a Sender."""
         return self._buffer.queue_length()
 
+    @property
+    def aio(self) -> AsyncInstance:
+        """The async view: `await inst.aio.evaluate_flags(...)`, `flush`, `stop` (docs/async.md)."""
+        from phactor.aio import AsyncInstance  # lazy: start-up time (asyncio)
+
+        return AsyncInstance(self)
+
     def stats(self) -> dict[str, Any]:
         """Delivery counters; `captured == sent + sum(dropped) + queued + in_flight` always.
 
         After stop() they stay readable and final, except that later captures still count
         (as dropped `stopped`).
         """
-        return self._buffer.stats()
+        stats = self._buffer.stats()
+        stats["flags"] = self._flags.stats()  # definitions age, /flags requests, its breaker
+        return stats
 
     def _error_tracking_drain(self, timeout: float | None = 5.0) -> bool:
         """Block until every exception handed to the LoggerHandler so far is a queued event

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -232,6 +233,14 @@ class FlagState:
         self.loads = 0
         self.throttle = LogThrottle()
         self.pid = os.getpid()
+        # The outage part (set by flags/methods.py): the /flags breaker, the last-known values,
+        # the remote request counters, and when the definitions were last loaded / confirmed.
+        self.breaker: Any = None
+        self.cache: Any = None
+        self.remote_requests = 0
+        self.remote_failures = 0
+        self.definitions_loaded_at: float | None = None  # time.time() of the last load
+        self.definitions_confirmed: float | None = None  # time.monotonic(): loaded or 304
 
     def reset_after_fork(self) -> None:
         """Fresh locks and sessions in a forked child; the definitions stay."""
@@ -256,6 +265,8 @@ def load_definitions(state: FlagState, log: Any) -> bool:
         state.definitions = definitions  # the atomic swap readers rely on
         state.etag = fetch.etag
         state.loads += 1
+        state.definitions_loaded_at = time.time()
+        state.definitions_confirmed = time.monotonic()
         log.info(
             "flag_definitions_loaded",
             flags=len(definitions),
@@ -271,6 +282,7 @@ def load_definitions(state: FlagState, log: Any) -> bool:
             )
         return True
     if fetch.outcome == "not_modified":
+        state.definitions_confirmed = time.monotonic()
         if previous != "not_modified":
             log.debug("flag_definitions_not_modified")
         return state.definitions is not None

@@ -21,7 +21,9 @@ plus the calls themselves with their full signatures (about 200 lines), which be
 from __future__ import annotations
 
 import os
+import random
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +31,7 @@ import pykka
 
 from phactor._args import timeout_arg
 from phactor._log import get_logger
+from phactor.buffer import CircuitBreaker
 from phactor.context import EMPTY
 from phactor.flags.arguments import (
     checked_call,
@@ -36,9 +39,11 @@ from phactor.flags.arguments import (
     checked_flag_keys,
     checked_match_value,
 )
+from phactor.retry import Verdict, backoff_delay, classify
 from phactor.supervisor import ChildSpec
 
 if TYPE_CHECKING:
+    from phactor.flags.cache import LastKnownValues
     from phactor.flags.evaluations import FlagEvaluations, decode_payload
     from phactor.flags.evaluator import (
         FlagCalledCache,
@@ -80,9 +85,11 @@ def _load_core() -> None:
     global _core_loaded, FlagEvaluations, decode_payload, FlagCalledCache, FlagCalledReporter
     global FlagEvaluator, FlagState, Reload, load_definitions, load_static_flags, FlagsHttp
     global FlagResult, evaluate, RemoteFlags, build_flags_request
-    global FeatureFlagResult, payload_for_value
+    global FeatureFlagResult, payload_for_value, LastKnownValues
     if _core_loaded:
         return
+    from phactor.flags.cache import LastKnownValues  # lazy: start-up time
+
     # lazy: start-up time (the flag core loads when an instance first touches flags)
     from phactor.flags.evaluations import FlagEvaluations, decode_payload
     from phactor.flags.evaluator import (  # lazy: start-up time
@@ -103,6 +110,28 @@ def _load_core() -> None:
     )
 
     _core_loaded = True
+
+
+#: Failed `/flags` calls in a row that open the breaker (one failure can be a blip).
+BREAKER_THRESHOLD = 2
+#: The shortest cool-down of an open `/flags` breaker, in seconds.
+MIN_COOL_DOWN = 1.0
+# `RemoteFlags.error` -> the HTTP status the retry policy classifies (None: no answer at all).
+_NO_ANSWER = frozenset({"timeout", "connection_error", "request_error"})
+#: The most flag keys `strict_local=True` remembers as already logged.
+_STRICT_LOGGED_MAX = 10_000
+
+
+def _status_of(error: str | None) -> int | None:
+    """The status behind a `/flags` outcome, for `retry.classify` (200: the server answered)."""
+    if error in _NO_ANSWER:
+        return None
+    if error is None or not error.startswith("api_error_"):
+        return 200  # answered (malformed, quota limited) or never sent (invalid_request)
+    try:
+        return int(error[len("api_error_") :])
+    except ValueError:
+        return None
 
 
 _Evaluated = tuple["dict[str, FlagResult]", "dict[str, str]", "str | None", str, Any]
@@ -144,7 +173,35 @@ class InstanceFlags:
             )
         state = FlagState(http, FlagCalledCache(config.feature_flag_called_cache_size), log)
         state.reporter = FlagCalledReporter(state.called, self._send_flag_called)
+        # Same policy object as delivery's (phactor.buffer), its own state: an outage of /flags
+        # is not one of /batch.
+        state.breaker = CircuitBreaker()
+        state.cache = LastKnownValues(config.flags_cache_size, config.flags_cache_ttl)
+        self._counts_lock = threading.Lock()
+        self._strict_logged: set[str] = set()
         return state
+
+    def stats(self) -> dict[str, Any]:
+        """`stats()["flags"]`: definitions age, remote request counts, the /flags breaker."""
+        state = self._flag_state
+        if state is None:
+            return {
+                "definitions_loaded_at": None,
+                "definitions_etag_age_s": None,
+                "remote_requests": 0,
+                "remote_failures": 0,
+                "breaker": "closed",
+            }
+        confirmed = state.definitions_confirmed
+        return {
+            "definitions_loaded_at": state.definitions_loaded_at,
+            "definitions_etag_age_s": None
+            if confirmed is None
+            else round(time.monotonic() - confirmed, 3),
+            "remote_requests": state.remote_requests,
+            "remote_failures": state.remote_failures,
+            "breaker": "open" if state.breaker.failures >= BREAKER_THRESHOLD else "closed",
+        }
 
     def children(self) -> list[ChildSpec]:
         """Child specs this part adds to the instance's tree: the FlagEvaluator, when useful."""
@@ -315,11 +372,17 @@ class InstanceFlags:
             )
             if not unresolved or only_evaluate_locally or state.http is None:
                 return results, unresolved, None, did, None
+            if owner._config.strict_local:
+                self._log_strict(state, unresolved)
+                return results, unresolved, None, did, None
             ask: list[str] | None = list(unresolved)
         else:
-            if only_evaluate_locally or state.http is None:
+            if only_evaluate_locally or state.http is None or owner._config.strict_local:
                 reason = "test_mode" if state.http is None else "definitions_not_loaded"
-                return {}, dict.fromkeys(keys or (), reason), None, did, None
+                unresolved = dict.fromkeys(keys or (), reason)
+                if owner._config.strict_local and state.http is not None:
+                    self._log_strict(state, unresolved)
+                return {}, unresolved, None, did, None
             results, unresolved = {}, {}
             ask = None if keys is None else list(keys)
             if ask == []:
@@ -328,6 +391,12 @@ class InstanceFlags:
         remote = self._remote_flags(
             state, did, groups, person_properties, group_properties, ask, device_id, disable_geoip
         )
+        cache = state.cache
+        if remote.error is None:
+            if remote.results:
+                cache.store(did, remote.results.values())
+        elif ask is None:  # every flag asked for and no answer: every last known value
+            ask = cache.keys_for(did)
         if ask is None:
             return (
                 dict(remote.results),
@@ -338,12 +407,28 @@ class InstanceFlags:
             )
         for key in ask:
             result = remote.results.get(key)
+            if result is None and remote.error is not None:
+                result = cache.get(did, key)  # the server could not answer: its last value
             if result is not None:
                 results[key] = result
                 unresolved.pop(key, None)
             else:
                 unresolved[key] = remote.unresolved.get(key) or remote.error or "flag_missing"
         return results, unresolved, remote.request_id, did, remote.evaluated_at
+
+    def _log_strict(self, state: FlagState, unresolved: Mapping[str, str]) -> None:
+        """`strict_local=True`: each flag that needed the server is logged once, with why."""
+        logged = self._strict_logged
+        for key, reason in unresolved.items():
+            if key in logged or len(logged) >= _STRICT_LOGGED_MAX:
+                continue
+            logged.add(key)
+            state.log.warning(
+                "flag_needs_server",
+                flag=key,
+                reason=reason,
+                effect="strict_local=True: never asked of /flags, reads as None",
+            )
 
     def _remote_flags(
         self,
@@ -378,7 +463,42 @@ class InstanceFlags:
         if keys is not None:
             # An explicit list, even of one key, so the response only holds what we asked for.
             body["flag_keys_to_evaluate"] = keys
-        return state.http.post_flags(body)
+        breaker = state.breaker
+        holder = f"flags-{threading.get_ident()}"
+        if not breaker.try_acquire(holder, BREAKER_THRESHOLD):  # open: fail fast, no request
+            return RemoteFlags({}, dict.fromkeys(keys or (), "breaker_open"), "breaker_open")
+        try:
+            remote = state.http.post_flags(body)
+        except BaseException:
+            breaker.release(holder)  # no answer either way: the probe slot must not stay taken
+            raise
+        failed = classify(_status_of(remote.error)) is Verdict.RETRY
+        with self._counts_lock:
+            state.remote_requests += 1
+            state.remote_failures += failed
+        if failed:
+            # The delivery back-off, half-jittered, at least MIN_COOL_DOWN: then one probe.
+            delay = backoff_delay(
+                breaker.failures,
+                max(config.retry_base_delay, MIN_COOL_DOWN),
+                max(config.retry_max_delay, MIN_COOL_DOWN),
+                lambda: 0.5 + random.random() / 2,
+            )
+            opens = breaker.failures + 1 == BREAKER_THRESHOLD
+            breaker.failed(holder, delay)
+            if opens:
+                state.log.warning(
+                    "flags_breaker_open",
+                    reason=remote.error,
+                    cool_down=round(delay, 2),
+                    effect="remote flag calls fail fast (last known values answer) until a "
+                    "probe succeeds",
+                )
+        else:
+            if breaker.failures >= BREAKER_THRESHOLD:
+                state.log.info("flags_breaker_closed")
+            breaker.succeeded(holder)
+        return remote
 
     def _report_read(
         self,

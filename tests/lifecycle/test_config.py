@@ -313,6 +313,8 @@ NUMERIC_BOUNDS = {
     "poll_interval": (0.01, 86_400),
     "flags_request_timeout": (0.001, 600),
     "feature_flag_called_cache_size": (0, 10_000_000),
+    "flags_cache_size": (0, 10_000_000),
+    "flags_cache_ttl": (0, 30 * 86_400),
     "capture_level": (0, 100),
     "exception_rate_limit_burst": (1, 1_000_000),
     "exception_rate_limit_per_second": (0, 1_000_000),

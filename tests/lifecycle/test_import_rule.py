@@ -50,6 +50,7 @@ PLACEMENT: tuple[tuple[str, str], ...] = (
     ("phactor.instance", "instance"),
     ("phactor.tree", "instance"),
     ("phactor.registry", "instance"),
+    ("phactor.aio", "instance"),  # the async view and module functions (registry below it)
     ("phactor.shutdown", "instance"),
     ("phactor.flags.methods", "instance"),
     ("phactor.errortracking", "instance"),  # the package re-exports capture_exception, loop
