@@ -24,9 +24,7 @@ CACHED_REASON = "last_known_value"
 class LastKnownValues:
     """LRU of (distinct_id, key) -> (FlagResult, stored at); thread-safe, size 0 = off."""
 
-    def __init__(
-        self, size: int, ttl: float, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, size: int, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.size = size
         self.ttl = ttl
         self._clock = clock

@@ -229,9 +229,10 @@ def test_stats_flags_figures(devserver: DevServer, started: Any) -> None:
     assert inst.stats()["flags"]["remote_requests"] == 1
     # The delivery ledger is unchanged by the new key.
     stats = inst.stats()
-    assert stats["captured"] == stats["sent"] + sum(stats["dropped"].values()) + stats[
-        "queued"
-    ] + stats["in_flight"]
+    assert (
+        stats["captured"]
+        == stats["sent"] + sum(stats["dropped"].values()) + stats["queued"] + stats["in_flight"]
+    )
 
 
 def test_stats_flags_before_any_flag_call(started: Any) -> None:
