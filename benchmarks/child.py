@@ -15,7 +15,7 @@ from typing import Any
 
 from benchmarks.cases_errors import case_errors
 from benchmarks.cases_events import case_capture, case_outage, case_throughput
-from benchmarks.cases_flags import case_flags
+from benchmarks.cases_flags import case_flags, case_flags_async, case_flags_down
 from benchmarks.cases_start import case_start
 from benchmarks.client_phactor import PhactorClient, profile_capture
 from benchmarks.client_posthog import PosthogClient
@@ -30,6 +30,8 @@ CASES: dict[str, Callable[[BenchClient, str, dict[str, Any]], dict[str, Any]]] =
     "throughput": case_throughput,
     "outage": case_outage,
     "flags": case_flags,
+    "flags_down": case_flags_down,
+    "flags_async": case_flags_async,
     "errors": case_errors,
     "start": case_start,
 }

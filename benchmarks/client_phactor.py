@@ -57,6 +57,8 @@ class PhactorClient:
             config["max_queue_size"] = options["max_queue_size"]
         if options.get("personal_api_key"):
             config["personal_api_key"] = options["personal_api_key"]
+        if options.get("flags_timeout"):
+            config["flags_request_timeout"] = options["flags_timeout"]
         return config
 
     def start(self, host: str, key: str, **options: Any) -> None:
@@ -129,6 +131,19 @@ class PhactorClient:
         snap = self._inst.evaluate_flags(
             distinct_id, person_properties=person_properties, only_evaluate_locally=True
         )
+        return [snap.get_flag(k) for k in keys]
+
+    def flag_remote(self, key: str, distinct_id: str) -> Any:
+        """`Instance.get_feature_flag(key, distinct_id)`: no definitions, so asks `/flags`."""
+        return self._inst.get_feature_flag(key, distinct_id)
+
+    async def flag_snapshot_async(
+        self, distinct_id: str, person_properties: dict[str, Any], keys: tuple[str, ...]
+    ) -> list[Any]:
+        """`await Instance.aio.evaluate_flags(...)` then `get_flag` per key."""
+        if not hasattr(self._inst, "aio"):
+            raise NotAvailable("phactor has no async API yet")
+        snap = await self._inst.aio.evaluate_flags(distinct_id, person_properties=person_properties)
         return [snap.get_flag(k) for k in keys]
 
     def capture_exception(self, exc: BaseException, distinct_id: str) -> Any:

@@ -11,6 +11,7 @@ off the real network: host is always the sink, feature-flag polling only runs in
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from typing import Any
 
@@ -49,6 +50,8 @@ class PosthogClient:
             kwargs["gzip"] = True
         if options.get("max_queue_size"):
             kwargs["max_queue_size"] = options["max_queue_size"]
+        if options.get("flags_timeout"):
+            kwargs["feature_flags_request_timeout_seconds"] = options["flags_timeout"]
         if options.get("personal_api_key"):
             kwargs["personal_api_key"] = options["personal_api_key"]
         else:
@@ -118,6 +121,22 @@ class PosthogClient:
             raise NotAvailable("posthog has no evaluate_flags")
         snap = self._client.evaluate_flags(
             distinct_id, person_properties=person_properties, only_evaluate_locally=True
+        )
+        return [snap.get_flag(k) for k in keys]
+
+    def flag_remote(self, key: str, distinct_id: str) -> Any:
+        """`Client.get_feature_flag(key, distinct_id)`: no definitions, so asks `/flags`."""
+        return self._client.get_feature_flag(key, distinct_id)
+
+    async def flag_snapshot_async(
+        self, distinct_id: str, person_properties: dict[str, Any], keys: tuple[str, ...]
+    ) -> list[Any]:
+        """posthog has no async API: `await asyncio.to_thread(evaluate_flags, ...)`, what an
+        app on asyncio writes (the loop's default executor)."""
+        if not hasattr(self._client, "evaluate_flags"):
+            raise NotAvailable("posthog has no evaluate_flags")
+        snap = await asyncio.to_thread(
+            self._client.evaluate_flags, distinct_id, person_properties=person_properties
         )
         return [snap.get_flag(k) for k in keys]
 

@@ -130,6 +130,31 @@ FIGURES = [
         "snapshot.median_us",
         target=0.5,
     ),
+    Figure(
+        "flags_down_median",
+        "flag call while /flags is down, median",
+        "ms",
+        "flags_down",
+        "median_ms",
+    ),
+    Figure(
+        "flags_down_total", "flag calls while /flags is down, total", "s", "flags_down", "total_s"
+    ),
+    Figure(
+        "flags_async_per_s",
+        "async evaluate_flags, 20 tasks",
+        "ev/s",
+        "flags_async",
+        "per_s",
+        better="higher",
+    ),
+    Figure(
+        "flags_async_gap",
+        "async evaluate_flags: longest loop stall",
+        "ms",
+        "flags_async",
+        "max_loop_gap_ms",
+    ),
     Figure("log_exception_base", "log.exception, no handler", "µs", "errors", "baseline.median_us"),
     Figure(
         "log_exception_detached",

@@ -46,6 +46,9 @@ class Sizes:
     throughput_n: int
     outage_n: int
     flag_samples: int
+    flags_down_calls: int
+    flags_down_timeout: float
+    flags_async_n: int
     error_samples: int
     error_log_samples: int
     start_instances: int
@@ -60,6 +63,9 @@ FULL = Sizes(
     throughput_n=100_000,
     outage_n=1_000_000,
     flag_samples=5_000,
+    flags_down_calls=20,
+    flags_down_timeout=0.5,
+    flags_async_n=20_000,
     error_samples=2_000,
     error_log_samples=8_000,
     start_instances=5,
@@ -73,6 +79,9 @@ QUICK = Sizes(
     throughput_n=2_000,
     outage_n=5_000,
     flag_samples=200,
+    flags_down_calls=3,
+    flags_down_timeout=0.1,
+    flags_async_n=400,
     error_samples=40,
     error_log_samples=80,
     start_instances=2,
@@ -89,6 +98,13 @@ def case_plan(sizes: Sizes, down: str) -> dict[str, tuple[str, dict[str, Any]]]:
         "throughput_gzip": ("throughput", {"n": sizes.throughput_n, "gzip": True}),
         "outage": ("outage", {"n": sizes.outage_n, "down_url": down, "stop_timeout": 2.0}),
         "flags": ("flags", {"samples": sizes.flag_samples}),
+        # /flags never answers; both clients wait at most 0.5 s per request (posthog's default
+        # is 3 s: the ratio is the same, the run 6x shorter).
+        "flags_down": (
+            "flags_down",
+            {"calls": sizes.flags_down_calls, "timeout": sizes.flags_down_timeout},
+        ),
+        "flags_async": ("flags_async", {"n": sizes.flags_async_n, "tasks": 20}),
         "errors": (
             "errors",
             {"samples": sizes.error_samples, "log_samples": sizes.error_log_samples},
@@ -228,7 +244,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--only",
         nargs="*",
         help="run only these: import capture_1t capture_4t "
-        "throughput throughput_gzip outage flags errors start",
+        "throughput throughput_gzip outage flags flags_down flags_async errors start",
     )
     p.add_argument("--output", default=str(DEFAULT_OUTPUT), help="where to write the JSON")
     p.add_argument("--profile", action="store_true", help="cProfile phactor's capture() too")

@@ -52,6 +52,8 @@ def test_quick_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
         "outage_rss_growth",
         "flags_single",
         "flags_snapshot",
+        "flags_down_median",
+        "flags_async_per_s",
         "log_exception_handler",
         "log_exception_detached",
         "log_exception_ratio_with_handler",
@@ -62,7 +64,8 @@ def test_quick_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
         assert set(f) >= {"label", "unit", "phactor", "posthog", "ratio", "target", "target_met"}
 
     # The reference client is always installed, so its side must have run without errors.
-    for run in ("capture_1t", "capture_4t", "throughput", "outage", "flags", "errors", "start"):
+    runs = ("capture_1t", "capture_4t", "throughput", "outage", "flags", "flags_down")
+    for run in (*runs, "flags_async", "errors", "start"):
         for result in data["cases"][run]["posthog"]:
             assert "error" not in result, (run, result)
     posthog_throughput = data["cases"]["throughput"]["posthog"][0]
