@@ -99,11 +99,19 @@ def test_the_loop_keeps_ticking_while_20_evaluate_flags_wait_on_a_slow_flags(
         await tick
         return max(gaps), results
 
-    max_gap, results = _run(main())
-    assert all(r.is_enabled("f") for r in results)
+    # A synchronous call would stall the loop for each 0.5 s request in turn (10 s in total), in
+    # every round. A loaded machine (CI, other processes) can stall any loop for tens of ms now
+    # and then, phactor or not: the best of three rounds must stay under the bound. The debug-mode
+    # test below checks the on-loop work itself, without the machine's noise.
+    gaps = []
+    for _ in range(3):
+        max_gap, results = _run(main())
+        assert all(r.is_enabled("f") for r in results)
+        gaps.append(max_gap)
+        if max_gap < 0.05:
+            break
     assert devserver.request_count("flags") >= 20
-    # A synchronous call would stall the loop for each 0.5 s request in turn (10 s in total).
-    assert max_gap < 0.05, f"the loop stalled for {max_gap * 1000:.0f} ms"
+    assert min(gaps) < 0.05, f"the loop stalled for {[round(g * 1000) for g in gaps]} ms"
 
 
 def test_no_callback_blocks_the_loop_in_debug_mode(
