@@ -57,6 +57,7 @@ PLACEMENT: tuple[tuple[str, str], ...] = (
     ("phactor.errortracking.loop*", "instance"),
     # actors and the shared state they work on
     ("phactor.buffer", "actors"),
+    ("phactor.health", "actors"),  # last success/error, the watchdog, on_drop reports
     ("phactor.supervisor", "actors"),
     ("phactor.batcher", "actors"),
     ("phactor.sender", "actors"),
