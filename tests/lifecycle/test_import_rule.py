@@ -46,6 +46,7 @@ PLACEMENT: tuple[tuple[str, str], ...] = (
     ("phactor", "api"),
     ("phactor.api", "api"),
     ("phactor.testing", "api"),
+    ("phactor.metrics", "api"),  # every instance's stats() as Prometheus text
     # one instance: its behaviour, its tree, the registry of instances, how the process ends
     ("phactor.instance", "instance"),
     ("phactor.tree", "instance"),
