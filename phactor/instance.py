@@ -685,6 +685,9 @@ class Instance:
     def stats(self) -> dict[str, Any]:
         """Delivery counters; `captured == sent + sum(dropped) + queued + in_flight` always.
 
+        Also `last_success_at` (seconds since the epoch, None before the first delivery) and
+        `last_error` (short text, keys masked; None before the first failure): docs/delivery.md.
+
         After stop() they stay readable and final, except that later captures still count
         (as dropped `stopped`).
         """

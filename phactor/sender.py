@@ -143,8 +143,8 @@ class Delivery:
                 if self.health is not None:
                     self.health.succeeded()
                 return
-            if self.health is not None and verdict is not Verdict.SPLIT:
-                self._note_error(response)
+            if self.health is not None and (verdict is not Verdict.SPLIT or len(items) == 1):
+                self._note_error(response)  # (a 413 that splits is not an error yet)
             if verdict is Verdict.SPLIT:
                 if len(items) == 1:
                     self._give_up("too_large", response, items, outcome)

@@ -246,3 +246,20 @@ def test_the_watchdog_alarms_once_per_stall_and_never_while_idle(
     # Never an ERROR without an event pending or a failure.
     if not any(kind == "failure" or (kind == "tick" and n) for kind, n in steps):
         assert ("error", "delivery_stalled") not in log.lines
+
+
+def test_a_413_for_one_event_is_the_last_error_but_a_split_is_not(
+    devserver: DevServer, start_instance: StartInstance
+) -> None:
+    devserver.reject_larger_than(3000)
+    inst = start_instance(**options(devserver, flush_at=20, flush_interval=60.0, gzip=False))
+    for i in range(4):
+        inst.capture("small", "user", {"i": i, "pad": "p" * 900})
+    assert inst.flush(5.0)  # one batch over the limit: split until each half fits
+    assert devserver.request_count() >= 3  # the 413, then the halves
+    assert inst.stats()["last_error"] is None and inst.stats()["sent"] == 4
+    inst.capture("big", "user", {"blob": "x" * 5000})
+    assert inst.flush(5.0)
+    stats = assert_ledger(inst)
+    assert stats["dropped"] == {"too_large": 1}
+    assert stats["last_error"].startswith("HTTP 413")
