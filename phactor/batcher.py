@@ -15,7 +15,8 @@ from typing import Any
 import pykka
 
 from phactor.buffer import EventBuffer
-from phactor.sender import Send, SenderIdle
+from phactor.health import DeliveryHealth
+from phactor.sender import Send, SenderIdle, delivering
 from phactor.supervisor import Registry, SupervisedActor
 from phactor.timer import scheduler
 
@@ -56,6 +57,7 @@ class Batcher(SupervisedActor):
         *,
         buffer: EventBuffer,
         registry: Registry,
+        health: DeliveryHealth | None = None,
         sender_names: Sequence[str],
         flush_at: int,
         flush_interval: float,
@@ -63,6 +65,7 @@ class Batcher(SupervisedActor):
     ):
         super().__init__(child_name, generation, supervisor)
         self.buffer = buffer
+        self.health = health
         self.registry = registry
         self.sender_names = list(sender_names)
         self.flush_at = flush_at
@@ -106,6 +109,10 @@ class Batcher(SupervisedActor):
         elif not isinstance(message, Wake | SenderIdle):
             return None
         self.dispatch()
+        if isinstance(message, Tick) and self.health is not None:
+            # After the dispatch: the watchdog and on_drop never delay a batch.
+            with delivering(self.buffer):
+                self.health.tick(self.buffer.stats())
         return None
 
     def reclaim(self) -> None:

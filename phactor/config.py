@@ -54,6 +54,7 @@ class Config:
     )
     before_send: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
     on_error: Callable[..., Any] | None = None
+    on_drop: Callable[[str, int], Any] | None = None
     # modes
     test_mode: bool = False
     disabled: bool = False
@@ -63,6 +64,7 @@ class Config:
     max_restarts: int = 3
     max_seconds: float = 5.0
     shutdown_timeout: float = 10.0
+    watchdog_interval: float = 300.0
     # process end
     handle_sigterm: bool = True
     # feature flags
@@ -383,6 +385,7 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "global_properties": _mapping,
     "before_send": _callable_or_none,
     "on_error": _callable_or_none,
+    "on_drop": _callable_or_none,
     "test_mode": _bool,
     "disabled": _bool,
     "sync_mode": _bool,
@@ -390,6 +393,7 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "max_restarts": _count(0, 10_000),
     "max_seconds": _seconds(0.001, _DAY),
     "shutdown_timeout": _seconds(0.0, 3600.0),
+    "watchdog_interval": _seconds(0.05, _DAY),
     "handle_sigterm": _bool,
     "poll_interval": _seconds(0.01, _DAY),
     "flags_request_timeout": _seconds(0.001, 600.0),

@@ -38,6 +38,7 @@ from phactor.encoding import EventTooLarge, encode
 from phactor.errortracking import methods as error_tracking
 from phactor.errortracking.methods import _capture_exception
 from phactor.flags.methods import InstanceFlags
+from phactor.health import DeliveryHealth
 from phactor.runtime import lib_properties
 from phactor.sender import Delivery, delivering_for
 from phactor.supervisor import Crash, Registry
@@ -97,6 +98,11 @@ class Instance:
             self._config.max_queue_size, self._config.flush_at, wake=self._wake_batcher
         )
         self._supervisor: pykka.ActorRef[Any] | None = None
+        self._health = DeliveryHealth(
+            watchdog_interval=self._config.watchdog_interval,
+            on_drop=self._config.on_drop,
+            log=get_logger("delivery", instance=self.name),
+        )
 
     def _start_tree(self) -> None:
         if self._disabled:
@@ -122,6 +128,7 @@ class Instance:
         dropped = self._buffer.close("stopped")
         self._abort.set()
         self._log.error("instance_stopped", reason=reason, dropped_queued=dropped)
+        self._health.report_drops(self._buffer.stats()["dropped"])  # no Batcher runs any more
 
     def _after_fork_in_child(self) -> None:
         """Give a forked child its own, consistent state (runs inside os.fork(): cheap, no IO).
@@ -198,6 +205,7 @@ class Instance:
                 left = self._buffer.abandon_in_flight("stopped")
                 if left:
                     self._log.warning("stop_dropped", in_flight=left)
+                    self._health.report_drops(self._buffer.stats()["dropped"])
             self._state = "stopped"
             self._disable_debug_output()
             return True
@@ -226,7 +234,9 @@ class Instance:
         if left_queued or left_in_flight:
             self._log.warning("shutdown_dropped", queued=left_queued, in_flight=left_in_flight)
         self._state = "stopped"
-        self._log.info("stopped", stats=self.stats())
+        final = self.stats()
+        self._health.report_drops(final["dropped"])  # what stopping dropped: no Batcher left
+        self._log.info("stopped", stats=final)
         self._disable_debug_output()
         return ok and not left_queued and not left_in_flight
 
@@ -683,10 +693,14 @@ class Instance:
     def stats(self) -> dict[str, Any]:
         """Delivery counters; `captured == sent + sum(dropped) + queued + in_flight` always.
 
+        Also `last_success_at` (seconds since the epoch, None before the first delivery) and
+        `last_error` (short text, keys masked; None before the first failure): docs/delivery.md.
+
         After stop() they stay readable and final, except that later captures still count
         (as dropped `stopped`).
         """
         stats = self._buffer.stats()
+        stats.update(self._health.stats())
         stats["flags"] = self._flags.stats()  # definitions age, /flags requests, its breaker
         return stats
 

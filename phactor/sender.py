@@ -6,9 +6,10 @@ code serves the Sender actors and `sync_mode` captures on the caller's thread.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,11 +19,20 @@ from phactor._log import register_secrets, scrub
 from phactor.buffer import Batch, EventBuffer, Item
 from phactor.config import Config
 from phactor.errors import DeliveryError
+from phactor.health import DeliveryHealth, error_text
 from phactor.retry import Verdict, backoff_delay, classify, parse_retry_after
 from phactor.supervisor import SupervisedActor
 from phactor.transport import Response, Transport
 
-__all__ = ["Delivery", "Outcome", "Send", "Sender", "SenderIdle", "delivering_for"]
+__all__ = [
+    "Delivery",
+    "Outcome",
+    "Send",
+    "Sender",
+    "SenderIdle",
+    "delivering",
+    "delivering_for",
+]
 
 # Which buffer the current thread is delivering for (a Sender's thread, or a sync_mode caller):
 # `on_error` runs there, and a flush()/stop() from it must not wait for its own batch.
@@ -32,6 +42,18 @@ _delivering = threading.local()
 def delivering_for(buffer: EventBuffer) -> bool:
     """True on a thread that is inside `Delivery.deliver` for `buffer` (e.g. in `on_error`)."""
     return getattr(_delivering, "buffer", None) is buffer
+
+
+@contextlib.contextmanager
+def delivering(buffer: EventBuffer) -> Iterator[None]:
+    """Mark this thread as delivering for `buffer` (the Batcher while `on_drop` runs): a
+    flush()/stop() from there must not wait for the very thread that runs it."""
+    outer = getattr(_delivering, "buffer", None)
+    _delivering.buffer = buffer
+    try:
+        yield
+    finally:
+        _delivering.buffer = outer
 
 
 @dataclass(frozen=True)
@@ -77,6 +99,7 @@ class Delivery:
         buffer: EventBuffer,
         abort: threading.Event,
         log: Any,
+        health: DeliveryHealth | None = None,
     ):
         self.config = config
         self.transport = transport
@@ -84,6 +107,7 @@ class Delivery:
         self.breaker = buffer.breaker
         self.abort = abort
         self.log = log
+        self.health = health
         self._logged_kinds: set[str] = set()
         # From now on every phactor log line masks these (see phactor._log).
         register_secrets(config.api_key, config.personal_api_key)
@@ -116,7 +140,11 @@ class Delivery:
                 self.breaker.succeeded(holder)
             if verdict is Verdict.SENT:
                 outcome.sent += len(items)
+                if self.health is not None:
+                    self.health.succeeded()
                 return
+            if self.health is not None and (verdict is not Verdict.SPLIT or len(items) == 1):
+                self._note_error(response)  # (a 413 that splits is not an error yet)
             if verdict is Verdict.SPLIT:
                 if len(items) == 1:
                     self._give_up("too_large", response, items, outcome)
@@ -185,6 +213,16 @@ class Delivery:
                 on_error(DeliveryError(reason, response.status, message), events)
             except BaseException as error:  # a user callback must never kill the Sender
                 self.log.error("on_error_callback_failed", error=repr(error))
+
+    def _note_error(self, response: Response) -> None:
+        assert self.health is not None
+        config = self.config
+        if response.error is not None:
+            message = f"{type(response.error).__name__}: {response.error}"
+        else:
+            message = response.text[:2000] or "(no body)"
+        secrets = (config.api_key, config.personal_api_key)
+        self.health.failed(error_text(response.status, message, secrets))
 
     def _describe(self, response: Response) -> str:
         if response.error is not None:

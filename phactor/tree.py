@@ -94,6 +94,7 @@ def delivery(inst: Instance) -> Delivery:
         inst._buffer,
         inst._abort,
         get_logger("sender", instance=inst.name),
+        inst._health,
     )
 
 
@@ -134,6 +135,7 @@ def _batcher_spec(inst: Instance) -> ChildSpec:
             generation,
             inst._supervisor,
             buffer=inst._buffer,
+            health=inst._health,
             registry=inst._registry,
             sender_names=inst._sender_names,
             flush_at=config.flush_at,

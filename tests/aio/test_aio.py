@@ -133,11 +133,19 @@ def test_no_callback_blocks_the_loop_in_debug_mode(
             inst.aio.flush(5),
         )
 
-    with caplog.at_level("WARNING", logger="asyncio"):
-        values = _run(main())
-    assert values[:20] == ["v"] * 20 and values[20] is True
-    slow = [r.getMessage() for r in caplog.records if "took" in r.getMessage()]
-    assert slow == []
+    # A blocking call would be a slow callback of >= 0.3 s in every round; a loaded machine can
+    # deschedule the loop's thread inside any callback now and then: the best of three rounds.
+    rounds = []
+    for _ in range(3):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="asyncio"):
+            values = _run(main())
+        assert values[:20] == ["v"] * 20 and values[20] is True
+        slow = [r.getMessage() for r in caplog.records if "took" in r.getMessage()]
+        rounds.append(slow)
+        if not slow:
+            break
+    assert [] in rounds, rounds
 
 
 def test_cancelling_the_await_abandons_the_wait_and_leaves_no_thread_in_a_request(

@@ -46,6 +46,7 @@ PLACEMENT: tuple[tuple[str, str], ...] = (
     ("phactor", "api"),
     ("phactor.api", "api"),
     ("phactor.testing", "api"),
+    ("phactor.metrics", "api"),  # every instance's stats() as Prometheus text
     # one instance: its behaviour, its tree, the registry of instances, how the process ends
     ("phactor.instance", "instance"),
     ("phactor.tree", "instance"),
@@ -58,6 +59,7 @@ PLACEMENT: tuple[tuple[str, str], ...] = (
     ("phactor.errortracking.loop*", "instance"),
     # actors and the shared state they work on
     ("phactor.buffer", "actors"),
+    ("phactor.health", "actors"),  # last success/error, the watchdog, on_drop reports
     ("phactor.supervisor", "actors"),
     ("phactor.batcher", "actors"),
     ("phactor.sender", "actors"),
