@@ -2,7 +2,8 @@
 
 It flushes when the queue reaches `flush_at` (woken by the buffer), every `flush_interval`
 (the shared scheduler), or on request (`flush()`), and only ever `tell`s Senders — it never
-waits on one. Its only state is "draining or not": the queue and the in-flight ledger live in
+waits on one. Its flush timer runs only while something is queued or in flight: an idle
+instance arms none (the buffer wakes the Batcher on the first event, which arms it). Its only state is "draining or not": the queue and the in-flight ledger live in
 the `EventBuffer`, so a restarted Batcher carries on where the last one stopped.
 """
 
@@ -75,13 +76,18 @@ class Batcher(SupervisedActor):
         self._timer: int | None = None
 
     def started(self) -> None:
-        self._schedule_tick()
         # Whatever a previous incarnation left queued gets going now.
         self.dispatch()
+        self._rearm()
 
     def stopped(self) -> None:
         if self._timer is not None:
             scheduler.cancel(self._timer)
+
+    def _rearm(self) -> None:
+        """Arm the flush timer while there is work; leave it disarmed when idle."""
+        if self._timer is None and not self.buffer.idle():
+            self._schedule_tick()
 
     def _schedule_tick(self) -> None:
         ref = self.actor_ref
@@ -96,8 +102,8 @@ class Batcher(SupervisedActor):
 
     def handle(self, message: Any) -> Any:
         if isinstance(message, Tick):
+            self._timer = None
             self.draining = True
-            self._schedule_tick()
             self.reclaim()
         elif isinstance(message, FlushNow):
             self.draining = True
@@ -106,6 +112,7 @@ class Batcher(SupervisedActor):
         elif not isinstance(message, Wake | SenderIdle):
             return None
         self.dispatch()
+        self._rearm()
         return None
 
     def reclaim(self) -> None:

@@ -62,6 +62,7 @@ def reentered() -> bool:
     middle of it. Such a caller must not take the buffer lock (nor wait for the Batcher)."""
     return _thread.busy
 
+
 Item = tuple[int, bytes]
 """One queued event: (sequence number, serialised JSON)."""
 
@@ -180,6 +181,9 @@ class EventBuffer:
         self._in_flight: dict[str, Batch] = {}
         self._seq = 0
         self._wake_pending = False
+        # The Batcher has a flush timer armed (or a wake on its way to arm one): while False,
+        # the next offer wakes it. An idle instance thus arms no timer at all.
+        self._armed = False
         self._closed = False
         self._close_reason = "stopped"
         # flush() waiters: [target seq, "a batch <= target ran out of retries"]
@@ -220,6 +224,8 @@ class EventBuffer:
                 wake = len(self._queue) >= self.flush_at and not self._wake_pending
                 if wake:
                     self._wake_pending = True
+                if not self._armed:  # the first event since the Batcher went idle
+                    self._armed = wake = True
             # Still busy: waking the Batcher takes its mailbox lock, which a handler must not
             # wait for either.
             if wake and self.wake is not None:
@@ -288,6 +294,15 @@ class EventBuffer:
     def queue_length(self) -> int:
         return len(self._queue) + len(self._handoff)
 
+    def idle(self) -> bool:
+        """True when nothing is queued or in flight: the Batcher then disarms its flush timer
+        (the next `offer` wakes it to arm one). False, with the timer noted armed, otherwise.
+        """
+        with busy(), self._lock:
+            idle = not (self._queue or self._handoff or self._in_flight)
+            self._armed = not idle
+            return idle
+
     # --- the Senders and the Supervisor ----------------------------------------------------
 
     def settle(
@@ -343,9 +358,7 @@ class EventBuffer:
         names = frozenset(senders)
         with self._lock:
             stale = [
-                h
-                for h in self._in_flight
-                if h not in live_holders and h.partition("#")[0] in names
+                h for h in self._in_flight if h not in live_holders and h.partition("#")[0] in names
             ]
             n = 0
             for holder in stale:
