@@ -237,3 +237,30 @@ def test_each_logger_routes_to_its_longest_claim_else_the_receiver(
             routing.unregister(intake)
         logging.getLogger("phactor").disabled = False
     assert routing.receiver() is None
+
+
+@given(
+    value=st.one_of(
+        st.integers(),
+        st.none(),
+        st.just(""),
+        st.lists(st.one_of(st.integers(), st.just(""), st.just("a\nb")), min_size=1),
+    )
+)
+def test_a_bad_error_tracking_loggers_value_is_a_config_error_naming_it(value: Any) -> None:
+    from phactor.config import Config
+    from phactor.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="error_tracking_loggers"):
+        Config.build(error_tracking_loggers=value)
+
+
+@given(names=st.lists(st.text(min_size=1).filter(str.isprintable), max_size=5))
+def test_good_error_tracking_loggers_values_are_kept_in_order_without_duplicates(
+    names: list[str],
+) -> None:
+    from phactor.config import Config
+
+    assert Config.build(error_tracking_loggers=names).error_tracking_loggers == tuple(
+        dict.fromkeys(names)
+    )
