@@ -16,6 +16,7 @@ from typing import Any
 from benchmarks.cases_errors import case_errors
 from benchmarks.cases_events import case_capture, case_outage, case_throughput
 from benchmarks.cases_flags import case_flags, case_flags_async, case_flags_down
+from benchmarks.cases_scale import case_idle, case_log_error
 from benchmarks.cases_start import case_start
 from benchmarks.client_phactor import PhactorClient, profile_capture
 from benchmarks.client_posthog import PosthogClient
@@ -34,6 +35,8 @@ CASES: dict[str, Callable[[BenchClient, str, dict[str, Any]], dict[str, Any]]] =
     "flags_async": case_flags_async,
     "errors": case_errors,
     "start": case_start,
+    "idle": case_idle,
+    "log_error": case_log_error,
 }
 
 

@@ -166,6 +166,12 @@ class PhactorClient:
         """A separately named instance (its own supervision tree)."""
         return self._phactor.start(name=f"bench-{index}", **self._config(host, key, flush_at=100))
 
+    def new_tracking_instance(self, host: str, key: str, index: int) -> Any:
+        """A separately named instance with error tracking on (its logging handler)."""
+        options = self._config(host, key, flush_at=100)
+        options["enable_error_tracking"] = True
+        return self._phactor.start(name=f"bench-et-{index}", **options)
+
     def stop_instance(self, handle: Any) -> None:
         """Stop one instance."""
         handle.stop(10.0)

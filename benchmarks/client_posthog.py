@@ -170,6 +170,10 @@ class PosthogClient:
         """A separate client (what an app would create per process or per tenant)."""
         return self._make(host, key, flush_at=100)
 
+    def new_tracking_instance(self, host: str, key: str, index: int) -> Any:
+        """A separate client with exception autocapture on."""
+        return self._make(host, key, flush_at=100, enable_exception_autocapture=True)
+
     def stop_instance(self, handle: Any) -> None:
         """Shut one client down."""
         handle.shutdown()

@@ -66,6 +66,15 @@ FIGURES = [
     Figure("start_ms", "start()/Client() cost", "ms", "start", "start_ms"),
     Figure("start_threads", "threads per instance", "", "start", "threads_per_instance"),
     Figure(
+        "idle_cpu", "idle CPU, 100 instances, nothing to send", "ms/10 s", "idle", "cpu_ms_per_10s"
+    ),
+    Figure("idle_wakeups", "idle wake-ups, 100 instances", "/s", "idle", "wakeups_per_s"),
+    Figure("log_error_1", "log.error() no exception, 1 instance", "µs", "log_error", "one_us"),
+    Figure("log_error_50", "log.error() no exception, 50 instances", "µs", "log_error", "many_us"),
+    Figure(
+        "log_error_handlers", "  root handlers, 50 instances", "", "log_error", "many_root_handlers"
+    ),
+    Figure(
         "capture_1t_median",
         "capture() 1 thread, median",
         "µs",

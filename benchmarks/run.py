@@ -53,6 +53,9 @@ class Sizes:
     error_log_samples: int
     start_instances: int
     child_timeout: float
+    idle_instances: int = 100
+    idle_seconds: float = 5.0
+    log_error_instances: int = 50
 
 
 FULL = Sizes(
@@ -86,6 +89,9 @@ QUICK = Sizes(
     error_log_samples=80,
     start_instances=2,
     child_timeout=60,
+    idle_instances=5,
+    idle_seconds=0.5,
+    log_error_instances=3,
 )
 
 
@@ -110,6 +116,11 @@ def case_plan(sizes: Sizes, down: str) -> dict[str, tuple[str, dict[str, Any]]]:
             {"samples": sizes.error_samples, "log_samples": sizes.error_log_samples},
         ),
         "start": ("start", {"instances": sizes.start_instances}),
+        "idle": ("idle", {"instances": sizes.idle_instances, "seconds": sizes.idle_seconds}),
+        "log_error": (
+            "log_error",
+            {"instances": sizes.log_error_instances, "calls": 2_000},
+        ),
     }
 
 
@@ -244,7 +255,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--only",
         nargs="*",
         help="run only these: import capture_1t capture_4t "
-        "throughput throughput_gzip outage flags flags_down flags_async errors start",
+        "throughput throughput_gzip outage flags flags_down flags_async errors start idle log_error",
     )
     p.add_argument("--output", default=str(DEFAULT_OUTPUT), help="where to write the JSON")
     p.add_argument("--profile", action="store_true", help="cProfile phactor's capture() too")

@@ -2,7 +2,8 @@
 
 It flushes when the queue reaches `flush_at` (woken by the buffer), every `flush_interval`
 (the shared scheduler), or on request (`flush()`), and only ever `tell`s Senders — it never
-waits on one. Its only state is "draining or not": the queue and the in-flight ledger live in
+waits on one. Its flush timer runs only while something is queued or in flight: an idle
+instance arms none (the buffer wakes the Batcher on the first event, which arms it). Its only state is "draining or not": the queue and the in-flight ledger live in
 the `EventBuffer`, so a restarted Batcher carries on where the last one stopped.
 """
 
@@ -78,13 +79,24 @@ class Batcher(SupervisedActor):
         self._timer: int | None = None
 
     def started(self) -> None:
-        self._schedule_tick()
         # Whatever a previous incarnation left queued gets going now.
         self.dispatch()
+        self._rearm()
 
     def stopped(self) -> None:
         if self._timer is not None:
             scheduler.cancel(self._timer)
+
+    def _rearm(self) -> None:
+        """Arm the flush timer while there is work; leave it disarmed when idle (unless drops
+        are still to be reported to `on_drop`, or the watchdog follows a stall)."""
+        if self._timer is not None:
+            return
+        if not self.buffer.idle():
+            self._schedule_tick()
+        elif self.health is not None and self.health.wants_tick(self.buffer.stats()["dropped"]):
+            self.buffer.mark_armed()
+            self._schedule_tick()
 
     def _schedule_tick(self) -> None:
         ref = self.actor_ref
@@ -99,8 +111,8 @@ class Batcher(SupervisedActor):
 
     def handle(self, message: Any) -> Any:
         if isinstance(message, Tick):
+            self._timer = None
             self.draining = True
-            self._schedule_tick()
             self.reclaim()
         elif isinstance(message, FlushNow):
             self.draining = True
@@ -113,6 +125,7 @@ class Batcher(SupervisedActor):
             # After the dispatch: the watchdog and on_drop never delay a batch.
             with delivering(self.buffer):
                 self.health.tick(self.buffer.stats())
+        self._rearm()
         return None
 
     def reclaim(self) -> None:

@@ -62,6 +62,7 @@ def reentered() -> bool:
     middle of it. Such a caller must not take the buffer lock (nor wait for the Batcher)."""
     return _thread.busy
 
+
 Item = tuple[int, bytes]
 """One queued event: (sequence number, serialised JSON)."""
 
@@ -194,6 +195,12 @@ class EventBuffer:
         self._in_flight: dict[str, Batch] = {}
         self._seq = 0
         self._wake_pending = False
+        # The Batcher has a flush timer armed (or a wake on its way to arm one): while False,
+        # the next offer wakes it. An idle instance thus arms no timer at all.
+        self._armed = False
+        # Set by the instance when `on_drop` is configured: a drop on an idle instance wakes the
+        # Batcher too (else it would wait for the next event to be reported).
+        self.wake_on_drop = False
         self._closed = False
         self._close_reason = "stopped"
         # flush() waiters: [target seq, "a batch <= target ran out of retries"]
@@ -234,6 +241,8 @@ class EventBuffer:
                 wake = len(self._queue) >= self.flush_at and not self._wake_pending
                 if wake:
                     self._wake_pending = True
+                if not self._armed:  # the first event since the Batcher went idle
+                    self._armed = wake = True
             # Still busy: waking the Batcher takes its mailbox lock, which a handler must not
             # wait for either.
             if wake and self.wake is not None:
@@ -253,6 +262,12 @@ class EventBuffer:
             with self._lock:
                 self._seq += 1
                 self.dropped[reason] += 1
+                # `on_drop` is set and the Batcher is idle: wake it, so that it reports the drop.
+                wake = self.wake_on_drop and not self._armed
+                if wake:
+                    self._armed = True
+            if wake and self.wake is not None:
+                self.wake()
         finally:
             state.busy = False
 
@@ -301,6 +316,20 @@ class EventBuffer:
 
     def queue_length(self) -> int:
         return len(self._queue) + len(self._handoff)
+
+    def mark_armed(self) -> None:
+        """The Batcher armed its timer while idle (drops to report): no offer needs to wake it."""
+        with busy(), self._lock:
+            self._armed = True
+
+    def idle(self) -> bool:
+        """True when nothing is queued or in flight: the Batcher then disarms its flush timer
+        (the next `offer` wakes it to arm one). False, with the timer noted armed, otherwise.
+        """
+        with busy(), self._lock:
+            idle = not (self._queue or self._handoff or self._in_flight)
+            self._armed = not idle
+            return idle
 
     # --- the Senders and the Supervisor ----------------------------------------------------
 
@@ -357,9 +386,7 @@ class EventBuffer:
         names = frozenset(senders)
         with self._lock:
             stale = [
-                h
-                for h in self._in_flight
-                if h not in live_holders and h.partition("#")[0] in names
+                h for h in self._in_flight if h not in live_holders and h.partition("#")[0] in names
             ]
             n = 0
             for holder in stale:

@@ -87,6 +87,7 @@ class Config:
     exception_rate_limit_burst: int = 50
     exception_rate_limit_per_second: float = 1.0
     exception_backlog: int = 1000
+    error_tracking_loggers: tuple[str, ...] = ()
 
     @classmethod
     def build(cls, **options: Any) -> Config:
@@ -354,6 +355,18 @@ def _modules(name: str, value: Any) -> tuple[str, ...]:
     return items
 
 
+def _loggers(name: str, value: Any) -> tuple[str, ...]:
+    form = f"a logger name or a list of at most {_MAX_MODULES} non-empty logger names"
+    if isinstance(value, str):
+        value = (value,)
+    if not isinstance(value, list | tuple | set | frozenset) or len(value) > _MAX_MODULES:
+        raise ConfigError(name, form, value)
+    items = tuple(value)
+    if not all(isinstance(n, str) and n and n.isprintable() for n in items):
+        raise ConfigError(name, form, value)
+    return tuple(dict.fromkeys(items))
+
+
 def _environments(name: str, value: Any) -> tuple[str, ...]:
     form = f"a list of at most {_MAX_MODULES} non-empty environment tag strings"
     if value is None:
@@ -412,4 +425,5 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "exception_rate_limit_burst": _count(1, 1_000_000),
     "exception_rate_limit_per_second": _rate(0.0, 1_000_000.0),
     "exception_backlog": _count(1, 1_000_000),
+    "error_tracking_loggers": _loggers,
 }

@@ -138,6 +138,17 @@ class DeliveryHealth:
                 last_error=last_error,
             )
 
+    def wants_tick(self, dropped: Mapping[str, int]) -> bool:
+        """Whether an idle Batcher must keep its flush timer for this part: drops not yet
+        reported to `on_drop`, or a stall the watchdog still follows."""
+        with self._lock:
+            if self._waiting_since is not None or self._stalled:
+                return True
+        if self.on_drop is None:
+            return False
+        with self._report_lock:
+            return any(n > self._reported[reason] for reason, n in dropped.items())
+
     # --- on_drop ---------------------------------------------------------------------------
 
     def report_drops(self, dropped: Mapping[str, int]) -> None:

@@ -97,6 +97,7 @@ class Instance:
         self._buffer = EventBuffer(
             self._config.max_queue_size, self._config.flush_at, wake=self._wake_batcher
         )
+        self._buffer.wake_on_drop = self._config.on_drop is not None
         self._supervisor: pykka.ActorRef[Any] | None = None
         self._health = DeliveryHealth(
             watchdog_interval=self._config.watchdog_interval,

@@ -76,12 +76,18 @@ def already_captured(exc: BaseException, instance_name: str) -> bool:
         return False
 
 
-def mark_captured(exc: BaseException, instance_name: str) -> bool:
-    """Mark `exc` as captured by `instance_name`; False when it already was (skip it then)."""
+def mark_captured(exc: BaseException, instance_name: str, *, anywhere: bool = False) -> bool:
+    """Mark `exc` as captured by `instance_name`; False when it already was (skip it then).
+
+    With `anywhere` (the implicit sources: logging, the except hooks, structlog, asyncio), a
+    capture by any instance counts: the first source to capture an exception object wins, and a
+    logged exception goes to one project (routing.py). An explicit `capture_exception` (the
+    framework integrations given several instances) checks its own instance only.
+    """
     try:
         attrs = _exception_dict(exc)
         marks: tuple[str, ...] = attrs.get(_MARK, ())
-        if instance_name in marks:
+        if marks and (anywhere or instance_name in marks):
             return False
         # A new tuple each time: two threads marking at once never corrupt a shared object. A
         # tuple, not a set: there are a handful of instances, and this runs on the logging thread.

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import pykka
 
+from phactor.errortracking import routing
 from phactor.errortracking.guards import (
     guarded,
     inside_phactor,
@@ -94,6 +95,7 @@ class Intake:
         self.name = instance.name
         self.level = config.capture_level
         self.capture_messages = config.capture_messages
+        self.claims = config.error_tracking_loggers  # loggers routed here (routing.py)
         self.limiter = TokenBuckets(
             config.exception_rate_limit_burst,
             config.exception_rate_limit_per_second,
@@ -132,16 +134,16 @@ class Intake:
 
     @property
     def installed(self) -> bool:
-        """True while the handler and hooks are in place."""
-        return self.hooks.installed
+        """True while this instance takes part in the process's routing (routing.py)."""
+        return routing.registered(self)
 
     def install(self) -> None:
-        """Attach the handler to the root logger and chain the except hooks (once)."""
-        self.hooks.install(self.handler)
+        """Join the routing of logged and uncaught exceptions (once; see routing.py)."""
+        routing.register(self)
 
     def uninstall(self) -> None:
-        """Remove the handler and unchain the hooks; safe in any order across instances."""
-        self.hooks.uninstall(self.handler)
+        """Leave the routing: what this instance received passes to the next one."""
+        routing.unregister(self)
 
     # -- sources (the logging handler and the except hooks have their own classes) -------------
 
@@ -191,7 +193,7 @@ class Intake:
         """
         exc = snapshot.exc
         if exc is not None:
-            if not mark_captured(exc, self.name):
+            if not mark_captured(exc, self.name, anywhere=snapshot.source != "capture_exception"):
                 return False
         else:
             snapshot.expand_record()
@@ -293,7 +295,7 @@ class Intake:
             # Marked, as if taken: a hook or capture_exception does not offer it again (an
             # exception is counted once).
             exc = item.exc if isinstance(item, Snapshot) else item[0]
-            if exc is not None and not mark_captured(exc, self.name):
+            if exc is not None and not mark_captured(exc, self.name, anywhere=True):
                 return
             inst._drop("exception_backlog", "$exception")
             return
@@ -339,9 +341,10 @@ class Intake:
 
 
 class CaptureHandler(logging.Handler):
-    """Root-logger handler of one instance: snapshots error records that carry an exception.
+    """One instance's logging handler: snapshots error records that carry an exception.
 
-    Its level is the instance's `capture_level`. It takes no lock (the snapshot touches no shared
+    Not on the root logger itself: the one `routing.RoutingHandler` passes it the records routed
+    to its instance. Its level is the instance's `capture_level`. It takes no lock (the snapshot touches no shared
     state) and never raises or prints: a failure is counted by the logging system's silence.
     """
 

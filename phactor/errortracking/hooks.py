@@ -1,19 +1,15 @@
 """The except hooks of error tracking: uncaught exceptions of the process and of its threads.
 
-An instance's `ExceptHooks` chains a hook in front of `sys.excepthook` and one in front of
-`threading.excepthook` (and, in the same step, puts the instance's logging handler on the root
-logger); each takes a snapshot of the dying thread's exception and waits briefly for its event
-to be queued. Hooks of several instances chain and unchain in any order (`ChainedHook`).
+An instance's `ExceptHooks` holds the capture half of the process's `sys.excepthook` and
+`threading.excepthook`: each takes a snapshot of the dying thread's exception and waits briefly
+for its event to be queued. The hooks themselves are chained once per process by `routing.py`,
+which passes each uncaught exception to one instance's (`ChainedHook` unchains in any order).
 The asyncio loop's exception handler lives in `loop.py`, loaded only when the app asks for it
 (`instrument_asyncio`).
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import sys
-import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -26,19 +22,6 @@ __all__ = ["HOOK_WAIT_SECONDS", "ChainedHook", "ExceptHooks"]
 
 #: How long an except hook (the thread or process is dying) waits for its event to be queued.
 HOOK_WAIT_SECONDS = 2.0
-
-# One lock for every instance: each hook is a read-modify-write of a process-wide global, and two
-# instances installing at once (a start and a restart-after-fork, say) must not lose one hook.
-_HOOKS_LOCK = threading.Lock()
-
-
-def _new_hooks_lock_after_fork() -> None:
-    global _HOOKS_LOCK
-    _HOOKS_LOCK = threading.Lock()  # another thread may have held it at fork time
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_hooks_lock_after_fork)
 
 
 class _Intake(Protocol):
@@ -81,48 +64,12 @@ class ChainedHook:
 
 
 class ExceptHooks:
-    """The sys and threading except hooks of one instance, with its logging handler's place.
+    """The capture half of the sys and threading except hooks, for one instance."""
 
-    `install` / `uninstall` are idempotent and safe in any order across instances.
-    """
-
-    __slots__ = ("intake", "sys_hook", "thread_hook")
+    __slots__ = ("intake",)
 
     def __init__(self, intake: _Intake) -> None:
         self.intake = intake
-        self.sys_hook: ChainedHook | None = None
-        self.thread_hook: ChainedHook | None = None
-
-    @property
-    def installed(self) -> bool:
-        """True while the handler and hooks are in place."""
-        return self.sys_hook is not None
-
-    def install(self, handler: logging.Handler) -> None:
-        """Attach `handler` to the root logger and chain the except hooks (once)."""
-        with _HOOKS_LOCK:
-            if self.sys_hook is not None:
-                return
-            logging.getLogger().addHandler(handler)
-            self.sys_hook = ChainedHook(self.sys_excepthook, sys.excepthook)
-            sys.excepthook = self.sys_hook
-            self.thread_hook = ChainedHook(self.threading_excepthook, threading.excepthook)
-            threading.excepthook = self.thread_hook
-
-    def uninstall(self, handler: logging.Handler) -> None:
-        """Remove `handler` from the root logger and unchain the hooks."""
-        with _HOOKS_LOCK:
-            logging.getLogger().removeHandler(handler)
-            sys_hook, thread_hook = self.sys_hook, self.thread_hook
-            self.sys_hook = self.thread_hook = None
-            if sys_hook is not None:
-                sys_hook.closed = True
-                if sys.excepthook is sys_hook:
-                    sys.excepthook = sys_hook.resolve_previous()
-            if thread_hook is not None:
-                thread_hook.closed = True
-                if threading.excepthook is thread_hook:
-                    threading.excepthook = thread_hook.resolve_previous()
 
     def sys_excepthook(
         self, exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None

@@ -218,3 +218,30 @@ def test_every_drop_is_reported_exactly_once_and_per_reason(
     for reason, count in reported:
         total[reason] += count
     assert total == counts
+
+
+def test_a_drop_on_an_idle_instance_is_reported_without_another_event(
+    start_instance: StartInstance, devserver: DevServer
+) -> None:
+    # An idle Batcher arms no timer; a drop (here by before_send, on the caller's thread) must
+    # still reach on_drop on its own.
+    recorder = Recorder()
+    inst = start_instance(
+        **options(devserver, on_drop=recorder, before_send=lambda e: None, flush_interval=0.05)
+    )
+    assert inst.capture("filtered", "u1") is None
+    assert recorder.wait_for({"before_send": 1}), recorder.calls
+    assert_ledger(inst)
+
+
+def test_a_refused_batch_is_reported_after_the_queue_went_idle(
+    start_instance: StartInstance, devserver: DevServer
+) -> None:
+    recorder = Recorder()
+    devserver.set_mode("error", status=401)
+    inst = start_instance(**options(devserver, on_drop=recorder))
+    assert inst.capture("refused", "u1") is not None
+    assert inst.flush(5)
+    assert inst.queue_length() == 0 and inst.stats()["in_flight"] == 0
+    assert inst.stats()["dropped"] == {"unauthorized": 1}
+    assert recorder.wait_for({"unauthorized": 1}), recorder.calls

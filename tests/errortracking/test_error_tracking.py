@@ -23,6 +23,7 @@ from phactor.devserver import DevServer
 from phactor.errortracking import TokenBuckets, capture_exception
 from phactor.errortracking.handler import CaptureHandler
 from phactor.errortracking.hooks import ChainedHook
+from phactor.errortracking.routing import RoutingHandler
 
 log = logging.getLogger("app.checkout")
 
@@ -32,11 +33,10 @@ def inst(start_test_mode: StartInstance) -> phactor.Instance:
     return start_test_mode()
 
 
-def our_handlers(instance: phactor.Instance) -> list[logging.Handler]:
+def our_handlers() -> list[logging.Handler]:
+    """phactor's handlers on the root logger (one routing handler for every instance)."""
     return [
-        h
-        for h in logging.getLogger().handlers
-        if isinstance(h, CaptureHandler) and h.intake.instance is instance
+        h for h in logging.getLogger().handlers if isinstance(h, RoutingHandler | CaptureHandler)
     ]
 
 
@@ -393,7 +393,7 @@ def test_an_exception_object_is_captured_once_per_instance(inst):
 def test_capture_exception_works_with_error_tracking_off(start_test_mode):
     inst = start_test_mode(enable_error_tracking=False)
     assert "logger_handler" not in inst.children()
-    assert our_handlers(inst) == []
+    assert our_handlers() == []
     assert inst.capture_exception(ValueError("x"), distinct_id="u") is not None
     [event] = exception_events(inst)
     assert event["properties"]["$exception_list"][0]["value"] == "x"
@@ -531,16 +531,17 @@ def test_a_failure_while_building_is_logged_once_and_never_raised(inst, caplog):
 # -- several instances, install and uninstall ---------------------------------------------------
 
 
-def test_each_instance_captures_independently_and_one_may_opt_out(start_test_mode):
+def test_a_logged_exception_goes_to_the_first_started_instance_only(start_test_mode):
+    # Routing (issue 16): one instance receives the process's exceptions, not every one.
     first = start_test_mode()
     second = start_test_mode()
     off = start_test_mode(enable_error_tracking=False)
     try:
         charge(1)
     except ValueError:
-        log.exception("seen by two instances")
+        log.exception("seen by one instance")
     assert len(exception_events(first)) == 1
-    assert len(exception_events(second)) == 1
+    assert exception_events(second) == []
     assert exception_events(off) == []
 
 
@@ -550,12 +551,15 @@ def test_handlers_removed_and_hooks_restored_after_stop_in_any_order(instance_na
     root_before = list(logging.getLogger().handlers)
     first = phactor.start(f"{instance_name}-a", test_mode=True)
     second = phactor.start(f"{instance_name}-b", test_mode=True)
-    assert len(our_handlers(first)) == 1 and len(our_handlers(second)) == 1
+    assert first._error_intake.installed and second._error_intake.installed
+    assert len(our_handlers()) == 1  # one routing handler for both
     assert sys.excepthook is not sys_before and threading.excepthook is not thread_before
     stops = [first, second] if order == "first-in-first-out" else [second, first]
     stops[0].stop(timeout=5)
-    assert our_handlers(stops[0]) == [] and len(our_handlers(stops[1])) == 1
+    assert not stops[0]._error_intake.installed and stops[1]._error_intake.installed
+    assert len(our_handlers()) == 1
     stops[1].stop(timeout=5)
+    assert our_handlers() == []
     assert sys.excepthook is sys_before
     assert threading.excepthook is thread_before
     assert logging.getLogger().handlers == root_before
@@ -601,7 +605,7 @@ def test_restart_of_the_logger_handler_keeps_one_handler(inst):
             and entry[1] > generation_before
         )
     )
-    assert len(our_handlers(inst)) == 1
+    assert len(our_handlers()) == 1
     try:
         charge(1)
     except ValueError:

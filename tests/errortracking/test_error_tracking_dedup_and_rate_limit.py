@@ -70,17 +70,21 @@ def test_the_same_exception_logged_on_two_threads_is_one_event(inst):
     assert_ledger(inst)
 
 
-def test_two_instances_each_capture_the_same_exception_once(start_test_mode):
+def test_a_logged_exception_is_captured_once_and_explicit_calls_once_per_instance(start_test_mode):
     first = start_test_mode()
     second = start_test_mode()
     error = raised(ValueError("twice"))
     log.error("one", exc_info=error)
     log.error("two", exc_info=error)
     assert first.capture_exception(error) is None
+    # Logged: the first source wins, routed to one instance (first). An explicit call for
+    # another instance is the app's own choice of project (integrations given several).
+    assert second.capture_exception(error) is not None
     assert second.capture_exception(error) is None
+    assert [e["properties"]["log_message"] for e in exception_events(first)] == ["one"]
+    sources = [e["properties"]["$exception_source"] for e in exception_events(second)]
+    assert sources == ["capture_exception"]
     for instance in (first, second):
-        events = exception_events(instance)
-        assert [e["properties"]["log_message"] for e in events] == ["one"]
         assert_ledger(instance)
 
 

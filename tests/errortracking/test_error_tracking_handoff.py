@@ -21,7 +21,7 @@ import pytest
 from conftest import StartInstance, assert_ledger, exception_events, wait_until
 
 import phactor
-from phactor.errortracking import hooks as hooks_module
+from phactor.errortracking import routing as routing_module
 from phactor.errortracking.actor import LoggerHandler
 
 log = logging.getLogger("app.review_hot_path")
@@ -55,7 +55,7 @@ def test_a_record_logged_while_the_restarted_actor_is_not_yet_registered_is_drai
     intake = inst.__dict__["_error_intake"]
     # The restart path installs the handler (a no-op, but under this lock) between starting the
     # new incarnation and registering it: holding the lock holds the restart in that window.
-    with hooks_module._HOOKS_LOCK:
+    with routing_module._lock:
         inst._crash_child("logger_handler")
         # The new incarnation ran `started` and its first Wake (which found nothing).
         assert wait_until(lambda: incarnation(intake, 2) is not None)
@@ -215,7 +215,7 @@ def test_flush_covers_records_logged_while_the_restarted_actor_is_not_yet_regist
     inst = start_test_mode(before_send=hold_first)
     intake = inst.__dict__["_error_intake"]
     try:
-        with hooks_module._HOOKS_LOCK:  # holds the restart before registration (see above)
+        with routing_module._lock:  # holds the restart before registration (see above)
             inst._crash_child("logger_handler")
             assert wait_until(lambda: incarnation(intake, 2) is not None)
             actor = incarnation(intake, 2)

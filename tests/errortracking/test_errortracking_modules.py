@@ -18,7 +18,17 @@ from pathlib import Path
 import phactor.errortracking
 
 PURE_CORE = {"wire", "frames", "exceptions", "formatting"}
-CAPTURE_SIDE = {"guards", "ratelimit", "snapshot", "hooks", "handler", "builder", "actor", "loop"}
+CAPTURE_SIDE = {
+    "guards",
+    "ratelimit",
+    "snapshot",
+    "hooks",
+    "handler",
+    "builder",
+    "actor",
+    "loop",
+    "routing",
+}
 # The Instance methods and the module-level capture_exception, imported with Instance.
 INSTANCE_SIDE = {"methods"}
 

@@ -70,6 +70,7 @@ PLACEMENT: tuple[tuple[str, str], ...] = (
     ("phactor.errortracking.*hook*", "actors"),
     ("phactor.errortracking.guard*", "actors"),  # which thread is a phactor actor's
     ("phactor.errortracking.intake*", "actors"),
+    ("phactor.errortracking.routing*", "actors"),  # the one root handler and hooks
     # I/O: HTTP, and the one scheduler thread timers and request deadlines run on
     ("phactor.transport", "transport"),
     ("phactor._http", "transport"),
