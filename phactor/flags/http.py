@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 from phactor._log import register_secrets, scrub
 from phactor.encoding import json_safe, walk_is_linear
 from phactor.flags.remote import RemoteFlags, parse_flags_response
-from phactor.transport import USER_AGENT
+from phactor.transport import USER_AGENT, load_http_stack
 
 __all__ = [
     "DEFINITIONS_PATH",
@@ -113,6 +113,7 @@ class FlagsHttp:
     def _session(self) -> BoundedSession:
         # Lazily: keeps `import phactor` cheap (see transport.py). Each request is bounded in
         # total by its timeout, and `verify` goes with every request (see phactor._http).
+        load_http_stack()  # fork-safe import (see transport.py)
         from phactor._http import BoundedSession  # lazy: start-up time (requests)
 
         return BoundedSession(verify=self.verify, headers={"User-Agent": USER_AGENT})
