@@ -15,6 +15,7 @@ from typing import Any
 
 from benchmarks.cases_errors import case_errors
 from benchmarks.cases_events import case_capture, case_outage, case_throughput
+from benchmarks.cases_flagload import case_flagload
 from benchmarks.cases_flags import case_flags
 from benchmarks.cases_start import case_start
 from benchmarks.client_phactor import PhactorClient, profile_capture
@@ -30,6 +31,7 @@ CASES: dict[str, Callable[[BenchClient, str, dict[str, Any]], dict[str, Any]]] =
     "throughput": case_throughput,
     "outage": case_outage,
     "flags": case_flags,
+    "flagload": case_flagload,
     "errors": case_errors,
     "start": case_start,
 }

@@ -109,3 +109,33 @@ def test_results_do_not_depend_on_what_was_compiled_before(specs, order, person)
     # Each flag that cannot be compiled is reported once, however often it was evaluated.
     assert sorted(reported) == sorted(set(reported)) == sorted(defs.uncompilable)
     assert all(all_at_once[1].get(k) == "malformed_definition" for k in reported)
+
+
+# --- decoding a definitions body with the GC paused (phactor/flags/http.py) ------------------
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(JSON_VALUES, st.booleans(), st.booleans())
+def test_the_gc_pause_decodes_the_same_and_leaves_the_gc_as_the_app_had_it(value, app_gc, broken):
+    import orjson
+
+    from phactor.flags.http import _decode_without_gc
+
+    body = orjson.dumps(value) + (b"}" if broken else b"")
+    was = gc.isenabled()
+    try:
+        (gc.enable if app_gc else gc.disable)()
+        try:
+            decoded = _decode_without_gc(body)
+        except orjson.JSONDecodeError:
+            assert broken
+        else:
+            assert not broken and decoded == value
+        assert gc.isenabled() is app_gc  # never turned on behind an app that turned it off
+    finally:
+        (gc.enable if was else gc.disable)()
