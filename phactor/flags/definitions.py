@@ -28,15 +28,17 @@ def _cohort_group(group: Any, matching_version: Any) -> PropertyGroup:
 
 
 class _LazyFlags(Mapping[str, CompiledFlag]):
-    """The flags by key, each compiled on first access (then kept): loading 10,000 definitions
-    costs a dict of the raw ones, and a flag never evaluated is never compiled."""
+    """The flags by key, each compiled on first access (then kept by the snapshot): loading
+    10,000 definitions costs a dict of the raw ones, and a flag never evaluated is never
+    compiled. A view made on each `Definitions.flags_by_key` access: the snapshot does not
+    reference it, so no reference cycle keeps a replaced snapshot alive until a GC pass."""
 
     __slots__ = ("_compiled", "_defs", "_raw")
 
-    def __init__(self, raw: dict[str, dict[str, Any]], defs: Definitions) -> None:
-        self._raw = raw
-        self._compiled: dict[str, CompiledFlag] = {}
+    def __init__(self, defs: Definitions) -> None:
         self._defs = defs
+        self._raw = defs._raw_by_key
+        self._compiled = defs._compiled
 
     def __getitem__(self, key: str) -> CompiledFlag:
         flag = self._compiled.get(key)
@@ -78,12 +80,14 @@ class Definitions:
     """
 
     __slots__ = (
+        "__weakref__",
         "_all",
         "_cohort_groups",
+        "_compiled",
         "_on_uncompilable",
+        "_raw_by_key",
         "_uncompilable",
         "cohorts",
-        "flags_by_key",
         "group_type_mapping",
         "property_matching_version",
         "skipped",
@@ -91,10 +95,11 @@ class Definitions:
 
     _all: tuple[CompiledFlag, ...] | None
     _cohort_groups: dict[Any, PropertyGroup]
+    _compiled: dict[str, CompiledFlag]
     _on_uncompilable: Callable[[str], None] | None
+    _raw_by_key: dict[str, dict[str, Any]]
     _uncompilable: list[str]
     cohorts: Mapping[Any, Any]
-    flags_by_key: Mapping[str, CompiledFlag]
     group_type_mapping: Mapping[str, Any]
     property_matching_version: Any
     skipped: int
@@ -135,7 +140,8 @@ class Definitions:
             # posthog keeps the last definition of a duplicated key (at its position).
             by_key.pop(key, None)
             by_key[key] = raw
-        set_(self, "flags_by_key", _LazyFlags(by_key, self))
+        set_(self, "_raw_by_key", by_key)
+        set_(self, "_compiled", {})
         set_(self, "skipped", skipped)
         set_(self, "_all", None)
         set_(self, "_uncompilable", [])
@@ -160,6 +166,11 @@ class Definitions:
         except Exception:
             flag.definition_problem = None
         return flag
+
+    @property
+    def flags_by_key(self) -> Mapping[str, CompiledFlag]:
+        """The flags by key, in response order, each compiled on first access."""
+        return _LazyFlags(self)
 
     @property
     def flags(self) -> tuple[CompiledFlag, ...]:
@@ -200,10 +211,10 @@ class Definitions:
         raise AttributeError("Definitions is immutable")
 
     def __len__(self) -> int:
-        return len(self.flags_by_key)
+        return len(self._raw_by_key)
 
     def __contains__(self, key: object) -> bool:
-        return key in self.flags_by_key
+        return key in self._raw_by_key
 
     def __repr__(self) -> str:
         return f"<Definitions flags={len(self.flags)} cohorts={len(self.cohorts)}>"
@@ -233,7 +244,7 @@ class Definitions:
             if not isinstance(chain, list) or not chain:
                 return _Undecided(f"malformed_dependency:{compiled.key}", _UNSUPPORTED)
             for dep in chain:
-                if dep not in self.flags_by_key:
+                if dep not in self._raw_by_key:
                     return _Undecided(f"missing_dependency:{dep}", _UNSUPPORTED)
             return None
         if isinstance(compiled, _Cohort):

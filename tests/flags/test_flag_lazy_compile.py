@@ -59,6 +59,31 @@ def test_a_load_compiles_no_flag():
     assert unresolved == {} and list(results) == ["flag-7"]
 
 
+class _Marker:
+    """Something a raw definition holds that a weak reference can watch."""
+
+
+def test_a_replaced_snapshot_is_freed_at_once_not_by_a_gc_pass():
+    # Before (first lazy version): the snapshot and its lazy mapping referenced each other, so
+    # a replaced snapshot's raw definitions stayed alive until a full collection.
+    import weakref
+
+    flags = many_flags(50)
+    marker = _Marker()
+    flags[3]["marker"] = marker
+    defs = Definitions.from_response({"flags": flags})
+    evaluate(defs, "u", person_properties={"plan": "p7"})  # compiled flags too
+    gone = weakref.ref(marker)
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        del defs, flags, marker
+        assert gone() is None
+    finally:
+        if was:
+            gc.enable()
+
+
 PROPS = st.sampled_from(
     [
         {"key": "plan", "operator": "exact", "value": "pro"},
