@@ -120,9 +120,12 @@ class HttpTransport:
         self.timeout = timeout
         self.gzip = gzip
         self.verify = verify
-        # The session (and requests, ~50-120 ms to import) is made on the first POST, on the
-        # Sender's thread: neither `import phactor` nor start() pays for it, and a Sender that
-        # never sends never imports it.
+        # requests (~50-120 ms to import) loads here, on the Sender's own thread while start()
+        # returns (not on the caller's): a process that forks after start() (a pre-fork pool)
+        # gives its children requests already imported, as an import in a dying child could
+        # wait on a module lock its interrupted main thread holds. The session is made on the
+        # first POST.
+        load_http_stack()
         self._http: Any = None
 
     def _session(self) -> Any:
@@ -141,7 +144,7 @@ class HttpTransport:
         if self.gzip:
             body = gzip_module.compress(body, compresslevel=6)
             headers["Content-Encoding"] = "gzip"
-        http = self._http or self._session()
+        http = self._http if self._http is not None else self._session()
         try:
             # Redirects are not followed: requests would turn a POST into a GET on 301/302 and
             # could follow to another scheme; a redirect is reported as the status it is.
