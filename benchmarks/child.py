@@ -15,6 +15,7 @@ from typing import Any
 
 from benchmarks.cases_errors import case_errors
 from benchmarks.cases_events import case_capture, case_outage, case_throughput
+from benchmarks.cases_flagload import case_flagload
 from benchmarks.cases_flags import case_flags, case_flags_async, case_flags_down
 from benchmarks.cases_scale import case_idle, case_log_error
 from benchmarks.cases_start import case_start
@@ -33,6 +34,7 @@ CASES: dict[str, Callable[[BenchClient, str, dict[str, Any]], dict[str, Any]]] =
     "flags": case_flags,
     "flags_down": case_flags_down,
     "flags_async": case_flags_async,
+    "flagload": case_flagload,
     "errors": case_errors,
     "start": case_start,
     "idle": case_idle,

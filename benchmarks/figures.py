@@ -63,6 +63,14 @@ class Figure:
 
 FIGURES = [
     Figure("import_ms", "import time", "ms", "import", "median_ms", target=0.5),
+    Figure(
+        "boot_ms",
+        "import + first start()/Client()",
+        "ms",
+        "import",
+        "boot_median_ms",
+        target=0.5,
+    ),
     Figure("start_ms", "start()/Client() cost", "ms", "start", "start_ms"),
     Figure("start_threads", "threads per instance", "", "start", "threads_per_instance"),
     Figure(
@@ -163,6 +171,44 @@ FIGURES = [
         "ms",
         "flags_async",
         "max_loop_gap_ms",
+    ),
+    Figure(
+        "flagload_first",
+        "10k flag definitions: load",
+        "ms",
+        "flagload",
+        "first_load_ms",
+        target=1.0,
+    ),
+    Figure(
+        "flagload_reload",
+        "10k flag definitions: reload (200)",
+        "ms",
+        "flagload",
+        "reload_ms",
+        target=1.0,
+    ),
+    Figure(
+        "flagload_304", "10k flag definitions: poll answered 304", "ms", "flagload", "poll_304_ms"
+    ),
+    Figure(
+        "flagload_mem",
+        "10k flag definitions: memory kept",
+        "MiB",
+        "flagload",
+        "retained_mib",
+        target=1.0,
+    ),
+    Figure(
+        "flagload_objects",
+        "10k flag definitions: GC-tracked objects",
+        "",
+        "flagload",
+        "gc_objects",
+        target=1.0,
+    ),
+    Figure(
+        "flagload_gc", "10k flag definitions: full gc.collect()", "ms", "flagload", "gc_collect_ms"
     ),
     Figure("log_exception_base", "log.exception, no handler", "µs", "errors", "baseline.median_us"),
     Figure(

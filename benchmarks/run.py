@@ -28,7 +28,7 @@ from benchmarks.clients import CLIENTS
 from benchmarks.figures import compute_figures
 from benchmarks.report import machine, text_table, update_readme, versions
 from benchmarks.sink import Sink, down_url
-from benchmarks.spawn import import_time, phactor_availability, run_child
+from benchmarks.spawn import boot_time, import_time, phactor_availability, run_child
 from benchmarks.workload import flag_definitions
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -52,6 +52,7 @@ class Sizes:
     error_samples: int
     error_log_samples: int
     start_instances: int
+    flagload_flags: int
     child_timeout: float
     idle_instances: int = 100
     idle_seconds: float = 5.0
@@ -72,6 +73,7 @@ FULL = Sizes(
     error_samples=2_000,
     error_log_samples=8_000,
     start_instances=5,
+    flagload_flags=10_000,
     child_timeout=900,
 )
 QUICK = Sizes(
@@ -88,6 +90,7 @@ QUICK = Sizes(
     error_samples=40,
     error_log_samples=80,
     start_instances=2,
+    flagload_flags=200,
     child_timeout=60,
     idle_instances=5,
     idle_seconds=0.5,
@@ -111,6 +114,7 @@ def case_plan(sizes: Sizes, down: str) -> dict[str, tuple[str, dict[str, Any]]]:
             {"calls": sizes.flags_down_calls, "timeout": sizes.flags_down_timeout},
         ),
         "flags_async": ("flags_async", {"n": sizes.flags_async_n, "tasks": 20}),
+        "flagload": ("flagload", {"flags": sizes.flagload_flags}),
         "errors": (
             "errors",
             {"samples": sizes.error_samples, "log_samples": sizes.error_log_samples},
@@ -143,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
         include_import = not args.only or "import" in args.only
 
         if include_import:
-            cases["import"] = measure_imports(sizes, phactor_na)
+            cases["import"] = measure_imports(sizes, phactor_na, sink.url)
 
         for rnd in range(sizes.rounds):
             order = CLIENTS if rnd % 2 == 0 else CLIENTS[::-1]
@@ -224,25 +228,38 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def measure_imports(sizes: Sizes, phactor_na: str | None) -> dict[str, list[dict[str, Any]]]:
-    """`import phactor` vs `import posthog`, fresh interpreters, alternating, after a warm-up."""
+def measure_imports(
+    sizes: Sizes, phactor_na: str | None, host: str
+) -> dict[str, list[dict[str, Any]]]:
+    """`import phactor` vs `import posthog`, and import + first instance (boot), fresh
+    interpreters, alternating, after a warm-up."""
     results: dict[str, list[dict[str, Any]]] = {c: [] for c in CLIENTS}
     for client in CLIENTS:
         import_time(client, sizes.child_timeout)  # writes/refreshes the bytecode caches
     samples: dict[str, list[float]] = {c: [] for c in CLIENTS}
+    boots: dict[str, list[float]] = {c: [] for c in CLIENTS}
     for rnd in range(sizes.import_rounds):
         for client in CLIENTS if rnd % 2 == 0 else CLIENTS[::-1]:
             t = import_time(client, sizes.child_timeout)
             if t is not None:
                 samples[client].append(t * 1000)
+            if client == "phactor" and phactor_na:
+                continue
+            b = boot_time(client, host, sizes.child_timeout)
+            if b is not None:
+                boots[client].append(b * 1000)
     for client in CLIENTS:
         if samples[client]:
-            results[client].append(
-                {"median_ms": statistics.median(samples[client]), "samples_ms": samples[client]}
-            )
+            row: dict[str, Any] = {
+                "median_ms": statistics.median(samples[client]),
+                "samples_ms": samples[client],
+            }
+            if boots[client]:
+                row["boot_median_ms"] = statistics.median(boots[client])
+                row["boot_samples_ms"] = boots[client]
+            results[client].append(row)
         else:
             results[client].append({"error": f"import {client} failed"})
-    del phactor_na  # importing phactor works even before its runtime exists
     return results
 
 
@@ -255,7 +272,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--only",
         nargs="*",
         help="run only these: import capture_1t capture_4t "
-        "throughput throughput_gzip outage flags flags_down flags_async errors start idle log_error",
+        "throughput throughput_gzip outage flags flags_down flags_async flagload errors start idle "
+        "log_error",
     )
     p.add_argument("--output", default=str(DEFAULT_OUTPUT), help="where to write the JSON")
     p.add_argument("--profile", action="store_true", help="cProfile phactor's capture() too")

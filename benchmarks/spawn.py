@@ -81,6 +81,35 @@ def import_time(module: str, timeout: float) -> float | None:
     return float(proc.stdout.decode().strip().splitlines()[-1])
 
 
+# The first instance as an app creates it: phactor with its defaults but error tracking and
+# gzip (both off in posthog), posthog without local evaluation (no personal key anyway).
+_BOOT = {
+    "phactor": "import phactor; phactor.start(api_key='phc_boot', host=HOST, gzip=False, "
+    "enable_error_tracking=False)",
+    "posthog": "import posthog; posthog.Client('phc_boot', host=HOST, "
+    "enable_local_evaluation=False)",
+}
+
+
+def boot_time(module: str, host: str, timeout: float) -> float | None:
+    """Seconds `import <module>` plus its first instance take in a fresh interpreter."""
+    code = (
+        f"import os, time; HOST = {host!r}; t = time.perf_counter(); {_BOOT[module]}; "
+        "print(time.perf_counter() - t, flush=True); os._exit(0)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        env=child_env(),
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
+    if proc.returncode != 0:
+        return None
+    return float(proc.stdout.decode().strip().splitlines()[-1])
+
+
 def phactor_availability(timeout: float) -> str | None:
     """None when phactor's runtime is importable and startable, else the reason (in a child)."""
     code = (

@@ -161,8 +161,32 @@ class _LazyLogger:
     def __getattr__(self, method: str) -> Any:
         real = self._real
         if real is None:
+            level = _LEVELS.get(method)
+            # A record its stdlib logger would discard needs no structlog (whose import and
+            # set-up cost tens of ms): "started" at INFO is the usual case at boot.
+            if level is not None and not logging.getLogger(self._name()).isEnabledFor(level):
+                return _discard
             real = self._real = _build(self._area, self._bound)
         return getattr(real, method)
+
+    def _name(self) -> str:
+        return f"{PHACTOR_LOGGER}.{self._area}" if self._area else PHACTOR_LOGGER
+
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "exception": logging.ERROR,
+    "critical": logging.CRITICAL,
+    "fatal": logging.CRITICAL,
+}
+
+
+def _discard(*args: Any, **kwargs: Any) -> None:
+    return None
 
 
 def _drop_exc_info(

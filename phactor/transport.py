@@ -8,6 +8,8 @@ decoded events for `phactor.testing`.
 from __future__ import annotations
 
 import gzip as gzip_module
+import os
+import sys
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
@@ -18,9 +20,62 @@ from phactor._log import scrub
 from phactor._version import __version__
 from phactor.events import now_iso
 
-__all__ = ["USER_AGENT", "HttpTransport", "MemoryTransport", "Response", "Transport", "batch_body"]
+__all__ = [
+    "USER_AGENT",
+    "HttpTransport",
+    "MemoryTransport",
+    "Response",
+    "Transport",
+    "batch_body",
+    "load_http_stack",
+]
 
 USER_AGENT = f"phactor/{__version__}"
+
+# requests (~50-120 ms to import) loads on the first Sender's thread, not in start(). A fork
+# while that thread is inside the import would leave the child a module lock held by a thread
+# that does not exist there (its first request would hang for good), so a fork waits for an
+# import in progress: `_import_lock` is held across os.fork() by the forking thread.
+_import_lock = threading.Lock()
+_FORK_WAIT = 10.0  # bounded: a fork never waits forever on an import that is stuck itself
+_held_for_fork = False
+
+
+def load_http_stack() -> None:
+    """Import requests (and what its first request imports) once, fork-safely."""
+    if "phactor._http" in sys.modules:
+        return
+    with _import_lock:
+        import netrc  # noqa: F401  # lazy: start-up time (requests imports it per request)
+        import shlex  # noqa: F401  # lazy: start-up time
+
+        import phactor._http  # noqa: F401  # lazy: start-up time (requests)
+
+
+def _before_fork() -> None:
+    global _held_for_fork
+    _held_for_fork = _import_lock.acquire(timeout=_FORK_WAIT)
+
+
+def _after_fork_in_parent() -> None:
+    global _held_for_fork
+    if _held_for_fork:
+        _held_for_fork = False
+        _import_lock.release()
+
+
+def _after_fork_in_child() -> None:
+    global _import_lock, _held_for_fork
+    _import_lock = threading.Lock()
+    _held_for_fork = False
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )
 
 
 class Response(NamedTuple):
@@ -65,13 +120,23 @@ class HttpTransport:
         self.timeout = timeout
         self.gzip = gzip
         self.verify = verify
-        # Imported here, not at module level: `requests` costs ~50 ms to import, and the first
-        # Sender is the first place that needs it (keeps `import phactor` cheap).
+        # requests (~50-120 ms to import) loads here, on the Sender's own thread while start()
+        # returns (not on the caller's): a process that forks after start() (a pre-fork pool)
+        # gives its children requests already imported, as an import in a dying child could
+        # wait on a module lock its interrupted main thread holds. The session is made on the
+        # first POST.
+        load_http_stack()
+        self._http: Any = None
+
+    def _session(self) -> Any:
+        load_http_stack()
         from phactor._http import BoundedSession  # lazy: start-up time (requests)
 
-        self.http = BoundedSession(
-            verify=verify, headers={"User-Agent": USER_AGENT, "Content-Type": "application/json"}
+        self._http = BoundedSession(
+            verify=self.verify,
+            headers={"User-Agent": USER_AGENT, "Content-Type": "application/json"},
         )
+        return self._http
 
     def post_batch(self, api_key: str, events: Sequence[bytes]) -> Response:
         body = batch_body(api_key, events)
@@ -79,10 +144,11 @@ class HttpTransport:
         if self.gzip:
             body = gzip_module.compress(body, compresslevel=6)
             headers["Content-Encoding"] = "gzip"
+        http = self._http if self._http is not None else self._session()
         try:
             # Redirects are not followed: requests would turn a POST into a GET on 301/302 and
             # could follow to another scheme; a redirect is reported as the status it is.
-            r = self.http.request(
+            r = http.request(
                 "POST", self.url, data=body, headers=headers, timeout=self.timeout
             )
         except Exception as error:  # requests, http.client, urllib3, ssl: all network errors
@@ -91,7 +157,8 @@ class HttpTransport:
         return Response(r.status_code, r.headers, scrub(r.text)[:2000])
 
     def close(self) -> None:
-        self.http.close()
+        if self._http is not None:
+            self._http.close()
 
 
 class MemoryTransport:

@@ -39,8 +39,6 @@ _STOP_GRACE = 0.2
 def start(inst: Instance) -> None:
     """Start `inst`'s Supervisor and every child (blocks until each child started)."""
     config = inst._config
-    if not config.test_mode:
-        _import_http_stack()
 
     def child_restarted(name: str) -> None:
         inst._buffer.count_restart()
@@ -144,16 +142,3 @@ def _batcher_spec(inst: Instance) -> ChildSpec:
         )
 
     return ChildSpec("batcher", start)
-
-
-def _import_http_stack() -> None:
-    """Import here, on the starting thread, what a Sender's first request would import.
-
-    A fork while one of our threads is inside an import leaves the child that module's import
-    lock held by a thread that does not exist there: the child's first request would hang on
-    it for good. (requests imports netrc on every request, the first time for real.)
-    """
-    import netrc  # noqa: F401
-    import shlex  # noqa: F401
-
-    import requests  # noqa: F401

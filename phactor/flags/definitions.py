@@ -1,13 +1,15 @@
 """Immutable, pre-parsed snapshot of the flag definitions response.
 
-Built once per poll from ``{"flags": [...], "group_type_mapping": {...}, "cohorts": {...}}`` so that
-evaluation never re-parses operators, regexes, dates, semvers or rollout tables. A malformed flag
-only affects itself: it is compiled into parts that make that flag unresolved when reached.
+Built once per poll from ``{"flags": [...], "group_type_mapping": {...}, "cohorts": {...}}``; each
+flag is compiled on its first evaluation (then kept for the snapshot's life), so that evaluation
+never re-parses operators, regexes, dates, semvers or rollout tables and a load of 10,000 flags
+costs little more than the JSON. A malformed flag only affects itself: it is compiled into parts
+that make that flag unresolved when reached.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -25,36 +27,82 @@ def _cohort_group(group: Any, matching_version: Any) -> PropertyGroup:
         return PropertyGroup(None)  # malformed: flags using this cohort go to the server
 
 
+class _LazyFlags(Mapping[str, CompiledFlag]):
+    """The flags by key, each compiled on first access (then kept by the snapshot): loading
+    10,000 definitions costs a dict of the raw ones, and a flag never evaluated is never
+    compiled. A view made on each `Definitions.flags_by_key` access: the snapshot does not
+    reference it, so no reference cycle keeps a replaced snapshot alive until a GC pass."""
+
+    __slots__ = ("_compiled", "_defs", "_raw")
+
+    def __init__(self, defs: Definitions) -> None:
+        self._defs = defs
+        self._raw = defs._raw_by_key
+        self._compiled = defs._compiled
+
+    def __getitem__(self, key: str) -> CompiledFlag:
+        flag = self._compiled.get(key)
+        if flag is None:
+            flag = self._defs._compile(self._raw[key])  # KeyError for an unknown key
+            # Two threads may compile the same flag: the first stored wins, so it is one object.
+            flag = self._compiled.setdefault(key, flag)
+        return flag
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        flag = self._compiled.get(key)
+        if flag is not None:
+            return flag
+        if key not in self._raw:
+            return default
+        return self[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._raw
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+
 class Definitions:
     """A frozen snapshot of flag definitions ready for local evaluation.
 
     Attributes: ``flags`` (tuple of compiled flags in response order), ``flags_by_key``,
     ``cohorts`` (raw cohort property groups by id), ``group_type_mapping`` (index str -> group
     type), ``property_matching_version``, ``skipped`` (entries that were not flag objects with a
-    string key), ``uncompilable`` (keys of flags whose definition could not be compiled at all;
-    they stay unresolved with reason ``"malformed_definition"``). Use
-    ``Definitions.from_response(json_body)``; ``Definitions.empty()`` has no flags.
+    string key), ``uncompilable`` (keys of the flags compiled so far whose definition could not
+    be compiled at all; they stay unresolved with reason ``"malformed_definition"``). A flag is
+    compiled on its first evaluation (``on_uncompilable(key)`` is then called for a flag that
+    cannot be); ``flags`` compiles them all. Use ``Definitions.from_response(json_body)``;
+    ``Definitions.empty()`` has no flags.
     """
 
     __slots__ = (
+        "__weakref__",
+        "_all",
         "_cohort_groups",
+        "_compiled",
+        "_on_uncompilable",
+        "_raw_by_key",
+        "_uncompilable",
         "cohorts",
-        "flags",
-        "flags_by_key",
         "group_type_mapping",
         "property_matching_version",
         "skipped",
-        "uncompilable",
     )
 
+    _all: tuple[CompiledFlag, ...] | None
     _cohort_groups: dict[Any, PropertyGroup]
+    _compiled: dict[str, CompiledFlag]
+    _on_uncompilable: Callable[[str], None] | None
+    _raw_by_key: dict[str, dict[str, Any]]
+    _uncompilable: list[str]
     cohorts: Mapping[Any, Any]
-    flags: tuple[CompiledFlag, ...]
-    flags_by_key: Mapping[str, CompiledFlag]
     group_type_mapping: Mapping[str, Any]
     property_matching_version: Any
     skipped: int
-    uncompilable: tuple[str, ...]
 
     def __init__(
         self,
@@ -63,6 +111,7 @@ class Definitions:
         cohorts: Any = None,
         group_type_mapping: Any = None,
         property_matching_version: Any = 1,
+        on_uncompilable: Callable[[str], None] | None = None,
     ) -> None:
         set_ = object.__setattr__
         mapping = dict(group_type_mapping) if isinstance(group_type_mapping, Mapping) else {}
@@ -78,46 +127,79 @@ class Definitions:
                 for cid, group in raw_cohorts.items()
             },
         )
-        compiled: list[CompiledFlag] = []
-        by_key: dict[str, CompiledFlag] = {}
+        by_key: dict[str, dict[str, Any]] = {}
         skipped = 0
-        uncompilable: list[CompiledFlag] = []
         for raw in flags if isinstance(flags, (list, tuple)) else ():
-            if not isinstance(raw, dict) or not isinstance(raw.get("key"), str):
+            if raw.__class__ is not dict and not isinstance(raw, dict):
                 skipped += 1
                 continue
-            try:
-                flag = CompiledFlag(raw, property_matching_version)
-            except Exception:
-                # Whatever a definition holds (a number past the int-string limit, a type no
-                # one expected), it costs only its own flag its local evaluation.
-                flag = CompiledFlag.uncompilable(raw)
-                uncompilable.append(flag)
-            if flag.key in by_key:
-                # posthog keeps the last definition of a duplicated key.
-                compiled = [f for f in compiled if f.key != flag.key]
-            compiled.append(flag)
-            by_key[flag.key] = flag
-        set_(self, "flags", tuple(compiled))
-        set_(self, "flags_by_key", MappingProxyType(by_key))
+            key = raw.get("key")
+            if key.__class__ is not str and not isinstance(key, str):
+                skipped += 1
+                continue
+            # posthog keeps the last definition of a duplicated key (at its position).
+            by_key.pop(key, None)
+            by_key[key] = raw
+        set_(self, "_raw_by_key", by_key)
+        set_(self, "_compiled", {})
         set_(self, "skipped", skipped)
-        set_(self, "uncompilable", tuple(f.key for f in uncompilable if by_key.get(f.key) is f))
-        for flag in compiled:
-            try:
-                flag.definition_problem = self._definition_problem(flag)
-            except Exception:
-                flag.definition_problem = None
+        set_(self, "_all", None)
+        set_(self, "_uncompilable", [])
+        set_(self, "_on_uncompilable", on_uncompilable)
+
+    def _compile(self, raw: dict[str, Any]) -> CompiledFlag:
+        try:
+            flag = CompiledFlag(raw, self.property_matching_version)
+        except Exception:
+            # Whatever a definition holds (a number past the int-string limit, a type no
+            # one expected), it costs only its own flag its local evaluation.
+            flag = CompiledFlag.uncompilable(raw)
+            self._uncompilable.append(flag.key)
+            if self._on_uncompilable is not None:
+                try:
+                    self._on_uncompilable(flag.key)
+                except Exception:
+                    pass  # reporting must not change the evaluation
+            return flag
+        try:
+            flag.definition_problem = self._definition_problem(flag)
+        except Exception:
+            flag.definition_problem = None
+        return flag
+
+    @property
+    def flags_by_key(self) -> Mapping[str, CompiledFlag]:
+        """The flags by key, in response order, each compiled on first access."""
+        return _LazyFlags(self)
+
+    @property
+    def flags(self) -> tuple[CompiledFlag, ...]:
+        """Every flag, compiled, in response order."""
+        every = self._all
+        if every is None:
+            by_key = self.flags_by_key
+            every = tuple(by_key[key] for key in by_key)
+            object.__setattr__(self, "_all", every)
+        return every
+
+    @property
+    def uncompilable(self) -> tuple[str, ...]:
+        """Keys of the flags compiled so far that could not be compiled at all."""
+        return tuple(self._uncompilable)
 
     @classmethod
-    def from_response(cls, data: Any) -> Definitions:
+    def from_response(
+        cls, data: Any, on_uncompilable: Callable[[str], None] | None = None
+    ) -> Definitions:
         """Parse a definitions response body (already JSON-decoded); never raises."""
         if not isinstance(data, Mapping):
-            return cls()
+            return cls(on_uncompilable=on_uncompilable)
         return cls(
             data.get("flags") or (),
             cohorts=data.get("cohorts"),
             group_type_mapping=data.get("group_type_mapping"),
             property_matching_version=data.get("property_matching_version", 1),
+            on_uncompilable=on_uncompilable,
         )
 
     @classmethod
@@ -129,10 +211,10 @@ class Definitions:
         raise AttributeError("Definitions is immutable")
 
     def __len__(self) -> int:
-        return len(self.flags)
+        return len(self._raw_by_key)
 
     def __contains__(self, key: object) -> bool:
-        return key in self.flags_by_key
+        return key in self._raw_by_key
 
     def __repr__(self) -> str:
         return f"<Definitions flags={len(self.flags)} cohorts={len(self.cohorts)}>"
@@ -162,7 +244,7 @@ class Definitions:
             if not isinstance(chain, list) or not chain:
                 return _Undecided(f"malformed_dependency:{compiled.key}", _UNSUPPORTED)
             for dep in chain:
-                if dep not in self.flags_by_key:
+                if dep not in self._raw_by_key:
                     return _Undecided(f"missing_dependency:{dep}", _UNSUPPORTED)
             return None
         if isinstance(compiled, _Cohort):

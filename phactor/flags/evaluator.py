@@ -254,6 +254,21 @@ class FlagState:
             self.http.reset_after_fork()
 
 
+def _uncompilable_reporter(log: Any) -> Any:
+    """One warning per flag whose definition cannot be compiled, when it is first evaluated
+    (flags compile lazily: a load does not look inside them)."""
+
+    def report(key: str) -> None:
+        log.warning(
+            "flag_definitions_uncompilable",
+            count=1,
+            flags=[key],
+            effect="this flag is unresolved locally (malformed_definition); others are not",
+        )
+
+    return report
+
+
 def load_definitions(state: FlagState, log: Any) -> bool:
     """Fetch definitions once and publish them into ``state``; True when current ones are in
     place (loaded or 304). Never raises."""
@@ -261,7 +276,7 @@ def load_definitions(state: FlagState, log: Any) -> bool:
     fetch = state.http.fetch_definitions(state.etag)
     previous, state.last_outcome = state.last_outcome, fetch.outcome
     if fetch.outcome == "loaded":
-        definitions = Definitions.from_response(fetch.body)
+        definitions = Definitions.from_response(fetch.body, _uncompilable_reporter(log))
         state.definitions = definitions  # the atomic swap readers rely on
         state.etag = fetch.etag
         state.loads += 1
@@ -273,13 +288,6 @@ def load_definitions(state: FlagState, log: Any) -> bool:
             skipped=definitions.skipped,
             path=fetch.path,
         )
-        if definitions.uncompilable:
-            log.warning(
-                "flag_definitions_uncompilable",
-                count=len(definitions.uncompilable),
-                flags=list(definitions.uncompilable[:20]),
-                effect="these flags are unresolved locally (malformed_definition); others are not",
-            )
         return True
     if fetch.outcome == "not_modified":
         state.definitions_confirmed = time.monotonic()

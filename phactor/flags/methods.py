@@ -205,6 +205,18 @@ class InstanceFlags:
 
     def children(self) -> list[ChildSpec]:
         """Child specs this part adds to the instance's tree: the FlagEvaluator, when useful."""
+        config = self._owner._config
+        polls = bool(config.personal_api_key and config.enable_local_evaluation)
+        if not polls and not (config.test_mode and config.flags is not None):
+            # No FlagEvaluator: the flag core stays unloaded until a flag call (start-up time).
+            if config.flags is not None:
+                get_logger("flags", instance=self._owner.name).warning(
+                    "flags_ignored", detail="the flags option only applies with test_mode=True"
+                )
+            state = self._flag_state
+            if state is not None and state.pid != os.getpid():
+                state.reset_after_fork()
+            return []
         state = self._get_state()
         if state.pid != os.getpid():
             state.reset_after_fork()
