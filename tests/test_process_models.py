@@ -185,6 +185,75 @@ def test_multiprocessing_fork_children_deliver_every_event(devserver: DevServer,
     assert set(devserver.uuid_counts().values()) == {1}
 
 
+# A SIGTERM that only trips the handler's flag while the main thread waits in C: CPython runs
+# the Python handler when that wait returns, and a Pool worker's never does (terminate() keeps
+# the task queue's lock). In the race this arrives just before the worker blocks; here the C
+# handler runs on another thread once the main thread is in sem_wait, deterministically.
+TERMINATED_WHILE_BLOCKED_SCRIPT = """
+    import faulthandler, json, multiprocessing, signal, sys, threading
+    import phactor
+
+    faulthandler.register(signal.SIGUSR2, all_threads=True)  # stacks of a hung run
+
+    url, variant = sys.argv[1], sys.argv[2]
+    phactor.start(api_key="phc_mp", host=url, flush_at=10000, flush_interval=3600)
+    ctx = multiprocessing.get_context("fork")
+    held = ctx.Lock()
+    held.acquire()  # for good, as Pool.terminate() takes the task queue's read lock
+
+    def waits_on(tid, address):
+        # /proc/.../syscall reads "<nr> <arg0> ..." while the thread is in a system call: the
+        # futex wait of sem_wait has the semaphore's address as its first argument.
+        with open(f"/proc/self/task/{tid}/syscall") as f:
+            fields = f.read().split()
+        return len(fields) > 1 and fields[1].startswith("0x") and int(fields[1], 16) == address
+
+    def trip_sigterm_elsewhere(main_tid, address):
+        pause = threading.Event()
+        while not waits_on(main_tid, address):  # no event tells that the kernel parked it
+            pause.wait(0.001)
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+
+    def work(lock):
+        for i in range(4):
+            phactor.capture("child_event", f"worker-{i}")
+        args = (threading.get_native_id(), lock._semlock.handle)
+        threading.Thread(target=trip_sigterm_elsewhere, args=args, daemon=True).start()
+        if variant == "masked":  # not even the drain's own SIGTERM can interrupt this thread
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        lock.acquire()  # never returns: only SIGTERM ends this child
+
+    child = ctx.Process(target=work, args=(held,))
+    child.start()
+    child.join(15)
+    exitcode = child.exitcode
+    if exitcode is None:
+        child.kill()
+        child.join()
+    print(json.dumps({"exitcode": exitcode, "ok": phactor.stop(timeout=10)}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("variant", "exitcode"),
+    [
+        ("blocked", -signal.SIGTERM),  # the drain's SIGTERM interrupts the wait: the handler ends it
+        ("masked", 128 + signal.SIGTERM),  # the drain thread ends it itself, after a grace period
+    ],
+)
+def test_sigterm_tripped_while_the_main_thread_waits_in_c_still_drains_and_ends_the_child(
+    devserver: DevServer, variant: str, exitcode: int
+) -> None:
+    result = run_script(TERMINATED_WHILE_BLOCKED_SCRIPT, devserver.url, variant)
+    assert result.returncode == 0, result.stderr
+    out = last_json(result)
+    assert out["exitcode"] is not None, "the child outlived SIGTERM: " + result.stderr
+    assert out["exitcode"] == exitcode, (out, result.stderr)
+    assert out["ok"] is True
+    assert devserver.wait_for(4, timeout=5)
+    assert devserver.count(event="child_event") == 4
+
+
 # --- SIGTERM ---------------------------------------------------------------------------------
 
 SIGTERM_SCRIPT = """
