@@ -205,9 +205,16 @@ _MP_MARK = type("_MultiprocessingMark", (), {})()  # weakref-able key for regist
 
 
 def after_fork_in_child() -> None:
-    """os.fork() hook (in the child, cheap): give up the parent's signal watcher; when this may
-    be a multiprocessing child, have multiprocessing register our drain finalizer once its
-    bootstrap has cleared the parent's."""
+    """os.fork() hook (in the child, cheap): forget the parent's SIGTERM state (a fork during
+    its drain must not leave the child unable to end); when this may be a multiprocessing
+    child, have multiprocessing register our drain finalizer once its bootstrap has cleared
+    the parent's."""
+    global _sigterm_drain, _sigterm_done, _sigterm_lock, _waiting, _stopping
+    _sigterm_drain = None
+    _sigterm_done = threading.Event()
+    _sigterm_lock = threading.Lock()
+    _waiting = False
+    _stopping = []
     _sigwatch.after_fork_in_child()
     util = sys.modules.get("multiprocessing.util")
     if util is not None and _running():

@@ -8,7 +8,10 @@ hang on the unfixed code shows up as a failure, never as a stuck suite.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import select
 import signal
 import subprocess
 import sys
@@ -333,6 +336,77 @@ def test_handle_sigterm_false_keeps_the_default_disposition(devserver: DevServer
     status, first = run_until_sigterm(devserver, 10, "off")
     assert first["handler"] == "SIG_DFL"
     assert status == -signal.SIGTERM
+
+
+# A process forked (from a thread) while the parent drains after SIGTERM is a new process: its
+# own SIGTERM must drain it and end it, not find the parent's drain "already under way".
+FORK_DURING_DRAIN_SCRIPT = """
+    import faulthandler, json, os, signal, sys, threading
+    import phactor
+
+    faulthandler.register(signal.SIGUSR2, all_threads=True)  # stacks of a hung run
+
+    url, n = sys.argv[1], int(sys.argv[2])
+    phactor.start(api_key="phc_term", host=url, flush_interval=3600)
+    for i in range(n):
+        phactor.capture("queued_at_sigterm", f"user-{i}")
+
+    def fork_during_the_drain():
+        pause = threading.Event()
+        while not any(t.name == "phactor-sigterm" for t in threading.enumerate()):
+            pause.wait(0.005)  # nothing public tells that the drain started
+        if os.fork() == 0:  # this thread goes on as the child's main thread
+            child = phactor.start("child", api_key="phc_child", host=url, flush_interval=3600)
+            for i in range(5):
+                child.capture("child_event", f"child-{i}")
+            print(json.dumps({"child": os.getpid()}), flush=True)
+            threading.Event().wait(60)  # until SIGTERM ends it
+            os._exit(0)
+
+    threading.Thread(target=fork_during_the_drain, daemon=True).start()
+    print(json.dumps({"ready": True}), flush=True)
+    threading.Event().wait(60)  # the app idles until the signal ends it
+"""
+
+
+def test_a_process_forked_during_the_sigterm_drain_is_drained_and_ended_by_its_own_sigterm(
+    devserver: DevServer,
+) -> None:
+    devserver.delay(0.02)  # the parent's drain is still under way when the thread forks
+    n = 1000
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(FORK_DURING_DRAIN_SCRIPT), devserver.url, str(n)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    child = 0
+    try:
+        assert proc.stdout is not None
+        assert json.loads(proc.stdout.readline() or "{}") == {"ready": True}
+        proc.send_signal(signal.SIGTERM)
+        ready, _, _ = select.select([proc.stdout], [], [], SCRIPT_TIMEOUT)
+        assert ready, "no child was forked"
+        child = json.loads(proc.stdout.readline())["child"]
+        ended = os.pidfd_open(child)  # readable once the child has ended (it is not ours to wait)
+        try:
+            os.kill(child, signal.SIGTERM)
+            gone, _, _ = select.select([ended], [], [], 20)
+        finally:
+            os.close(ended)
+        assert gone, "the forked child outlived its SIGTERM"
+        _, stderr = proc.communicate(timeout=SCRIPT_TIMEOUT)
+        assert proc.returncode == -signal.SIGTERM, stderr
+    finally:
+        if child:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert devserver.wait_for(n + 5, timeout=10)
+    assert devserver.count(event="child_event") == 5
+    assert devserver.count(event="queued_at_sigterm") == n
 
 
 SIGTERM_RESTORE_SCRIPT = """
