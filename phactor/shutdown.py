@@ -216,6 +216,7 @@ def after_fork_in_child() -> None:
     _waiting = False
     _stopping = []
     _sigwatch.after_fork_in_child()
+    _unblock_sigterm_after_fork()
     util = sys.modules.get("multiprocessing.util")
     if util is not None and _running():
         util.register_after_fork(_MP_MARK, _in_multiprocessing_child)
@@ -229,3 +230,26 @@ def _in_multiprocessing_child(_mark: object) -> None:
     util.Finalize(None, drain, exitpriority=0)
     if signal.getsignal(signal.SIGTERM) is _on_sigterm:
         _sigwatch.watch(signal.SIGTERM, _sigterm_seen)  # terminate() must end it: see above
+
+
+# CPython discards the signals a forked child received before its interpreter's after-fork
+# reset: a SIGTERM sent at once (Pool.terminate() on a worker not yet scheduled) would be lost
+# and, with our handler, never end the child. So SIGTERM stays blocked on the forking thread
+# across fork(): in the child it waits, pending, until the fork hooks are done.
+_fork_mask = threading.local()
+
+
+def _block_sigterm_for_fork() -> None:
+    if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        _fork_mask.unblock = signal.SIGTERM not in before
+
+
+def _unblock_sigterm_after_fork() -> None:
+    if getattr(_fork_mask, "unblock", False):
+        _fork_mask.unblock = False
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # a pending one runs now
+
+
+if hasattr(os, "register_at_fork") and hasattr(signal, "pthread_sigmask"):
+    os.register_at_fork(before=_block_sigterm_for_fork, after_in_parent=_unblock_sigterm_after_fork)

@@ -257,6 +257,35 @@ def test_sigterm_tripped_while_the_main_thread_waits_in_c_still_drains_and_ends_
     assert devserver.count(event="child_event") == 4
 
 
+# CPython discards a signal that reaches a forked child before its after-fork reset: a Pool
+# worker terminated before it was even scheduled (busy machine) lived on, unkillable by SIGTERM.
+TERMINATED_AT_ONCE_SCRIPT = """
+    import json, multiprocessing, signal, sys, time
+    import phactor
+
+    phactor.start(api_key="phc_mp", host=sys.argv[1], flush_interval=3600)
+    ctx = multiprocessing.get_context("fork")
+    codes = []
+    for _ in range(5):
+        child = ctx.Process(target=time.sleep, args=(30,))
+        child.start()
+        child.terminate()  # at once: before the child ran past fork(), most of the time
+        child.join(10)
+        codes.append(child.exitcode)
+        if child.exitcode is None:
+            child.kill()
+            child.join()
+    print(json.dumps({"codes": codes, "ok": phactor.stop(timeout=10)}))
+"""
+
+
+def test_a_child_terminated_right_after_fork_ends(devserver: DevServer) -> None:
+    result = run_script(TERMINATED_AT_ONCE_SCRIPT, devserver.url)
+    assert result.returncode == 0, result.stderr
+    out = last_json(result)
+    assert out["codes"] == [-signal.SIGTERM] * 5, (out, result.stderr)
+
+
 # --- SIGTERM ---------------------------------------------------------------------------------
 
 SIGTERM_SCRIPT = """
