@@ -9,6 +9,11 @@
 - A multiprocessing child started by fork (`Process`, `Pool` workers) ends through
   `os._exit` after multiprocessing's own finalizers: a finalizer registered in the child
   drains it there. `spawn`/`forkserver` children are new interpreters: `start()` there.
+- `terminate()` SIGTERMs such a child, often while its main thread waits in C (a Pool worker
+  on its task queue's lock, which `terminate()` then keeps for good). A SIGTERM landing just
+  before that wait never runs the Python handler, so the child also watches for SIGTERM on a
+  thread (`_sigwatch`: the signal wakeup fd) that starts the same drain; the drain thread ends
+  the process itself when the main thread does not within `_GRACE`.
 
 `drain` stops the instances in parallel; each `stop()` is bounded by its timeout.
 """
@@ -23,6 +28,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from phactor import _sigwatch
 from phactor._log import get_logger
 from phactor._sigmask import signals_blocked
 from phactor.buffer import reentered
@@ -84,6 +90,10 @@ def drain(running: list[Instance] | None = None) -> None:
 
 _sigterm_drain: threading.Thread | None = None
 _sigterm_done = threading.Event()
+# Serialises starting the drain (the handler and the watcher thread); the handler never waits
+# for it. `_waiting`: the main thread's handler is waiting for the drain (main thread only).
+_sigterm_lock = threading.Lock()
+_waiting = False
 
 
 def on_start(config: Config) -> None:
@@ -113,26 +123,46 @@ def on_last_stop() -> None:
 def _on_sigterm(signum: int, frame: Any) -> None:
     """Drain within shutdown_timeout, then end the process as the default SIGTERM would.
 
-    The drain runs on its own thread. The handler waits for it, unless it interrupted this
-    thread inside phactor (holding a lock the drain needs): then it returns at once, the
-    interrupted call finishes, and the drain thread re-raises SIGTERM when done, which brings
-    the process back here to end it.
+    The drain runs on its own thread (maybe started already by the watcher thread). The
+    handler waits for it, unless it interrupted this thread inside phactor (holding a lock the
+    drain needs) or its own wait: then it returns at once, the interrupted call finishes, and
+    the drain thread re-raises SIGTERM when done, which brings the process back here to end it.
     """
-    global _sigterm_drain
+    global _waiting
     if _sigterm_done.is_set():
         _die()
-    if _sigterm_drain is not None:
-        return  # a repeated SIGTERM while draining: the first one ends the process
-    budget = max((i.config.shutdown_timeout for i in _running()), default=_DRAIN_WAIT) + 2 * _GRACE
-    thread = threading.Thread(target=_drain_then_signal, name="phactor-sigterm", daemon=True)
-    _sigterm_drain = thread
-    with signals_blocked():
-        thread.start()
-    if _interrupted_phactor():
+    thread = _start_drain()
+    if thread is None or _waiting or _interrupted_phactor():
         return
+    budget = max((i.config.shutdown_timeout for i in _running()), default=_DRAIN_WAIT) + 2 * _GRACE
+    _waiting = True
     thread.join(budget)
     _sigterm_done.set()
     _die()
+
+
+def _sigterm_seen() -> None:
+    """The watcher thread saw a SIGTERM arrive: start the drain, as the main thread may be
+    unable to run the handler (blocked in C since just after the signal came)."""
+    if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+        _start_drain()
+
+
+def _start_drain() -> threading.Thread | None:
+    """The SIGTERM drain thread, started by the first caller; None while another thread is
+    starting it (the caller never waits: the drain re-raises SIGTERM when done)."""
+    global _sigterm_drain
+    if not _sigterm_lock.acquire(blocking=False):
+        return None
+    try:
+        if _sigterm_drain is None:
+            thread = threading.Thread(target=_drain_then_signal, name="phactor-sigterm", daemon=True)
+            _sigterm_drain = thread
+            with signals_blocked():
+                thread.start()
+        return _sigterm_drain
+    finally:
+        _sigterm_lock.release()
 
 
 def _drain_then_signal() -> None:
@@ -144,6 +174,13 @@ def _drain_then_signal() -> None:
         if not _sigterm_done.is_set():
             _sigterm_done.set()
             os.kill(os.getpid(), signal.SIGTERM)  # the main thread's handler ends the process
+    # The main thread ends the process now (its handler runs when the signal interrupts what
+    # it is doing). If it cannot (a C call no signal interrupts, or the signal landed just
+    # before it blocked again), end it from here, as SIGTERM would have: never hang.
+    time.sleep(_GRACE)
+    if signal.getsignal(signal.SIGTERM) is _on_sigterm:  # not taken over by the app meanwhile
+        _log.warning("sigterm_main_thread_unresponsive")
+        os._exit(128 + signal.SIGTERM)
 
 
 def _interrupted_phactor() -> bool:
@@ -168,8 +205,18 @@ _MP_MARK = type("_MultiprocessingMark", (), {})()  # weakref-able key for regist
 
 
 def after_fork_in_child() -> None:
-    """os.fork() hook (in the child, cheap): when this may be a multiprocessing child, have
-    multiprocessing register our drain finalizer once its bootstrap has cleared the parent's."""
+    """os.fork() hook (in the child, cheap): forget the parent's SIGTERM state (a fork during
+    its drain must not leave the child unable to end); when this may be a multiprocessing
+    child, have multiprocessing register our drain finalizer once its bootstrap has cleared
+    the parent's."""
+    global _sigterm_drain, _sigterm_done, _sigterm_lock, _waiting, _stopping
+    _sigterm_drain = None
+    _sigterm_done = threading.Event()
+    _sigterm_lock = threading.Lock()
+    _waiting = False
+    _stopping = []
+    _sigwatch.after_fork_in_child()
+    _unblock_sigterm_after_fork()
     util = sys.modules.get("multiprocessing.util")
     if util is not None and _running():
         util.register_after_fork(_MP_MARK, _in_multiprocessing_child)
@@ -181,3 +228,28 @@ def _in_multiprocessing_child(_mark: object) -> None:
     from multiprocessing import util
 
     util.Finalize(None, drain, exitpriority=0)
+    if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+        _sigwatch.watch(signal.SIGTERM, _sigterm_seen)  # terminate() must end it: see above
+
+
+# CPython discards the signals a forked child received before its interpreter's after-fork
+# reset: a SIGTERM sent at once (Pool.terminate() on a worker not yet scheduled) would be lost
+# and, with our handler, never end the child. So SIGTERM stays blocked on the forking thread
+# across fork(): in the child it waits, pending, until the fork hooks are done.
+_fork_mask = threading.local()
+
+
+def _block_sigterm_for_fork() -> None:
+    if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        _fork_mask.unblock = signal.SIGTERM not in before
+
+
+def _unblock_sigterm_after_fork() -> None:
+    if getattr(_fork_mask, "unblock", False):
+        _fork_mask.unblock = False
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # a pending one runs now
+
+
+if hasattr(os, "register_at_fork") and hasattr(signal, "pthread_sigmask"):
+    os.register_at_fork(before=_block_sigterm_for_fork, after_in_parent=_unblock_sigterm_after_fork)

@@ -92,6 +92,7 @@ PLACEMENT: tuple[tuple[str, str], ...] = (
     ("phactor._lazy", "core"),
     ("phactor._log", "core"),
     ("phactor._sigmask", "core"),
+    ("phactor._sigwatch", "core"),
     ("phactor._version", "core"),
 )
 

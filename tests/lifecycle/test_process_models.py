@@ -8,7 +8,10 @@ hang on the unfixed code shows up as a failure, never as a stuck suite.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import select
 import signal
 import subprocess
 import sys
@@ -185,6 +188,104 @@ def test_multiprocessing_fork_children_deliver_every_event(devserver: DevServer,
     assert set(devserver.uuid_counts().values()) == {1}
 
 
+# A SIGTERM that only trips the handler's flag while the main thread waits in C: CPython runs
+# the Python handler when that wait returns, and a Pool worker's never does (terminate() keeps
+# the task queue's lock). In the race this arrives just before the worker blocks; here the C
+# handler runs on another thread once the main thread is in sem_wait, deterministically.
+TERMINATED_WHILE_BLOCKED_SCRIPT = """
+    import faulthandler, json, multiprocessing, signal, sys, threading
+    import phactor
+
+    faulthandler.register(signal.SIGUSR2, all_threads=True)  # stacks of a hung run
+
+    url, variant = sys.argv[1], sys.argv[2]
+    phactor.start(api_key="phc_mp", host=url, flush_at=10000, flush_interval=3600)
+    ctx = multiprocessing.get_context("fork")
+    held = ctx.Lock()
+    held.acquire()  # for good, as Pool.terminate() takes the task queue's read lock
+
+    def waits_on(tid, address):
+        # /proc/.../syscall reads "<nr> <arg0> ..." while the thread is in a system call: the
+        # futex wait of sem_wait has the semaphore's address as its first argument.
+        with open(f"/proc/self/task/{tid}/syscall") as f:
+            fields = f.read().split()
+        return len(fields) > 1 and fields[1].startswith("0x") and int(fields[1], 16) == address
+
+    def trip_sigterm_elsewhere(main_tid, address):
+        pause = threading.Event()
+        while not waits_on(main_tid, address):  # no event tells that the kernel parked it
+            pause.wait(0.001)
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+
+    def work(lock):
+        for i in range(4):
+            phactor.capture("child_event", f"worker-{i}")
+        args = (threading.get_native_id(), lock._semlock.handle)
+        threading.Thread(target=trip_sigterm_elsewhere, args=args, daemon=True).start()
+        if variant == "masked":  # not even the drain's own SIGTERM can interrupt this thread
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        lock.acquire()  # never returns: only SIGTERM ends this child
+
+    child = ctx.Process(target=work, args=(held,))
+    child.start()
+    child.join(15)
+    exitcode = child.exitcode
+    if exitcode is None:
+        child.kill()
+        child.join()
+    print(json.dumps({"exitcode": exitcode, "ok": phactor.stop(timeout=10)}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("variant", "exitcode"),
+    [
+        ("blocked", -signal.SIGTERM),  # the drain's SIGTERM interrupts the wait: the handler ends it
+        ("masked", 128 + signal.SIGTERM),  # the drain thread ends it itself, after a grace period
+    ],
+)
+def test_sigterm_tripped_while_the_main_thread_waits_in_c_still_drains_and_ends_the_child(
+    devserver: DevServer, variant: str, exitcode: int
+) -> None:
+    result = run_script(TERMINATED_WHILE_BLOCKED_SCRIPT, devserver.url, variant)
+    assert result.returncode == 0, result.stderr
+    out = last_json(result)
+    assert out["exitcode"] is not None, "the child outlived SIGTERM: " + result.stderr
+    assert out["exitcode"] == exitcode, (out, result.stderr)
+    assert out["ok"] is True
+    assert devserver.wait_for(4, timeout=5)
+    assert devserver.count(event="child_event") == 4
+
+
+# CPython discards a signal that reaches a forked child before its after-fork reset: a Pool
+# worker terminated before it was even scheduled (busy machine) lived on, unkillable by SIGTERM.
+TERMINATED_AT_ONCE_SCRIPT = """
+    import json, multiprocessing, signal, sys, time
+    import phactor
+
+    phactor.start(api_key="phc_mp", host=sys.argv[1], flush_interval=3600)
+    ctx = multiprocessing.get_context("fork")
+    codes = []
+    for _ in range(5):
+        child = ctx.Process(target=time.sleep, args=(30,))
+        child.start()
+        child.terminate()  # at once: before the child ran past fork(), most of the time
+        child.join(10)
+        codes.append(child.exitcode)
+        if child.exitcode is None:
+            child.kill()
+            child.join()
+    print(json.dumps({"codes": codes, "ok": phactor.stop(timeout=10)}))
+"""
+
+
+def test_a_child_terminated_right_after_fork_ends(devserver: DevServer) -> None:
+    result = run_script(TERMINATED_AT_ONCE_SCRIPT, devserver.url)
+    assert result.returncode == 0, result.stderr
+    out = last_json(result)
+    assert out["codes"] == [-signal.SIGTERM] * 5, (out, result.stderr)
+
+
 # --- SIGTERM ---------------------------------------------------------------------------------
 
 SIGTERM_SCRIPT = """
@@ -264,6 +365,77 @@ def test_handle_sigterm_false_keeps_the_default_disposition(devserver: DevServer
     status, first = run_until_sigterm(devserver, 10, "off")
     assert first["handler"] == "SIG_DFL"
     assert status == -signal.SIGTERM
+
+
+# A process forked (from a thread) while the parent drains after SIGTERM is a new process: its
+# own SIGTERM must drain it and end it, not find the parent's drain "already under way".
+FORK_DURING_DRAIN_SCRIPT = """
+    import faulthandler, json, os, signal, sys, threading
+    import phactor
+
+    faulthandler.register(signal.SIGUSR2, all_threads=True)  # stacks of a hung run
+
+    url, n = sys.argv[1], int(sys.argv[2])
+    phactor.start(api_key="phc_term", host=url, flush_interval=3600)
+    for i in range(n):
+        phactor.capture("queued_at_sigterm", f"user-{i}")
+
+    def fork_during_the_drain():
+        pause = threading.Event()
+        while not any(t.name == "phactor-sigterm" for t in threading.enumerate()):
+            pause.wait(0.005)  # nothing public tells that the drain started
+        if os.fork() == 0:  # this thread goes on as the child's main thread
+            child = phactor.start("child", api_key="phc_child", host=url, flush_interval=3600)
+            for i in range(5):
+                child.capture("child_event", f"child-{i}")
+            print(json.dumps({"child": os.getpid()}), flush=True)
+            threading.Event().wait(60)  # until SIGTERM ends it
+            os._exit(0)
+
+    threading.Thread(target=fork_during_the_drain, daemon=True).start()
+    print(json.dumps({"ready": True}), flush=True)
+    threading.Event().wait(60)  # the app idles until the signal ends it
+"""
+
+
+def test_a_process_forked_during_the_sigterm_drain_is_drained_and_ended_by_its_own_sigterm(
+    devserver: DevServer,
+) -> None:
+    devserver.delay(0.02)  # the parent's drain is still under way when the thread forks
+    n = 1000
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(FORK_DURING_DRAIN_SCRIPT), devserver.url, str(n)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    child = 0
+    try:
+        assert proc.stdout is not None
+        assert json.loads(proc.stdout.readline() or "{}") == {"ready": True}
+        proc.send_signal(signal.SIGTERM)
+        ready, _, _ = select.select([proc.stdout], [], [], SCRIPT_TIMEOUT)
+        assert ready, "no child was forked"
+        child = json.loads(proc.stdout.readline())["child"]
+        ended = os.pidfd_open(child)  # readable once the child has ended (it is not ours to wait)
+        try:
+            os.kill(child, signal.SIGTERM)
+            gone, _, _ = select.select([ended], [], [], 20)
+        finally:
+            os.close(ended)
+        assert gone, "the forked child outlived its SIGTERM"
+        _, stderr = proc.communicate(timeout=SCRIPT_TIMEOUT)
+        assert proc.returncode == -signal.SIGTERM, stderr
+    finally:
+        if child:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert devserver.wait_for(n + 5, timeout=10)
+    assert devserver.count(event="child_event") == 5
+    assert devserver.count(event="queued_at_sigterm") == n
 
 
 SIGTERM_RESTORE_SCRIPT = """
