@@ -57,6 +57,7 @@ PLACEMENT: tuple[tuple[str, str], ...] = (
     ("phactor.errortracking.loop*", "instance"),
     # actors and the shared state they work on
     ("phactor.buffer", "actors"),
+    ("phactor.spooled", "actors"),  # the buffer with a durable spool, its writer thread
     ("phactor.supervisor", "actors"),
     ("phactor.batcher", "actors"),
     ("phactor.sender", "actors"),
@@ -72,6 +73,7 @@ PLACEMENT: tuple[tuple[str, str], ...] = (
     ("phactor._http", "transport"),
     ("phactor.flags.http*", "transport"),
     ("phactor.timer", "transport"),
+    ("phactor.spool", "transport"),  # the on-disk journal (SQLite)
     # the pure core (no threads, no I/O) and leaf helpers
     ("phactor.flags.*", "core"),
     ("phactor.errortracking.*", "core"),
