@@ -21,6 +21,7 @@ import re
 import sqlite3
 import sys
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -28,16 +29,22 @@ __all__ = ["Journal", "JournalError", "adopt_dead", "dead_journals", "journal_pa
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, data BLOB NOT NULL)"
 _SYNC = {"always": "FULL", "batch": "NORMAL", "off": "OFF"}
-_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+_SAFE = re.compile(r"[^A-Za-z0-9_-]")
+_OWNER = re.compile(r"[0-9]+-[0-9]+")
 
 
 class JournalError(Exception):
     """The journal cannot be used (corrupt, unreadable, disk full or read-only)."""
 
 
-def journal_path(spool_dir: str, name: str, pid: int) -> str:
-    """The journal of instance `name` in process `pid`."""
-    return os.path.join(spool_dir, f"{_safe(name)}.{pid}.journal")
+def journal_path(spool_dir: str, name: str, pid: int, token: int | None = None) -> str:
+    """A new journal of instance `name` in process `pid`.
+
+    `token` (default: the time in ns) makes it unique: a pid is reused (every container's
+    main process is pid 1; a restart in the same process), a journal name never is.
+    """
+    token = time.time_ns() if token is None else token
+    return os.path.join(spool_dir, f"{_safe(name)}.{pid}-{token}.journal")
 
 
 def lock_path(journal: str) -> str:
@@ -144,6 +151,8 @@ class Journal:
                 self._db.close()
             if empty and remove_if_empty:
                 _remove(self.path)
+                with contextlib.suppress(OSError):
+                    os.unlink(lock_path(self.path))
             self._release_lock()
 
     def forget_after_fork(self) -> None:
@@ -181,7 +190,7 @@ def dead_journals(spool_dir: str, name: str, own: str) -> list[str]:
         if entry.startswith(prefix) and entry.endswith(".journal"):
             middle = entry[len(prefix) : -len(".journal")]
             path = os.path.join(spool_dir, entry)
-            if middle.isdigit() and path != own:
+            if _OWNER.fullmatch(middle) and path != own:
                 with contextlib.suppress(OSError):
                     found.append((os.stat(path).st_mtime, path))
     return [path for _, path in sorted(found)]

@@ -13,7 +13,7 @@ from phactor.spool import Journal, JournalError, adopt_dead, dead_journals, jour
 
 
 def test_append_read_delete_evict(tmp_path):
-    j = Journal(str(tmp_path / "a.1.journal"))
+    j = Journal(str(tmp_path / "a.1-1.journal"))
     j.append([(1, b"one"), (2, b"two"), (3, b"three")])
     assert j.read_oldest(2) == [(1, b"one"), (2, b"two")]
     j.delete([2])
@@ -30,7 +30,7 @@ def test_append_read_delete_evict(tmp_path):
 
 
 def test_a_live_journal_is_locked(tmp_path):
-    path = str(tmp_path / "a.1.journal")
+    path = str(tmp_path / "a.1-1.journal")
     j = Journal(path)
     try:
         Journal(path)
@@ -39,7 +39,7 @@ def test_a_live_journal_is_locked(tmp_path):
     else:
         raise AssertionError("a second owner opened a locked journal")
     # Nor is it adopted while its owner lives.
-    other = Journal(str(tmp_path / "a.2.journal"))
+    other = Journal(str(tmp_path / "a.2-1.journal"))
     assert adopt_dead(path, other, lambda n: 1) == (0, None)
     j.close()
     other.close()
@@ -48,12 +48,12 @@ def test_a_live_journal_is_locked(tmp_path):
 @given(st.lists(st.binary(min_size=1, max_size=50), max_size=40), st.integers(1, 1000))
 def test_adoption_moves_every_row_in_order(tmp_path_factory, payloads, start):
     d = tmp_path_factory.mktemp("spool")
-    dead = Journal(journal_path(str(d), "inst", 11))
+    dead = Journal(journal_path(str(d), "inst", 11, 1))
     dead.append([(100 + i, p) for i, p in enumerate(payloads)])
     dead.close()
-    own = Journal(journal_path(str(d), "inst", 12))
+    own = Journal(journal_path(str(d), "inst", 12, 1))
     found = dead_journals(str(d), "inst", own.path)
-    assert found == ([journal_path(str(d), "inst", 11)] if payloads else [])
+    assert found == ([journal_path(str(d), "inst", 11, 1)] if payloads else [])
     for path in found:
         assert adopt_dead(path, own, lambda n: start) == (len(payloads), None)
         assert not os.path.exists(path)
