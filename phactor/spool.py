@@ -155,6 +155,16 @@ class Journal:
                     os.unlink(lock_path(self.path))
             self._release_lock()
 
+    def discard(self) -> None:
+        """Close and remove the journal (the spool failed: memory holds or counted it all)."""
+        with self._mutex:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            _remove(self.path)
+            with contextlib.suppress(OSError):
+                os.unlink(lock_path(self.path))
+            self._release_lock()
+
     def forget_after_fork(self) -> None:
         """In a forked child: let go of the parent's journal without touching the file.
 

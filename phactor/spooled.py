@@ -299,7 +299,12 @@ class SpooledBuffer(EventBuffer):
             self._fail("spool_failed", error)
         journal = self._journal
         if journal is not None:
-            journal.close()
+            if self._failed:
+                # Memory now holds what was pending (or it was counted `spool_error`): the
+                # next process must not deliver those events again.
+                journal.discard()
+            else:
+                journal.close()
 
     def _adopt(self) -> None:
         journal = self._journal
