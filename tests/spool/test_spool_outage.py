@@ -85,9 +85,9 @@ def test_an_outage_longer_than_memory_delivers_everything(
         assert held["queued"] <= QUEUE and held["spooled"] >= N - QUEUE - 2 * 500
         stats = second["stats"]
         assert stats["sent"] == N and stats["dropped"] == {} and stats["spooled"] == 0
-        assert target.count() == N if N <= 100_000 else True
-        uuids = target.uuid_counts()
-        assert len(uuids) == N
+        assert target.count() == N
+        if N <= 100_000:  # the server's request log keeps the newest 64 MiB only
+            assert len(target.uuid_counts()) == N
         # Memory as without a spool: the same run without one (which refuses the backlog).
         base_first, base_second = run(target, "-")
         assert base_first["refused"] > 0  # without a spool the backlog is refused (queue_full)
