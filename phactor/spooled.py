@@ -77,6 +77,8 @@ class SpooledBuffer(EventBuffer):
         self._disk_bytes = 0
         self._committed = 0
         self._written = threading.Condition(threading.Lock())
+        # Events waiting for the writer beyond which a capture waits for it (backpressure).
+        self._pending_bound = max(max_queue_size, 1000)
         self.replayed = 0
         self._adopting = False
         self.evicted = 0
@@ -192,10 +194,15 @@ class SpooledBuffer(EventBuffer):
                     if wake:
                         self._wake_pending = True
                 self._pending.append((seq, data))
+                backlog = len(self._pending)
             if wake and self.wake is not None:
                 self.wake()
             if self.sync == "always":
                 self._wait_written(seq)
+            elif backlog > self._pending_bound:
+                # The writer fell behind (an outage captured faster than the disk takes it):
+                # wait for it, so memory stays bounded (only while it is behind).
+                self._wait_written(seq - self._pending_bound // 2)
             return True
         finally:
             state.busy = False
