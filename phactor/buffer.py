@@ -360,6 +360,7 @@ class EventBuffer:
             self.sent += sent
             if dropped:
                 self.dropped.update(dropped)
+            self._settled_locked(batch.items, back)
             if back:
                 oldest = min(seq for seq, _ in back)
                 for waiter in self._waiters:
@@ -367,6 +368,9 @@ class EventBuffer:
                         waiter[1] = True
             self._requeue_locked(back)
             self._done.notify_all()
+
+    def _settled_locked(self, items: list[Item], back: list[Item]) -> None:
+        """A batch settled (`back` goes back to the queue): a spool removes the rest."""
 
     def give_back(self, holder: str) -> int:
         """Put `holder`'s batch back at the front of the queue; returns how many."""
@@ -458,6 +462,17 @@ class EventBuffer:
             self._in_flight.clear()
             self._done.notify_all()
             return n
+
+    # --- storage (a durable spool, see phactor.spooled; nothing to do in memory) -----------
+
+    def open_storage(self) -> None:
+        """Start keeping events on disk (a spooled buffer); in memory: nothing."""
+
+    def close_storage(self) -> None:
+        """After close(): finish writing and release the disk (a spooled buffer)."""
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: let go of the parent's disk state (a spooled buffer)."""
 
     # --- flush and stats -------------------------------------------------------------------
 

@@ -67,6 +67,11 @@ class Config:
     watchdog_interval: float = 300.0
     # process end
     handle_sigterm: bool = True
+    # durable spool (docs/durability.md)
+    spool_dir: str | None = None
+    spool_sync: str = "batch"
+    spool_interval: float = 0.2
+    spool_max_bytes: int = 512 * 1024 * 1024
     # feature flags
     poll_interval: float = 30.0
     flags_request_timeout: float = 3.0
@@ -367,6 +372,24 @@ def _loggers(name: str, value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
+def _spool_dir(name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    form = "None or a directory path (created if missing)"
+    if not isinstance(value, str | os.PathLike):
+        raise ConfigError(name, form, value)
+    path = os.fspath(value)
+    if not isinstance(path, str) or not path or "\0" in path or os.path.isfile(path):
+        raise ConfigError(name, form, value)
+    return os.path.abspath(path)
+
+
+def _spool_sync(name: str, value: Any) -> str:
+    if value not in ("batch", "always", "off") or not isinstance(value, str):
+        raise ConfigError(name, "'batch', 'always' or 'off'", value)
+    return str(value)
+
+
 def _environments(name: str, value: Any) -> tuple[str, ...]:
     form = f"a list of at most {_MAX_MODULES} non-empty environment tag strings"
     if value is None:
@@ -408,6 +431,10 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "shutdown_timeout": _seconds(0.0, 3600.0),
     "watchdog_interval": _seconds(0.05, _DAY),
     "handle_sigterm": _bool,
+    "spool_dir": _spool_dir,
+    "spool_sync": _spool_sync,
+    "spool_interval": _seconds(0.001, 60.0),
+    "spool_max_bytes": _count(_MIB, 1 << 40),
     "poll_interval": _seconds(0.01, _DAY),
     "flags_request_timeout": _seconds(0.001, 600.0),
     "flags": _flags,

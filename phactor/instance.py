@@ -41,6 +41,7 @@ from phactor.flags.methods import InstanceFlags
 from phactor.health import DeliveryHealth
 from phactor.runtime import lib_properties
 from phactor.sender import Delivery, delivering_for
+from phactor.spooled import SpooledBuffer
 from phactor.supervisor import Crash, Registry
 
 if TYPE_CHECKING:
@@ -94,10 +95,19 @@ class Instance:
         self._pid = os.getpid()
         self._registry = Registry()
         self._abort = threading.Event()
-        self._buffer = EventBuffer(
-            self._config.max_queue_size, self._config.flush_at, wake=self._wake_batcher
-        )
-        self._buffer.wake_on_drop = self._config.on_drop is not None
+        config = self._config
+        if config.spool_dir is None or config.disabled:
+            self._buffer = EventBuffer(
+                config.max_queue_size, config.flush_at, wake=self._wake_batcher
+            )
+        else:
+            self._buffer = SpooledBuffer(
+                config.max_queue_size, config.flush_at, wake=self._wake_batcher,
+                spool_dir=config.spool_dir, name=self.name, sync=config.spool_sync,
+                interval=config.spool_interval, max_bytes=config.spool_max_bytes,
+                log=get_logger("spool", instance=self.name),
+            )  # fmt: skip
+        self._buffer.wake_on_drop = config.on_drop is not None
         self._supervisor: pykka.ActorRef[Any] | None = None
         self._health = DeliveryHealth(
             watchdog_interval=self._config.watchdog_interval,
@@ -109,6 +119,7 @@ class Instance:
         if self._disabled:
             self._state = "running"
             return
+        self._buffer.open_storage()
         tree.start(self)
         self._state = "running"
         config = self._config
@@ -147,6 +158,7 @@ class Instance:
         self._test_lock = threading.Lock()
         self._test_events = []
         self._drop_log_at = {}
+        self._buffer.forget_after_fork()
         self._reset_runtime()
         if self._state == "running" and not self._disabled:
             self._forked = True
@@ -207,6 +219,7 @@ class Instance:
                 if left:
                     self._log.warning("stop_dropped", in_flight=left)
                     self._health.report_drops(self._buffer.stats()["dropped"])
+                self._buffer.close_storage()
             self._state = "stopped"
             self._disable_debug_output()
             return True
@@ -232,6 +245,7 @@ class Instance:
             remaining = deadline - time.monotonic() if timeout != math.inf else self._request_time()
             tree.stop(self._supervisor, 0.0 if inside else max(remaining, 0.0) + _STOP_GRACE)
         left_in_flight = self._buffer.abandon_in_flight("shutdown")
+        self._buffer.close_storage()
         if left_queued or left_in_flight:
             self._log.warning("shutdown_dropped", queued=left_queued, in_flight=left_in_flight)
         self._state = "stopped"

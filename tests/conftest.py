@@ -117,6 +117,7 @@ def assert_ledger(inst: phactor.Instance) -> dict[str, Any]:
     stats = inst.stats()
     accounted = (
         stats["sent"] + sum(stats["dropped"].values()) + stats["queued"] + stats["in_flight"]
+        + stats.get("spooled", 0)
     )
     assert stats["captured"] == accounted, stats
     return stats

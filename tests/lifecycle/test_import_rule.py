@@ -60,6 +60,7 @@ PLACEMENT: tuple[tuple[str, str], ...] = (
     # actors and the shared state they work on
     ("phactor.buffer", "actors"),
     ("phactor.health", "actors"),  # last success/error, the watchdog, on_drop reports
+    ("phactor.spooled", "actors"),  # the buffer with a durable spool, its writer thread
     ("phactor.supervisor", "actors"),
     ("phactor.batcher", "actors"),
     ("phactor.sender", "actors"),
@@ -76,6 +77,7 @@ PLACEMENT: tuple[tuple[str, str], ...] = (
     ("phactor._http", "transport"),
     ("phactor.flags.http*", "transport"),
     ("phactor.timer", "transport"),
+    ("phactor.spool", "transport"),  # the on-disk journal (SQLite)
     # the pure core (no threads, no I/O) and leaf helpers
     ("phactor.flags.*", "core"),
     ("phactor.errortracking.*", "core"),
