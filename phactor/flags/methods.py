@@ -404,11 +404,13 @@ class InstanceFlags:
             state, did, groups, person_properties, group_properties, ask, device_id, disable_geoip
         )
         cache = state.cache
+        # A group flag's value depends on the groups too: they are part of what is remembered.
+        holder = did if not groups else _cache_holder(did, groups)
         if remote.error is None:
             if remote.results:
-                cache.store(did, remote.results.values())
+                cache.store(holder, remote.results.values())
         elif ask is None:  # every flag asked for and no answer: every last known value
-            ask = cache.keys_for(did)
+            ask = cache.keys_for(holder)
         if ask is None:
             return (
                 dict(remote.results),
@@ -420,7 +422,7 @@ class InstanceFlags:
         for key in ask:
             result = remote.results.get(key)
             if result is None and remote.error is not None:
-                result = cache.get(did, key)  # the server could not answer: its last value
+                result = cache.get(holder, key)  # the server could not answer: its last value
             if result is not None:
                 results[key] = result
                 unresolved.pop(key, None)
@@ -758,3 +760,13 @@ class InstanceFlags:
             return bool(ref.ask(Reload(), timeout=seconds))  # None: until it is loaded
         except (pykka.ActorDeadError, pykka.Timeout):
             return False
+
+
+def _cache_holder(distinct_id: str, groups: Mapping[str, Any]) -> str:
+    """The last-known-value cache's key for a user within groups (type -> key, in any order)."""
+    try:
+        parts = sorted(f"{t}={k}" for t, k in groups.items())
+    except Exception:  # groups were checked by the caller; never fail a flag call here
+        return distinct_id
+    return distinct_id + "\x00" + "\x00".join(parts)
+

@@ -239,3 +239,18 @@ def test_stats_flags_before_any_flag_call(started: Any) -> None:
     figures = started().stats()["flags"]
     assert figures["breaker"] == "closed" and figures["remote_requests"] == 0
     assert figures["definitions_loaded_at"] is None
+
+
+def test_a_last_known_value_is_per_user_and_groups(devserver: DevServer, started: Any) -> None:
+    # A group flag's value depends on the group: company "b" must not be answered with what the
+    # server said for company "a" (nor a call without groups with what it said within one).
+    devserver.set_flags({"remote": "variant-a"})
+    inst = started()
+    assert inst.get_feature_flag("remote", "u", groups={"company": "a", "team": "x"}) == "variant-a"
+    devserver.set_mode("down")
+    _open_breaker(inst)
+    same = inst.get_feature_flag("remote", "u", groups={"team": "x", "company": "a"})
+    assert same == "variant-a"  # the same groups, in any order: from the cache
+    assert inst.get_feature_flag("remote", "u", groups={"company": "b", "team": "x"}) is None
+    assert inst.get_feature_flag("remote", "u") is None
+    devserver.reset_faults()
