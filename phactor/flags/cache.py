@@ -1,4 +1,4 @@
-"""The last-known-value cache: the latest value the server gave for (distinct_id, flag key).
+"""The last-known-value cache: the latest value the server gave for (distinct_id + groups, flag key).
 
 When `/flags` cannot answer (its breaker is open, a timeout, a 5xx), a flag that needs the
 server reads its last value from here instead of None; that result says so in its reason
