@@ -279,9 +279,14 @@ class Intake:
         return ref is not None and ref.is_alive()
 
     def enqueue(self, item: Pending) -> None:
-        """Append `item` to `pending` (no backlog bound: its caller waits) and wake the actor."""
+        """Append `item` to `pending` (no backlog bound: its caller waits) and wake the actor.
+
+        Woken even when a wake-up is already due: a lingering actor comes back only after
+        `LINGER_SECONDS`, and this caller waits for it (a loop of `capture_exception` calls paid
+        those 5 ms on every call). An extra Wake only drains early.
+        """
         self.pending.append(item)
-        self._wake()
+        self._wake(now=True)
 
     def hand_off(self, item: Snapshot | RecordItem) -> None:
         """Leave `item` in `pending` for the actor, waking it only when it is not already due.
@@ -304,8 +309,8 @@ class Intake:
         if not self.wake_sent:  # tested here too: no call on the logging thread's fast path
             self._wake()
 
-    def _wake(self) -> None:
-        if not self.wake_sent:
+    def _wake(self, now: bool = False) -> None:
+        if now or not self.wake_sent:
             self.wake_sent = True
             # The incarnation's own ref, not the registry's: a restarted actor drains (and
             # lowers the flag) before the Supervisor registers it, and a wake-up sent to "not

@@ -21,6 +21,7 @@ import pytest
 from conftest import StartInstance, assert_ledger, exception_events, wait_until
 
 import phactor
+from phactor.errortracking import actor as actor_module
 from phactor.errortracking import routing as routing_module
 from phactor.errortracking.actor import LoggerHandler
 
@@ -263,4 +264,18 @@ def test_an_exception_type_defined_per_call_is_still_rate_limited(start_test_mod
     stats = inst.stats()
     assert stats["dropped"].get("rate_limited", 0) == 15, stats
     assert len(exception_events(inst, flush=False)) == 5  # flushed above: read as it stands
+    assert_ledger(inst)
+
+
+def test_capture_exception_does_not_wait_for_a_lingering_actor(inst, monkeypatch):
+    # After a logged record the actor lingers (it comes back after LINGER_SECONDS to look for
+    # more, and no logging thread wakes it meanwhile). A capture_exception waits for its uuid:
+    # it must wake the actor itself, not wait for the linger (a loop of such calls paid the
+    # linger on every call). A linger far past the call's wait makes the difference certain.
+    monkeypatch.setattr(actor_module, "LINGER_SECONDS", 60.0)
+    intake = inst.__dict__["_error_intake"]
+    log_failure("first")
+    assert wait_until(lambda: inst.stats()["captured"] == 1)
+    assert intake.wake_sent  # lingering: a wake-up is "due"
+    assert inst.capture_exception(KeyError("asked"), "u1") is not None
     assert_ledger(inst)
