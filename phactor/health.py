@@ -81,6 +81,9 @@ class DeliveryHealth:
             since, stalled = self._waiting_since, self._stalled
             self._waiting_since = None
             self._stalled = False
+            # A failure before this success is over: only what still waits at the next tick
+            # (queued or in flight) starts a new wait.
+            self._failed_since_tick = False
         if stalled:
             waited = self._clock() - since if since is not None else 0.0
             self._log.info("delivery_resumed", stalled_for_s=round(waited, 3))

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from conftest import StartInstance, assert_ledger
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from phactor._log import secret_forms
@@ -205,6 +205,8 @@ STEP = st.one_of(
 
 
 @given(steps=st.lists(STEP, max_size=60))
+# Found by CI: a failure, then a success before the tick, left the failure counted at that tick.
+@example(steps=[("failure", 0), ("success", 0), ("tick", 0), ("advance", 50), ("tick", 1)])
 def test_the_watchdog_alarms_once_per_stall_and_never_while_idle(
     steps: list[tuple[str, int]],
 ) -> None:
