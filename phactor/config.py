@@ -385,7 +385,7 @@ def _spool_dir(name: str, value: Any) -> str | None:
 
 
 def _spool_sync(name: str, value: Any) -> str:
-    if value not in ("batch", "always", "off") or not isinstance(value, str):
+    if not isinstance(value, str) or value not in ("batch", "always", "off"):
         raise ConfigError(name, "'batch', 'always' or 'off'", value)
     return str(value)
 
