@@ -174,10 +174,20 @@ class Point:
     y: Any
 
 
+# Objects whose dunder methods raise, and enum members: makers (a class) or values.
+HOSTILE_TYPES: list[Any] = [
+    RaisingStr,
+    RaisingEq,
+    RaisingHash,
+    RaisingBool,
+    object,
+    Color.RED,
+    Color.NESTED,
+]
+
+
 def hostile_objects() -> st.SearchStrategy[Any]:
-    return st.sampled_from(
-        [RaisingStr, RaisingEq, RaisingHash, RaisingBool, object, Color.RED, Color.NESTED]
-    ).map(lambda make: make() if isinstance(make, type) else make)
+    return st.sampled_from(HOSTILE_TYPES).map(lambda make: make() if isinstance(make, type) else make)
 
 
 # --- values ---------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import pathlib
 from typing import Any
 
 from fuzz_support import (
+    HOSTILE_TYPES,
     RaisingStr,
     bounded,
     fuzz_timeout,
@@ -220,3 +221,15 @@ def test_stop_of_a_name_that_is_not_running_returns_false() -> None:
         assert error is None and value is False
 
     run()
+
+
+def test_every_option_rejects_each_hostile_type_with_a_config_error() -> None:
+    # The random draw above found `spool_sync` comparing a value whose __eq__ raises before
+    # checking its type (RuntimeError escaped); this sweep tries every pair, every run.
+    for option in OPTIONS:
+        for make in HOSTILE_TYPES:
+            value = make() if isinstance(make, type) else make
+            _config, error = bounded(build, option, value)
+            if error is not None:
+                assert isinstance(error, phactor.ConfigError), (option, repr(error))
+                assert error.option == option
