@@ -80,10 +80,16 @@ class Registry:
 
 @dataclass(frozen=True)
 class ChildSpec:
-    """How to (re)start one child: `start(generation)` returns the new actor's ref."""
+    """How to (re)start one child: `start(generation)` returns the new actor's ref.
+
+    `registered(ref)`, when given, runs once the new incarnation is in the registry: a wake
+    told to the name while it started (before it was registered) was lost, so the child is
+    told again there.
+    """
 
     name: str
     start: Callable[[int], pykka.ActorRef[Any]]
+    registered: Callable[[pykka.ActorRef[Any]], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -250,6 +256,11 @@ class Supervisor(pykka.ThreadingActor):
             return False
         child.ref = ref
         self.registry.put(child.spec.name, ref, child.generation)
+        if child.spec.registered is not None:
+            try:
+                child.spec.registered(ref)
+            except pykka.ActorDeadError:
+                pass  # it died already: its ChildExited is on its way
         return True
 
     def _child_exited(self, message: ChildExited) -> None:

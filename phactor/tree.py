@@ -15,7 +15,7 @@ import pykka
 
 from phactor._log import get_logger
 from phactor._sigmask import signals_blocked
-from phactor.batcher import Batcher, Reclaim
+from phactor.batcher import Batcher, Reclaim, Wake
 from phactor.errortracking import methods as error_tracking
 from phactor.sender import Delivery, Sender, SenderIdle
 from phactor.supervisor import (
@@ -141,4 +141,10 @@ def _batcher_spec(inst: Instance) -> ChildSpec:
             max_batch_bytes=config.max_batch_bytes,
         )
 
-    return ChildSpec("batcher", start)
+    def registered(ref: pykka.ActorRef[Any]) -> None:
+        # A wake told while the Batcher started (the spool's replay loading its backlog, a
+        # capture on another thread) found no name and was lost; with nothing else queued to
+        # come, the backlog would wait for ever.
+        ref.tell(Wake())
+
+    return ChildSpec("batcher", start, registered)

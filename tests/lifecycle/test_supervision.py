@@ -217,3 +217,44 @@ def test_stop_twice_and_stop_unknown(instance_name: str) -> None:
     assert inst.stop(timeout=2)
     assert inst.stop(timeout=2)
     assert phactor.stop(instance_name) is False  # not running: False (issue 12 #6)
+
+
+def test_a_wake_told_while_a_child_starts_is_told_again_once_it_is_registered() -> None:
+    # The spool's replay loads a dead process's backlog on its writer thread and wakes the
+    # Batcher by name; while the Batcher was starting the name was not yet registered, the
+    # wake was lost and, with nothing else to come, the backlog waited for ever (seen as a
+    # 1-in-12 hang of the spool kill test). `ChildSpec.registered` tells it again.
+    import threading
+
+    import pykka
+
+    from phactor.supervisor import ChildSpec, Registry, SupervisedActor, Supervisor
+
+    woken = threading.Event()
+
+    class Child(SupervisedActor):
+        def handle(self, message: object) -> None:
+            if message == "wake":
+                woken.set()
+
+    registry = Registry()
+    supervisor = Supervisor.start(
+        "wake-test", registry, max_restarts=3, max_seconds=5.0,
+        on_restart=lambda name: None, on_give_up=lambda reason: None,
+    )  # fmt: skip
+
+    def start(generation: int) -> pykka.ActorRef[object]:
+        ref = Child.start("child", generation, supervisor)
+        assert registry.tell("child", "wake") is False  # told before registration: lost
+        return ref
+
+    spec = ChildSpec("child", start, registered=lambda ref: ref.tell("wake"))
+    try:
+        assert supervisor.proxy().start_child(spec).get(timeout=5)
+        assert woken.wait(5)
+    finally:
+        supervisor.stop(timeout=5)
+        for name in ("child",):
+            ref = registry.get(name)
+            if ref is not None:
+                ref.stop(timeout=5)

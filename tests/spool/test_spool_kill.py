@@ -117,11 +117,14 @@ def test_sigkill_with_the_endpoint_down_loses_no_accepted_event(
     uuids = accepted(out)
     assert len(uuids) == n  # max_queue_size=100, yet none refused: the rest went to disk
     assert devserver.events() == []
-    devserver.set_mode("up")
-    deliver_all(start_instance, devserver, spool_dir, set(uuids))
-    counts = stored_uuids(devserver)
+    # The next process delivers to a server of its own: a request the killed child had already
+    # written to its socket (the first server's threads had not read it yet) would otherwise be
+    # stored once "up" and look like a duplicate of the replay; such a batch was in flight.
+    with DevServer() as fresh:
+        deliver_all(start_instance, fresh, spool_dir, set(uuids))
+        counts = stored_uuids(fresh)
     assert set(uuids) <= set(counts)
-    assert all(c == 1 for c in counts.values())  # nothing was in flight at the kill: no dup
+    assert all(c == 1 for c in counts.values())  # the replay itself sends each event once
     assert list(spool_dir.glob("*.journal")) == []
 
 
