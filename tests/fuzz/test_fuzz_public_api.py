@@ -154,7 +154,10 @@ def test_capture_with_generated_arguments(inst: phactor.Instance) -> None:
 def test_capture_keeps_every_property_value_json_safe(inst: phactor.Instance) -> None:
     """A value of any JSON-hostile kind (no cycle, no surrogate) is sent, with its keys as text."""
 
-    @given(props=st.dictionaries(safe_text, json_hostile_values, min_size=1, max_size=4))
+    # "distinct_id" in properties is the event's distinct_id, taken out of them by design.
+    keys = safe_text.filter(lambda key: key != "distinct_id")
+
+    @given(props=st.dictionaries(keys, json_hostile_values, min_size=1, max_size=4))
     def run(props: dict[str, Any]) -> None:
         phactor.testing.clear(inst.name)
         value = captured_call(inst, inst.capture, "fuzzed", "user-1", props)
