@@ -29,10 +29,11 @@ _COMPACT_SLACK = 64
 class Scheduler:
     """Runs callbacks after a delay on one daemon thread, started on first use.
 
-    A cancelled entry gives its callback (and whatever the callback holds) up at once and is
-    removed from the heap lazily: when cancelled entries are more than half of the heap, it is
-    rebuilt without them. So the heap stays under twice the live timers (plus a small slack),
-    however many arm/cancel cycles run, at amortised O(1) per cancel.
+    A cancelled entry gives its callback (and whatever the callback holds) up at once. It leaves
+    the heap at once when due first (the thread never wakes for a cancelled entry), else lazily:
+    when cancelled entries are more than half of the heap, it is rebuilt without them. So the
+    heap stays under twice the live timers (plus a small slack), however many arm/cancel cycles
+    run, at amortised O(1) per cancel. Only an entry due first wakes the thread.
     """
 
     def __init__(self) -> None:
@@ -51,9 +52,11 @@ class Scheduler:
         with self._cond:
             handle = next(self._ids)
             entry = [time.monotonic() + delay, handle, callback]
-            heapq.heappush(self._heap, entry)
+            heap = self._heap
+            heapq.heappush(heap, entry)
             self._pending[handle] = entry
-            self._cond.notify()
+            if heap[0] is entry:  # due first: the thread must wait less (else: no wake-up)
+                self._cond.notify()
             return handle
 
     def cancel(self, handle: int) -> None:
@@ -64,8 +67,14 @@ class Scheduler:
                 return
             entry[2] = None  # released now, not at its deadline
             self._cancelled += 1
-            if self._cancelled > _COMPACT_SLACK and 2 * self._cancelled > len(self._heap):
-                self._heap = [e for e in self._heap if e[2] is not None]
+            heap = self._heap
+            # Cancelled entries due first leave at once, so the thread never wakes for one (a
+            # request deadline is cancelled as its request ends).
+            while heap and heap[0][2] is None:
+                heapq.heappop(heap)
+                self._cancelled -= 1
+            if self._cancelled > _COMPACT_SLACK and 2 * self._cancelled > len(heap):
+                self._heap = [e for e in heap if e[2] is not None]
                 heapq.heapify(self._heap)
                 self._cancelled = 0
 
@@ -95,14 +104,15 @@ class Scheduler:
                         self._cond.wait()
                         continue
                     due, handle, callback = self._heap[0]
+                    if callback is None:  # cancelled: it leaves now, whenever it was due
+                        heapq.heappop(self._heap)
+                        self._cancelled -= 1
+                        continue
                     now = time.monotonic()
                     if due > now:
                         self._cond.wait(due - now)
                         continue
                     heapq.heappop(self._heap)
-                    if callback is None:
-                        self._cancelled -= 1
-                        continue
                     del self._pending[handle]
                     break
             try:
