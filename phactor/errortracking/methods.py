@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 # The actor, handler and formatting modules are imported inside the functions below, when an
 # instance first needs them: `import phactor` stays cheap (this module is imported with Instance).
 
-__all__ = ["capture_exception", "children", "drain", "intake_of", "stopped"]
+__all__ = ["capture_exception", "children", "drain", "stopped"]
 
 _CALL_WAIT_SECONDS = 5.0
 
