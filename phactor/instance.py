@@ -37,7 +37,7 @@ from phactor.context import EMPTY, ContextState, ContextStore
 from phactor.encoding import EventTooLarge, encode
 from phactor.errortracking import methods as error_tracking
 from phactor.errortracking.methods import _capture_exception
-from phactor.flags.methods import InstanceFlags
+from phactor.flags.methods import InstanceFlags, feature_flag_result, flags_and_payloads
 from phactor.health import DeliveryHealth
 from phactor.runtime import lib_properties
 from phactor.sender import Delivery, delivering_for
@@ -745,12 +745,11 @@ class Instance:
         defaults to the context's. Server errors never raise: those flags read as None and
         `.unresolved` says why. Wrong argument types raise TypeError.
         """
-        return self._flags.evaluate_flags(
-            distinct_id, groups=groups, person_properties=person_properties,
-            group_properties=group_properties, flag_keys=flag_keys,
-            only_evaluate_locally=only_evaluate_locally, device_id=device_id,
-            disable_geoip=disable_geoip,
+        evaluated = self._flags.evaluate(
+            distinct_id, groups, person_properties, group_properties, flag_keys,
+            only_evaluate_locally, device_id, disable_geoip,
         )  # fmt: skip
+        return self._flags.evaluations(evaluated, groups)
 
     def get_feature_flag(
         self,
@@ -769,12 +768,11 @@ class Instance:
 
         Sends `$feature_flag_called` (deduplicated) unless `send_feature_flag_events=False`.
         """
-        return self._flags.get_feature_flag(
-            key, distinct_id, groups=groups, person_properties=person_properties,
-            group_properties=group_properties, only_evaluate_locally=only_evaluate_locally,
-            send_feature_flag_events=send_feature_flag_events, device_id=device_id,
-            disable_geoip=disable_geoip,
+        result = self._flags.flag(
+            key, distinct_id, groups, person_properties, group_properties,
+            only_evaluate_locally, send_feature_flag_events, device_id, disable_geoip,
         )  # fmt: skip
+        return None if result is None else result.value
 
     def feature_enabled(
         self,
@@ -793,12 +791,11 @@ class Instance:
 
         Sends `$feature_flag_called` (deduplicated) unless `send_feature_flag_events=False`.
         """
-        return self._flags.feature_enabled(
-            key, distinct_id, groups=groups, person_properties=person_properties,
-            group_properties=group_properties, only_evaluate_locally=only_evaluate_locally,
-            send_feature_flag_events=send_feature_flag_events, device_id=device_id,
-            disable_geoip=disable_geoip,
+        result = self._flags.flag(
+            key, distinct_id, groups, person_properties, group_properties,
+            only_evaluate_locally, send_feature_flag_events, device_id, disable_geoip,
         )  # fmt: skip
+        return None if result is None else result.value is not False
 
     def get_feature_flag_result(
         self,
@@ -817,12 +814,11 @@ class Instance:
 
         Sends `$feature_flag_called` once (deduplicated) unless `send_feature_flag_events=False`.
         """
-        return self._flags.get_feature_flag_result(
-            key, distinct_id, groups=groups, person_properties=person_properties,
-            group_properties=group_properties, only_evaluate_locally=only_evaluate_locally,
-            send_feature_flag_events=send_feature_flag_events, device_id=device_id,
-            disable_geoip=disable_geoip,
+        result = self._flags.flag(
+            key, distinct_id, groups, person_properties, group_properties,
+            only_evaluate_locally, send_feature_flag_events, device_id, disable_geoip,
         )  # fmt: skip
+        return feature_flag_result(result)
 
     def get_feature_flag_payload(
         self,
@@ -842,11 +838,9 @@ class Instance:
         `match_value` (a variant key or True/False): the payload the definition holds for that
         value instead of the evaluated one, when the flag was evaluated locally (as posthog).
         """
-        return self._flags.get_feature_flag_payload(
-            key, distinct_id, match_value=match_value, groups=groups,
-            person_properties=person_properties, group_properties=group_properties,
-            only_evaluate_locally=only_evaluate_locally, device_id=device_id,
-            disable_geoip=disable_geoip,
+        return self._flags.payload(
+            key, match_value, distinct_id, groups, person_properties, group_properties,
+            only_evaluate_locally, device_id, disable_geoip,
         )  # fmt: skip
 
     def get_all_flags(
@@ -862,12 +856,11 @@ class Instance:
         disable_geoip: bool | None = None,
     ) -> dict[str, bool | str]:
         """Flag key -> value (False included) for every flag that has a value. No event."""
-        return self._flags.get_all_flags(
-            distinct_id, groups=groups, person_properties=person_properties,
-            group_properties=group_properties, flag_keys=flag_keys,
-            only_evaluate_locally=only_evaluate_locally, device_id=device_id,
-            disable_geoip=disable_geoip,
+        results, _, _, _, _ = self._flags.evaluate(
+            distinct_id, groups, person_properties, group_properties, flag_keys,
+            only_evaluate_locally, device_id, disable_geoip,
         )  # fmt: skip
+        return {key: result.value for key, result in results.items()}
 
     def get_all_flags_and_payloads(
         self,
@@ -883,12 +876,11 @@ class Instance:
     ) -> dict[str, dict[str, Any]]:
         """`{"featureFlags": key -> value, "featureFlagPayloads": key -> payload}`, as posthog
         (payloads: the raw JSON text of the enabled flags that have one). No event."""
-        return self._flags.get_all_flags_and_payloads(
-            distinct_id, groups=groups, person_properties=person_properties,
-            group_properties=group_properties, flag_keys=flag_keys,
-            only_evaluate_locally=only_evaluate_locally, device_id=device_id,
-            disable_geoip=disable_geoip,
+        results, _, _, _, _ = self._flags.evaluate(
+            distinct_id, groups, person_properties, group_properties, flag_keys,
+            only_evaluate_locally, device_id, disable_geoip,
         )  # fmt: skip
+        return flags_and_payloads(results)
 
     def reload_feature_flags(self, timeout: float | None = None) -> bool:
         """Load the flag definitions now and block until they are loaded or the load failed.
@@ -899,7 +891,7 @@ class Instance:
         load goes on in the background and this returns False. A timeout that is not a number
         raises TypeError, nan or a negative one ValueError.
         """
-        return self._flags.reload_feature_flags(timeout)
+        return self._flags.reload(timeout)
 
     # --- error tracking (phactor/errortracking/methods.py) ---------------------------------
 

@@ -13,6 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from phactor._log import get_logger
 from phactor._sigmask import signals_blocked
@@ -21,15 +22,26 @@ __all__ = ["Scheduler", "scheduler"]
 
 _log = get_logger("timer")
 
+#: Cancelled entries the heap may hold before it is compacted (when they are also half of it).
+_COMPACT_SLACK = 64
+
 
 class Scheduler:
-    """Runs callbacks after a delay on one daemon thread, started on first use."""
+    """Runs callbacks after a delay on one daemon thread, started on first use.
+
+    A cancelled entry gives its callback (and whatever the callback holds) up at once. It leaves
+    the heap at once when due first (the thread never wakes for a cancelled entry), else lazily:
+    when cancelled entries are more than half of the heap, it is rebuilt without them. So the
+    heap stays under twice the live timers (plus a small slack), however many arm/cancel cycles
+    run, at amortised O(1) per cancel. Only an entry due first wakes the thread.
+    """
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, Callable[[], None]]] = []
-        self._cancelled: set[int] = set()
-        self._waiting: set[int] = set()  # handles still in the heap
+        # [due, handle, callback]; callback None: cancelled, still in the heap.
+        self._heap: list[list[Any]] = []
+        self._pending: dict[int, list[Any]] = {}  # handle -> its heap entry, until run/cancel
+        self._cancelled = 0  # cancelled entries still in the heap
         self._ids = itertools.count(1)
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
@@ -39,16 +51,37 @@ class Scheduler:
         self._ensure_thread()
         with self._cond:
             handle = next(self._ids)
-            heapq.heappush(self._heap, (time.monotonic() + delay, handle, callback))
-            self._waiting.add(handle)
-            self._cond.notify()
+            entry = [time.monotonic() + delay, handle, callback]
+            heap = self._heap
+            heapq.heappush(heap, entry)
+            self._pending[handle] = entry
+            if heap[0] is entry:  # due first: the thread must wait less (else: no wake-up)
+                self._cond.notify()
             return handle
 
     def cancel(self, handle: int) -> None:
-        """Forget a pending callback (a no-op when it already ran)."""
+        """Forget a pending callback (a no-op when it already ran or was cancelled)."""
         with self._cond:
-            if handle in self._waiting:  # one that already ran must not be remembered forever
-                self._cancelled.add(handle)
+            entry = self._pending.pop(handle, None)
+            if entry is None:
+                return
+            entry[2] = None  # released now, not at its deadline
+            self._cancelled += 1
+            heap = self._heap
+            # Cancelled entries due first leave at once, so the thread never wakes for one (a
+            # request deadline is cancelled as its request ends).
+            while heap and heap[0][2] is None:
+                heapq.heappop(heap)
+                self._cancelled -= 1
+            if self._cancelled > _COMPACT_SLACK and 2 * self._cancelled > len(heap):
+                self._heap = [e for e in heap if e[2] is not None]
+                heapq.heapify(self._heap)
+                self._cancelled = 0
+
+    def pending(self) -> int:
+        """How many callbacks are armed and neither ran nor were cancelled."""
+        with self._cond:
+            return len(self._pending)
 
     def _ensure_thread(self) -> None:
         if self._pid != os.getpid():
@@ -71,15 +104,16 @@ class Scheduler:
                         self._cond.wait()
                         continue
                     due, handle, callback = self._heap[0]
+                    if callback is None:  # cancelled: it leaves now, whenever it was due
+                        heapq.heappop(self._heap)
+                        self._cancelled -= 1
+                        continue
                     now = time.monotonic()
                     if due > now:
                         self._cond.wait(due - now)
                         continue
                     heapq.heappop(self._heap)
-                    self._waiting.discard(handle)
-                    if handle in self._cancelled:
-                        self._cancelled.discard(handle)
-                        continue
+                    del self._pending[handle]
                     break
             try:
                 callback()

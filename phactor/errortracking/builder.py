@@ -108,7 +108,8 @@ class ExceptionEventBuilder:
         """(distinct_id, properties) of the `$exception` event for `snapshot`.
 
         Precedence, later wins: instance context < event-scoped context for `$exception` <
-        record extras / call properties < the record's fields < the exception's description.
+        record extras / call properties < the record's fields < the exception's description,
+        but for a `$exception_source` text set before it (kept over the source's own name).
         """
         snapshot.expand_record()
         props: dict[str, Any] = {}
@@ -132,9 +133,15 @@ class ExceptionEventBuilder:
             props["log_message"] = snapshot.message
         if snapshot.thread_name is not None:
             props["thread_name"] = snapshot.thread_name
+        # A `$exception_source` text the caller (or an earlier source) set is kept; the rest of
+        # the description wins.
+        keep_source = isinstance(props.get("$exception_source"), str)
         if props:
             props = _encodable(props)
+        source = props.get("$exception_source") if keep_source else None
         props.update(self.describe(snapshot))
+        if source:
+            props["$exception_source"] = source
 
         distinct_id = snapshot.distinct_id
         if distinct_id is None or distinct_id == "":

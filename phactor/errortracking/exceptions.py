@@ -30,6 +30,8 @@ __all__ = [
     "DEFAULT_MAX_EXCEPTIONS",
     "DEFAULT_MAX_FRAMES",
     "MAX_GROUP_MEMBER_INSPECTIONS",
+    "MAX_NOTES",
+    "MAX_NOTE_BYTES",
     "MAX_TOTAL_FRAMES",
     "MAX_VALUE_BYTES",
     "exception_list",
@@ -47,6 +49,10 @@ MAX_TOTAL_FRAMES = 400
 MAX_GROUP_MEMBER_INSPECTIONS = 1_000
 #: An exception message is cut to this many UTF-8 bytes.
 MAX_VALUE_BYTES = 8192
+#: PEP 678 notes shown after the message (more: one line says how many were left out).
+MAX_NOTES = 16
+#: Each note is cut to this many UTF-8 bytes.
+MAX_NOTE_BYTES = 1024
 
 
 # -- exceptions ---------------------------------------------------------------------------------
@@ -67,6 +73,31 @@ def _message_of(exc: BaseException) -> object:
         if value:
             return value
     return exc
+
+
+def _notes_of(exc: BaseException) -> str:
+    """The exception's PEP 678 notes as Python's traceback prints them after the message: one
+    per line (`"\\n" + note` each), at most `MAX_NOTES` of `MAX_NOTE_BYTES` each; "" for none.
+
+    The `posthog` package sends no notes; they are often the one clue that tells two failures
+    of one line apart ("while importing row 12"), so they go in the value. Never raises.
+    """
+    try:
+        notes = getattr(exc, "__notes__", None)
+        if notes is None:
+            return ""
+        if isinstance(notes, str) or not isinstance(notes, (list, tuple)):
+            notes = [notes]  # as Python, which shows a __notes__ that is no sequence whole
+        shown = []
+        for note in notes[:MAX_NOTES]:
+            if isinstance(note, str):
+                note = note[:MAX_NOTE_BYTES]  # a character is at least a byte: cut before work
+            shown.append("\n" + cut_text(safe_str(note), MAX_NOTE_BYTES))
+        if len(notes) > MAX_NOTES:
+            shown.append(f"\n({len(notes) - MAX_NOTES} more notes)")
+        return "".join(shown)
+    except Exception:
+        return ""
 
 
 def _type_name(cls: type) -> str:
@@ -137,7 +168,7 @@ def _single_entry(
 
     entry: dict[str, Any] = {
         "type": _type_name(cls),
-        "value": cut_text(safe_str(_message_of(exc)), MAX_VALUE_BYTES),
+        "value": cut_text(safe_str(_message_of(exc)), MAX_VALUE_BYTES) + _notes_of(exc),
         "module": _type_module(cls),
         "mechanism": mechanism,
     }

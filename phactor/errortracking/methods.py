@@ -126,9 +126,8 @@ def _capture_exception(
     skip: int,
 ) -> str | None:
     # lazy: start-up time (as in `children`; works with error tracking off, so no tree loaded it)
-    from phactor.errortracking.actor import ExceptionEventBuilder
-    from phactor.errortracking.formatting import traceback_of_caller  # lazy: start-up time
-    from phactor.errortracking.handler import Intake, Snapshot  # lazy: start-up time
+    from phactor.errortracking.formatting import traceback_of_caller
+    from phactor.errortracking.handler import Snapshot  # lazy: start-up time
 
     if exc is not None and not isinstance(exc, BaseException):
         raise TypeError(f"exc must be an exception or None, got {type(exc).__name__}")
@@ -157,12 +156,20 @@ def _capture_exception(
         properties=dict(properties) if properties else None,
         synthetic_traceback=synthetic,
     )
+    # The actor (or, without one, this thread) marks it and takes a rate-limit token, in
+    # order after what was logged before: None when it was already captured.
+    return intake_of(inst).submit(snapshot, wait=_CALL_WAIT_SECONDS)
+
+
+def intake_of(inst: Instance) -> Intake:
+    """The instance's Intake; with error tracking off, one without an actor, made on first use,
+    that builds each event on the caller's thread (explicit captures work all the same)."""
     intake: Intake | None = inst._error_intake or inst._error_intake_off
     if intake is None:
-        # Error tracking is off: no actor, the event is built on the caller's thread.
+        from phactor.errortracking.actor import ExceptionEventBuilder  # lazy: start-up time
+        from phactor.errortracking.handler import Intake  # lazy: start-up time
+
         intake = Intake(inst)
         intake.fallback = ExceptionEventBuilder(inst.name, inst.config, inst._capture).queue
         inst._error_intake_off = intake
-    # The actor (or, without one, this thread) marks it and takes a rate-limit token, in
-    # order after what was logged before: None when it was already captured.
-    return intake.submit(snapshot, wait=_CALL_WAIT_SECONDS)
+    return intake

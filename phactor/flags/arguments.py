@@ -10,7 +10,13 @@ import uuid as uuid_module
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["checked_call", "checked_extras", "checked_flag_keys", "checked_match_value"]
+__all__ = [
+    "checked_call",
+    "checked_extras",
+    "checked_flag_keys",
+    "checked_flag_read",
+    "checked_match_value",
+]
 
 
 def checked_call(
@@ -61,6 +67,14 @@ def checked_extras(device_id: Any, disable_geoip: Any) -> str | None:
     if disable_geoip is not None and type(disable_geoip) is not bool:
         raise TypeError("disable_geoip must be True, False or None")
     return device_id
+
+
+def checked_flag_read(key: Any, send_feature_flag_events: Any) -> None:
+    """A flag key is a str, `send_feature_flag_events` True or False; TypeError otherwise."""
+    if type(key) is not str:
+        raise TypeError(f"flag key must be a str, not {type(key).__name__}")
+    if type(send_feature_flag_events) is not bool:
+        raise TypeError("send_feature_flag_events must be True or False")
 
 
 def checked_match_value(value: Any) -> None:

@@ -1,7 +1,8 @@
 """The feature-flag part of an `Instance`: its flag state, its FlagEvaluator child, evaluation.
 
-`Instance` owns one `InstanceFlags` (`inst._flags`) and its public flag methods delegate here;
-the module-level twins (`instance=`) live in `phactor.api`.
+`Instance` owns one `InstanceFlags` (`inst._flags`); its public flag methods (the signatures and
+docstrings; the module-level twins with `instance=` are `phactor.api`'s) run the few methods of
+the last section here, which take their arguments as they come and check them.
 
 Evaluation runs on the caller's thread: it reads the current immutable `Definitions` snapshot
 from the instance's `FlagState` and evaluates with the pure core; only what local evaluation
@@ -14,8 +15,7 @@ The FlagEvaluator is started when it has something to load: flag definitions (a
 (`test_mode=True` with `flags=`). Without either there is nothing to poll, so there is no child
 and every evaluation is remote.
 
-Over 500 lines on purpose: one class, the flag state and evaluation shared by every flag call,
-plus the calls themselves with their full signatures (about 200 lines), which belong with it.
+Over 500 lines on purpose: one class, the flag state and evaluation shared by every flag call.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import pykka
@@ -37,6 +37,7 @@ from phactor.flags.arguments import (
     checked_call,
     checked_extras,
     checked_flag_keys,
+    checked_flag_read,
     checked_match_value,
 )
 from phactor.retry import Verdict, backoff_delay, classify
@@ -60,7 +61,7 @@ if TYPE_CHECKING:
     from phactor.flags.results import FeatureFlagResult, payload_for_value
     from phactor.instance import Instance
 
-__all__ = ["InstanceFlags"]
+__all__ = ["InstanceFlags", "feature_flag_result", "flags_and_payloads"]
 
 _state_lock = threading.Lock()
 _core_loaded = False
@@ -298,8 +299,8 @@ class InstanceFlags:
                 or state.static is not None
                 or self._owner._config.test_mode
             )
-            results, _, _, _, _ = self._evaluate_flags(
-                distinct_id, groups, None, None, None, local, disable_geoip=disable_geoip
+            results, _, _, _, _ = self.evaluate(
+                distinct_id, groups, None, None, None, local, None, disable_geoip
             )
         except Exception as error:
             self._get_state().log.error("send_feature_flags_failed", error=repr(error))
@@ -317,7 +318,7 @@ class InstanceFlags:
 
     # --- evaluation ------------------------------------------------------------------------
 
-    def _evaluate_flags(
+    def evaluate(
         self,
         distinct_id: Any,
         groups: Any,
@@ -325,12 +326,15 @@ class InstanceFlags:
         group_properties: Any,
         flag_keys: Any,
         only_evaluate_locally: Any,
-        *,
         device_id: Any = None,
         disable_geoip: Any = None,
     ) -> _Evaluated:
         """(results, unresolved, request_id, distinct_id, evaluated_at) — argument checks, local,
-        then remote (`request_id`/`evaluated_at`: of the /flags answer, if one was asked)."""
+        then remote (`request_id`/`evaluated_at`: of the /flags answer, if one was asked).
+
+        Every flag call ends here; `get_all_flags` and `get_all_flags_and_payloads` call it
+        directly (results: key -> `FlagResult` of every flag with a value).
+        """
         if not _core_loaded:
             _load_core()
         owner = self._owner
@@ -533,25 +537,16 @@ class InstanceFlags:
         except Exception as error:
             state.log.error("feature_flag_called_failed", flag=key, error=repr(error))
 
-    # --- the calls (`Instance.evaluate_flags` ... delegate here; their docstrings are there) --
+    # --- what `Instance`'s flag calls run -------------------------------------------------
+    # The signatures, defaults and docstrings are `Instance`'s (and `phactor.api`'s, for IDE
+    # help); these (and `evaluate` above) take its arguments positionally, in its order, as the
+    # caller gave them: the checks are flags/arguments.py's, run here before anything is
+    # evaluated or requested.
 
-    def evaluate_flags(
-        self,
-        distinct_id: Any = None,
-        *,
-        groups: Mapping[str, Any] | None = None,
-        person_properties: Mapping[str, Any] | None = None,
-        group_properties: Mapping[str, Mapping[str, Any]] | None = None,
-        flag_keys: Iterable[str] | None = None,
-        only_evaluate_locally: bool = False,
-        device_id: Any = None,
-        disable_geoip: bool | None = None,
-    ) -> FlagEvaluations:
-        """Evaluate flags for one user into an immutable `FlagEvaluations` snapshot."""
-        results, unresolved, request_id, did, evaluated_at = self._evaluate_flags(
-            distinct_id, groups, person_properties, group_properties, flag_keys,
-            only_evaluate_locally, device_id=device_id, disable_geoip=disable_geoip,
-        )  # fmt: skip
+    def evaluations(self, evaluated: _Evaluated, groups: Any) -> FlagEvaluations:
+        """`evaluate_flags`: what `evaluate` answered (for `groups`) as a `FlagEvaluations`
+        snapshot whose reads send `$feature_flag_called`."""
+        results, unresolved, request_id, did, evaluated_at = evaluated
         state = self._flag_state or self._get_state()
         reporter = state.reporter
         return FlagEvaluations(
@@ -564,27 +559,7 @@ class InstanceFlags:
             on_access=None if reporter is None else reporter.on_access,
         )
 
-    def get_feature_flag(
-        self,
-        key: str,
-        distinct_id: Any = None,
-        *,
-        groups: Mapping[str, Any] | None = None,
-        person_properties: Mapping[str, Any] | None = None,
-        group_properties: Mapping[str, Mapping[str, Any]] | None = None,
-        only_evaluate_locally: bool = False,
-        send_feature_flag_events: bool = True,
-        device_id: Any = None,
-        disable_geoip: bool | None = None,
-    ) -> bool | str | None:
-        """The flag's value for one user: True/False, the variant key, or None when unknown."""
-        result = self._flag_result(
-            key, distinct_id, groups, person_properties, group_properties,
-            only_evaluate_locally, send_feature_flag_events, device_id, disable_geoip,
-        )  # fmt: skip
-        return None if result is None else result.value
-
-    def _flag_result(
+    def flag(
         self,
         key: Any,
         distinct_id: Any,
@@ -596,14 +571,13 @@ class InstanceFlags:
         device_id: Any,
         disable_geoip: Any,
     ) -> FlagResult | None:
-        """One flag's `FlagResult` (None: no value), reported as read when asked to."""
-        if type(key) is not str:
-            raise TypeError(f"flag key must be a str, not {type(key).__name__}")
-        if type(send_feature_flag_events) is not bool:
-            raise TypeError("send_feature_flag_events must be True or False")
-        results, unresolved, request_id, did, evaluated_at = self._evaluate_flags(
+        """`get_feature_flag`, `feature_enabled`, `get_feature_flag_result`: one flag's
+        `FlagResult` (None: no value), reported as read when `send_feature_flag_events`."""
+        if type(key) is not str or type(send_feature_flag_events) is not bool:
+            checked_flag_read(key, send_feature_flag_events)
+        results, unresolved, request_id, did, evaluated_at = self.evaluate(
             distinct_id, groups, person_properties, group_properties, (key,),
-            only_evaluate_locally, device_id=device_id, disable_geoip=disable_geoip,
+            only_evaluate_locally, device_id, disable_geoip,
         )  # fmt: skip
         result = results.get(key)
         if send_feature_flag_events and did:
@@ -619,68 +593,22 @@ class InstanceFlags:
             )
         return result
 
-    def feature_enabled(
+    def payload(
         self,
-        key: str,
-        distinct_id: Any = None,
-        *,
-        groups: Mapping[str, Any] | None = None,
-        person_properties: Mapping[str, Any] | None = None,
-        group_properties: Mapping[str, Mapping[str, Any]] | None = None,
-        only_evaluate_locally: bool = False,
-        send_feature_flag_events: bool = True,
-        device_id: Any = None,
-        disable_geoip: bool | None = None,
-    ) -> bool | None:
-        """Whether the flag is on for one user (a variant counts as on); None when unknown."""
-        result = self._flag_result(
-            key, distinct_id, groups, person_properties, group_properties,
-            only_evaluate_locally, send_feature_flag_events, device_id, disable_geoip,
-        )  # fmt: skip
-        return None if result is None else result.value is not False
-
-    def get_feature_flag_result(
-        self,
-        key: str,
-        distinct_id: Any = None,
-        *,
-        groups: Mapping[str, Any] | None = None,
-        person_properties: Mapping[str, Any] | None = None,
-        group_properties: Mapping[str, Mapping[str, Any]] | None = None,
-        only_evaluate_locally: bool = False,
-        send_feature_flag_events: bool = True,
-        device_id: Any = None,
-        disable_geoip: bool | None = None,
-    ) -> FeatureFlagResult | None:
-        """Value, decoded payload and reason of one flag in one object (None when unknown)."""
-        result = self._flag_result(
-            key, distinct_id, groups, person_properties, group_properties,
-            only_evaluate_locally, send_feature_flag_events, device_id, disable_geoip,
-        )  # fmt: skip
-        if result is None:
-            return None
-        return FeatureFlagResult.of(result, decode_payload(result.payload))
-
-    def get_feature_flag_payload(
-        self,
-        key: str,
-        distinct_id: Any = None,
-        *,
-        match_value: bool | str | None = None,
-        groups: Mapping[str, Any] | None = None,
-        person_properties: Mapping[str, Any] | None = None,
-        group_properties: Mapping[str, Mapping[str, Any]] | None = None,
-        only_evaluate_locally: bool = False,
-        device_id: Any = None,
-        disable_geoip: bool | None = None,
+        key: Any,
+        match_value: Any,
+        distinct_id: Any,
+        groups: Any,
+        person_properties: Any,
+        group_properties: Any,
+        only_evaluate_locally: Any,
+        device_id: Any,
+        disable_geoip: Any,
     ) -> Any:
-        """The decoded JSON payload of the flag's value for one user, or None. No event.
-
-        `match_value`: the payload the definition holds for that value instead of the evaluated
-        one, when the flag was evaluated locally (as posthog).
-        """
+        """`get_feature_flag_payload`: the decoded payload (no event); with `match_value`, the
+        one the definition holds for that value when the flag was evaluated locally."""
         checked_match_value(match_value)
-        result = self._flag_result(
+        result = self.flag(
             key, distinct_id, groups, person_properties, group_properties,
             only_evaluate_locally, False, device_id, disable_geoip,
         )  # fmt: skip
@@ -693,56 +621,8 @@ class InstanceFlags:
             raw = None if flag is None else payload_for_value(flag.payloads, match_value)
         return decode_payload(raw)
 
-    def get_all_flags(
-        self,
-        distinct_id: Any = None,
-        *,
-        groups: Mapping[str, Any] | None = None,
-        person_properties: Mapping[str, Any] | None = None,
-        group_properties: Mapping[str, Mapping[str, Any]] | None = None,
-        flag_keys: Iterable[str] | None = None,
-        only_evaluate_locally: bool = False,
-        device_id: Any = None,
-        disable_geoip: bool | None = None,
-    ) -> dict[str, bool | str]:
-        """Flag key -> value (False included) for every flag that has a value. No event."""
-        results, _, _, _, _ = self._evaluate_flags(
-            distinct_id, groups, person_properties, group_properties, flag_keys,
-            only_evaluate_locally, device_id=device_id, disable_geoip=disable_geoip,
-        )  # fmt: skip
-        return {key: result.value for key, result in results.items()}
-
-    def get_all_flags_and_payloads(
-        self,
-        distinct_id: Any = None,
-        *,
-        groups: Mapping[str, Any] | None = None,
-        person_properties: Mapping[str, Any] | None = None,
-        group_properties: Mapping[str, Mapping[str, Any]] | None = None,
-        flag_keys: Iterable[str] | None = None,
-        only_evaluate_locally: bool = False,
-        device_id: Any = None,
-        disable_geoip: bool | None = None,
-    ) -> dict[str, dict[str, Any]]:
-        """`{"featureFlags": key -> value, "featureFlagPayloads": key -> payload}`, as posthog.
-
-        Payloads are the raw JSON text of the enabled flags that have one. No event.
-        """
-        results, _, _, _, _ = self._evaluate_flags(
-            distinct_id, groups, person_properties, group_properties, flag_keys,
-            only_evaluate_locally, device_id=device_id, disable_geoip=disable_geoip,
-        )  # fmt: skip
-        return {
-            "featureFlags": {key: result.value for key, result in results.items()},
-            "featureFlagPayloads": {
-                key: result.payload
-                for key, result in results.items()
-                if result.value is not False and result.payload is not None
-            },
-        }
-
-    def reload_feature_flags(self, timeout: float | None = None) -> bool:
-        """Load the flag definitions now and block until they are loaded or the load failed."""
+    def reload(self, timeout: float | None) -> bool:
+        """`reload_feature_flags`: ask the FlagEvaluator to load now and wait for it."""
         given = timeout is not None
         seconds = timeout_arg(timeout, "reload_feature_flags")
         owner = self._owner
@@ -760,6 +640,26 @@ class InstanceFlags:
             return bool(ref.ask(Reload(), timeout=seconds))  # None: until it is loaded
         except (pykka.ActorDeadError, pykka.Timeout):
             return False
+
+
+def feature_flag_result(result: FlagResult | None) -> FeatureFlagResult | None:
+    """`get_feature_flag_result`'s answer: value, decoded payload and reason (None: no value)."""
+    if result is None:
+        return None
+    return FeatureFlagResult.of(result, decode_payload(result.payload))
+
+
+def flags_and_payloads(results: Mapping[str, FlagResult]) -> dict[str, dict[str, Any]]:
+    """`get_all_flags_and_payloads`' answer, as posthog: values, and the raw JSON payloads of the
+    enabled flags that have one."""
+    return {
+        "featureFlags": {key: result.value for key, result in results.items()},
+        "featureFlagPayloads": {
+            key: result.payload
+            for key, result in results.items()
+            if result.value is not False and result.payload is not None
+        },
+    }
 
 
 def _cache_holder(distinct_id: str, groups: Mapping[str, Any]) -> str:

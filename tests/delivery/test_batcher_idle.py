@@ -17,9 +17,8 @@ KEY = "phc_batcher_idle"
 
 
 def pending_timers() -> int:
-    """Callbacks the shared scheduler will still run (cancelled ones wait out their time)."""
-    with scheduler._cond:
-        return len(scheduler._waiting - scheduler._cancelled)
+    """Callbacks the shared scheduler will still run."""
+    return scheduler.pending()
 
 
 def test_idle_instances_arm_no_timer(devserver: DevServer, start_instance: StartInstance) -> None:

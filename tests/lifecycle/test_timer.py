@@ -1,11 +1,18 @@
 """The shared scheduler thread: delayed callbacks run in order, cancelled ones never run, and a
-cancel after the callback ran leaves nothing behind."""
+cancel leaves nothing behind (after the callback ran, or before: the entry and what its callback
+holds are released at once, the heap stays bounded)."""
 
 from __future__ import annotations
 
+import gc
 import threading
+import weakref
+from collections.abc import Callable
 
-from phactor.timer import scheduler
+from hypothesis import given
+from hypothesis import strategies as st
+
+from phactor.timer import Scheduler, scheduler
 
 
 def test_callbacks_run_in_due_order_and_a_cancelled_one_never_runs():
@@ -18,7 +25,7 @@ def test_callbacks_run_in_due_order_and_a_cancelled_one_never_runs():
     scheduler.call_later(0.1, lambda: (ran.append("last"), done.set()))
     assert done.wait(5)
     assert ran == ["first", "last"]
-    assert cancelled not in scheduler._cancelled  # consumed when its entry came due
+    assert cancelled not in scheduler._pending
 
 
 def test_cancelling_a_callback_that_already_ran_remembers_nothing():
@@ -27,5 +34,86 @@ def test_cancelling_a_callback_that_already_ran_remembers_nothing():
     assert done.wait(5)
     scheduler.cancel(handle)
     scheduler.cancel(handle + 10**9)  # never scheduled
-    assert handle not in scheduler._cancelled
-    assert handle + 10**9 not in scheduler._cancelled
+    assert handle not in scheduler._pending
+    assert handle + 10**9 not in scheduler._pending
+
+
+# -- cancelled timers leave the heap ------------------------------------------------------------
+
+
+class _Referent:
+    """Something a timer's closure holds (a Batcher, a session...), to watch with a weakref."""
+
+
+def test_the_heap_does_not_grow_under_arm_and_cancel_cycles():
+    # A timer re-armed and cancelled over and over (a flush tick, a retry timer cancelled at
+    # stop): each cycle used to leave its entry in the heap until its deadline, an hour away.
+    sched = Scheduler()
+    for _ in range(100_000):
+        sched.cancel(sched.call_later(3600, _noop))
+    assert len(sched._heap) <= 200
+    live = sched.call_later(3600, _noop)  # a live timer survives compaction
+    for _ in range(1_000):
+        sched.cancel(sched.call_later(3600, _noop))
+    assert live in sched._pending
+    assert len(sched._heap) <= 200
+    sched.cancel(live)
+
+
+def test_a_cancelled_callback_releases_what_it_holds_at_once():
+    sched = Scheduler()
+    referent = _Referent()
+    watch = weakref.ref(referent)
+    handle = sched.call_later(3600, _holding(referent))
+    del referent
+    assert watch() is not None
+    sched.cancel(handle)
+    gc.collect()
+    assert watch() is None  # not kept alive for an hour by the heap
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("arm"), st.sampled_from([0.0, 0.001, 0.003, 3600.0])),
+            st.tuples(st.just("cancel"), st.integers(min_value=0, max_value=200)),
+        ),
+        max_size=120,
+    )
+)
+def test_any_arm_and_cancel_sequence_runs_exactly_the_live_due_callbacks(ops):
+    sched = _PROPERTY_SCHEDULER
+    ran: list[int] = []
+    handles: list[tuple[int, float]] = []
+    live: dict[int, float] = {}
+    for op, arg in ops:
+        if op == "arm":
+            index = len(handles)
+            handle = sched.call_later(arg, lambda index=index: ran.append(index))
+            handles.append((handle, arg))
+            live[index] = arg
+        elif handles:
+            index = arg % len(handles)
+            sched.cancel(handles[index][0])
+            live.pop(index, None)
+    # Bounded: cancelled entries never outnumber the live ones by more than the slack.
+    far = [i for i, delay in live.items() if delay > 60]
+    done = threading.Event()
+    sched.call_later(0.01, done.set)  # due after every near one: they ran before it
+    assert done.wait(5)
+    near = sorted(i for i, delay in live.items() if delay <= 60)
+    assert sorted(ran) == near  # every live due callback ran once, no cancelled one did
+    assert len(sched._heap) <= 2 * len(far) + 130
+    for index in far:
+        sched.cancel(handles[index][0])
+
+
+def _noop() -> None:
+    pass
+
+
+def _holding(referent: object) -> Callable[[], None]:
+    return lambda: print(referent)  # a closure over the referent
+
+
+_PROPERTY_SCHEDULER = Scheduler()
