@@ -4,8 +4,11 @@ One child process per (round, client) starts instances up to each size in turn (
 100), counting OS threads and RSS after each step; then every instance captures a burst of
 events, all are flushed, and after `settle_s` (long enough for phactor's spare Senders to
 retire: two `flush_interval`s, 10 s with the defaults) threads and RSS are counted again.
-"Per additional instance" divides what instances 2..N added by N - 1, so process-wide threads
-(phactor's supervising and scheduler threads) are not charged to any one instance.
+Instances have error tracking on (phactor's default; posthog: exception autocapture), other
+options as the adapters set them. The first instance sends one event before the first count,
+so that process-wide threads started on first use (phactor's scheduler) are in the baseline:
+"per additional instance" divides what instances 2..N added by N - 1, so process-wide threads
+are charged to no instance.
 """
 
 from __future__ import annotations
@@ -45,7 +48,10 @@ def case_threads(client: BenchClient, sink: str, params: dict[str, Any]) -> dict
     handles: list[Any] = []
     for step, size in zip(("small", "mid", "large"), sizes, strict=True):
         while len(handles) < size:
-            handles.append(client.new_instance(sink, key, len(handles)))
+            handles.append(client.new_tracking_instance(sink, key, len(handles)))
+            if len(handles) == 1:
+                client.instance_capture(handles[0], EVENT, *workload()[0])
+                client.instance_flush(handles[0], 30.0)
         time.sleep(0.3)  # threads a start leaves to its background (imports, first wake-ups)
         result[f"threads_{step}"] = os_threads()
         result[f"rss_{step}_mib"] = rss_mib()
