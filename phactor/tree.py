@@ -9,7 +9,8 @@ belongs to the Instance; this module only wires it in.
 Threads: the Supervisor runs on the process-wide SupervisorHost thread; `sender-0` and the
 Batcher start with the tree; `sender-1`.. start on demand (the Batcher asks for one when a batch
 waits while every running Sender is busy) and retire after `spare_sender_idle(config)` seconds
-without a batch; the LoggerHandler starts on the first exception routed to the instance.
+without a batch; the LoggerHandler starts with the tree in the instance that receives the
+process's exceptions (or claims loggers), in any other on the first exception routed to it.
 """
 
 from __future__ import annotations
@@ -81,8 +82,8 @@ def start(inst: Instance) -> None:
 
 
 def _gave_up(inst: Instance, reason: str) -> None:
-    inst._give_up(reason)
     error_tracking.gave_up(inst)  # a LoggerHandler never started does not clean up itself
+    inst._give_up(reason)  # last: it reports the drops to on_drop
 
 
 def stop(supervisor: Supervisor, grace: float) -> None:

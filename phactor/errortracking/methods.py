@@ -4,7 +4,8 @@ The instance's error-tracking state is its `Intake` (`inst._error_intake`, error
 handler.py), made when its tree starts; the functions here wire it in. With
 `enable_error_tracking` (the default) an instance joins the process's routing of logged and
 uncaught exceptions as its tree starts (`children`, routing.py) and adds a LoggerHandler child
-to its tree, started on demand: by the first exception routed to it (or its first
+to its tree: started with the tree in the instance that receives the process's exceptions (or
+claims loggers), in any other on demand, by the first exception routed to it (or its first
 `capture_exception`), so an instance that never receives one runs no thread for it. `stop()`
 removes them (`stopped`) and drains the actor so its last events are flushed with the rest.
 

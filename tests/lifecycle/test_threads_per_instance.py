@@ -229,11 +229,11 @@ def test_a_stalled_endpoint_delays_no_other_instance(
         assert time.monotonic() - started < 2.0  # not behind a's 4 s request
         # a's stop waits for its Sender mid-request, on the stopping thread: meanwhile the
         # shared supervising thread still restarts b's children at once.
-        stopper = threading.Thread(target=a.stop, args=(1.0,))
+        stopper = threading.Thread(target=a.stop, args=(3.0,))
         stopper.start()
         b._crash_child("batcher")
         assert wait_until(lambda: b.stats()["restarts"] == 1 and all(b.children().values()))
-        assert stopper.is_alive()  # a is still stopping (its grace is ~1.2 s)
+        assert stopper.is_alive()  # a is still stopping (its Sender holds a 4 s request)
         stopper.join(10)
         assert not stopper.is_alive()
         assert devserver.count(api_key="phc_b") == 5
