@@ -166,7 +166,14 @@ class Crash:
 
 @dataclass(frozen=True)
 class Retire:
-    """Test hook: the receiving on-demand child retires now, as it does when idle."""
+    """Test hook: the receiving on-demand child retires now, as it does when idle.
+
+    With `hold`, it then waits (up to 10 s) for `hold` before it handles its own stop, having
+    set `reached`: what is told to it meanwhile lands behind the stop.
+    """
+
+    reached: threading.Event | None = None
+    hold: threading.Event | None = None
 
 
 @dataclass(frozen=True)
@@ -230,6 +237,10 @@ class SupervisedActor(pykka.ThreadingActor):
         if isinstance(message, Retire):
             if self.retire_after is not None and not self._retiring:
                 self.retire()
+                if message.reached is not None:
+                    message.reached.set()
+                if message.hold is not None:
+                    message.hold.wait(10.0)
             return None
         return self.handle(message)
 
