@@ -285,7 +285,10 @@ class Instance:
         return self._config
 
     def children(self) -> dict[str, bool]:
-        """Each child of the supervision tree and whether it is alive (OTP `which_children`)."""
+        """Each child of the supervision tree and whether it is alive (OTP `which_children`).
+
+        An on-demand child that is not running now (a spare Sender, a LoggerHandler no
+        exception has needed yet) is not listed (docs/architecture.md)."""
         if self._forked:
             self._restart_after_fork()
         return tree.which_children(self._supervisor)
