@@ -19,6 +19,7 @@ from benchmarks.cases_flagload import case_flagload
 from benchmarks.cases_flags import case_flags, case_flags_async, case_flags_down
 from benchmarks.cases_scale import case_idle, case_log_error
 from benchmarks.cases_start import case_start
+from benchmarks.cases_threads import case_threads
 from benchmarks.client_phactor import PhactorClient, profile_capture
 from benchmarks.client_posthog import PosthogClient
 from benchmarks.clients import BenchClient, NotAvailable
@@ -39,6 +40,7 @@ CASES: dict[str, Callable[[BenchClient, str, dict[str, Any]], dict[str, Any]]] =
     "start": case_start,
     "idle": case_idle,
     "log_error": case_log_error,
+    "threads": case_threads,
 }
 
 

@@ -176,6 +176,16 @@ class PhactorClient:
         """Stop one instance."""
         handle.stop(10.0)
 
+    def instance_capture(
+        self, handle: Any, event: str, distinct_id: str, properties: dict[str, Any]
+    ) -> Any:
+        """`Instance.capture` on an instance made by `new_instance`."""
+        return handle.capture(event, distinct_id, properties)
+
+    def instance_flush(self, handle: Any, timeout: float) -> None:
+        """`Instance.flush(timeout)` on an instance made by `new_instance`."""
+        handle.flush(timeout)
+
 
 def profile_capture(sink: str, calls: int = 20_000, top: int = 15) -> str:
     """cProfile of the caller's thread during `calls` captures (sorted by tottime), as text."""

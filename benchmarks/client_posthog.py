@@ -177,3 +177,13 @@ class PosthogClient:
     def stop_instance(self, handle: Any) -> None:
         """Shut one client down."""
         handle.shutdown()
+
+    def instance_capture(
+        self, handle: Any, event: str, distinct_id: str, properties: dict[str, Any]
+    ) -> Any:
+        """`Client.capture` on a client made by `new_instance`."""
+        return handle.capture(event, distinct_id=distinct_id, properties=properties)
+
+    def instance_flush(self, handle: Any, timeout: float) -> None:
+        """`Client.flush` on a client made by `new_instance`."""
+        handle.flush(timeout_seconds=timeout)

@@ -82,6 +82,26 @@ FIGURES = [
     Figure(
         "log_error_handlers", "  root handlers, 50 instances", "", "log_error", "many_root_handlers"
     ),
+    Figure("threads_1", "OS threads, 1 instance started", "", "threads", "threads_small"),
+    Figure("threads_10", "OS threads, 10 instances started", "", "threads", "threads_mid"),
+    Figure("threads_100", "OS threads, 100 instances started", "", "threads", "threads_large"),
+    Figure(
+        "threads_100_burst",
+        "OS threads, 100 instances after 1,000 events each (settled)",
+        "",
+        "threads",
+        "threads_large_burst",
+    ),
+    Figure("rss_1", "RSS, 1 instance started", "MiB", "threads", "rss_small_mib"),
+    Figure("rss_10", "RSS, 10 instances started", "MiB", "threads", "rss_mid_mib"),
+    Figure("rss_100", "RSS, 100 instances started", "MiB", "threads", "rss_large_mib"),
+    Figure(
+        "rss_100_burst",
+        "RSS, 100 instances after 1,000 events each (settled)",
+        "MiB",
+        "threads",
+        "rss_large_burst_mib",
+    ),
     Figure(
         "capture_1t_median",
         "capture() 1 thread, median",
@@ -316,9 +336,39 @@ def compute_figures(cases: dict[str, dict[str, list[dict[str, Any]]]]) -> list[d
                 "posthog_na": None if po is not None else why_na(po_rounds, f.path),
             }
         )
+    rows.extend(thread_checks(cases))
     rows.extend(outage_checks(cases))
     rows.extend(error_checks(cases))
     rows.append(flags_agreement(cases))
+    return rows
+
+
+def thread_checks(cases: dict[str, dict[str, list[dict[str, Any]]]]) -> list[dict[str, Any]]:
+    """Issue 16's bound: at most 2 OS threads per additional instance (1 -> 100 instances),
+    after start and after a burst has settled, judged for phactor alone (posthog: 1 each)."""
+    rows = []
+    for field, label in (
+        ("threads_per_instance_start", "OS threads per additional instance, started"),
+        ("threads_per_instance_burst", "OS threads per additional instance, after a burst"),
+        ("rss_per_instance_start_mib", "RSS per additional instance, started"),
+        ("rss_per_instance_burst_mib", "RSS per additional instance, after a burst"),
+    ):
+        threads = field.startswith("threads")
+        row: dict[str, Any] = {
+            "id": field,
+            "unit": "" if threads else "MiB",
+            "better": "lower",
+            "label": label,
+            "target": "phactor <= 2" if threads else "",
+            "ratio": None,
+            "target_met": None,
+        }
+        for client in CLIENTS:
+            row[client] = median_over_rounds(cases.get("threads", {}).get(client, []), field)
+        value = row.get("phactor")
+        if threads and isinstance(value, int | float):
+            row["target_met"] = value <= 2
+        rows.append(row)
     return rows
 
 

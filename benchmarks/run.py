@@ -57,6 +57,9 @@ class Sizes:
     idle_instances: int = 100
     idle_seconds: float = 5.0
     log_error_instances: int = 50
+    threads_sizes: tuple[int, ...] = (1, 10, 100)
+    threads_burst: int = 1_000
+    threads_settle_s: float = 12.0
 
 
 FULL = Sizes(
@@ -95,6 +98,9 @@ QUICK = Sizes(
     idle_instances=5,
     idle_seconds=0.5,
     log_error_instances=3,
+    threads_sizes=(1, 2, 3),
+    threads_burst=50,
+    threads_settle_s=0.2,
 )
 
 
@@ -124,6 +130,14 @@ def case_plan(sizes: Sizes, down: str) -> dict[str, tuple[str, dict[str, Any]]]:
         "log_error": (
             "log_error",
             {"instances": sizes.log_error_instances, "calls": 2_000},
+        ),
+        "threads": (
+            "threads",
+            {
+                "sizes": list(sizes.threads_sizes),
+                "burst": sizes.threads_burst,
+                "settle_s": sizes.threads_settle_s,
+            },
         ),
     }
 
@@ -273,7 +287,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="*",
         help="run only these: import capture_1t capture_4t "
         "throughput throughput_gzip outage flags flags_down flags_async flagload errors start idle "
-        "log_error",
+        "log_error threads",
     )
     p.add_argument("--output", default=str(DEFAULT_OUTPUT), help="where to write the JSON")
     p.add_argument("--profile", action="store_true", help="cProfile phactor's capture() too")

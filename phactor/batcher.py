@@ -153,6 +153,8 @@ class Batcher(SupervisedActor):
                 return
             entry = self.registry.entry(name)
             if entry is None:
+                if self.registry.demand(name):
+                    return  # a spare Sender starts on demand: Reclaim comes once it runs
                 continue  # restarting; the Supervisor sends Reclaim when it is back
             ref, generation = entry
             holder = holder_name(name, generation)

@@ -22,8 +22,6 @@ from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-import pykka
-
 from phactor import events as ev
 from phactor import registry, tree
 from phactor._args import described, timeout_arg
@@ -42,7 +40,7 @@ from phactor.health import DeliveryHealth
 from phactor.runtime import lib_properties
 from phactor.sender import Delivery, delivering_for
 from phactor.spooled import SpooledBuffer
-from phactor.supervisor import Crash, Registry
+from phactor.supervisor import Crash, Registry, Supervisor
 
 if TYPE_CHECKING:
     from phactor.aio import AsyncInstance
@@ -108,7 +106,7 @@ class Instance:
                 log=get_logger("spool", instance=self.name),
             )  # fmt: skip
         self._buffer.wake_on_drop = config.on_drop is not None
-        self._supervisor: pykka.ActorRef[Any] | None = None
+        self._supervisor: Supervisor | None = None
         self._health = DeliveryHealth(
             watchdog_interval=self._config.watchdog_interval,
             on_drop=self._config.on_drop,
@@ -287,7 +285,10 @@ class Instance:
         return self._config
 
     def children(self) -> dict[str, bool]:
-        """Each child of the supervision tree and whether it is alive (OTP `which_children`)."""
+        """Each child of the supervision tree and whether it is alive (OTP `which_children`).
+
+        An on-demand child that is not running now (a spare Sender, a LoggerHandler no
+        exception has needed yet) is not listed (docs/architecture.md)."""
         if self._forked:
             self._restart_after_fork()
         return tree.which_children(self._supervisor)

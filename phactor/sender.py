@@ -235,7 +235,11 @@ class Delivery:
 
 
 class Sender(SupervisedActor):
-    """One HTTP worker of the instance's pool: takes a batch, delivers it, reports idle."""
+    """One HTTP worker of the instance's pool: takes a batch, delivers it, reports idle.
+
+    The first Sender runs as long as the tree; a spare one (`retire_after` seconds) is started
+    on demand and retires when it has had no batch for that long (see `SupervisedActor`).
+    """
 
     def __init__(
         self,
@@ -246,8 +250,9 @@ class Sender(SupervisedActor):
         delivery_factory: Callable[[], Delivery],
         buffer: EventBuffer,
         notify_idle: Callable[[str], None],
+        retire_after: float | None = None,
     ):
-        super().__init__(child_name, generation, supervisor)
+        super().__init__(child_name, generation, supervisor, retire_after=retire_after)
         self.delivery_factory = delivery_factory
         self.buffer = buffer
         self.notify_idle = notify_idle
@@ -272,4 +277,5 @@ class Sender(SupervisedActor):
                 requeue=outcome.requeue or (),
             )
             self.notify_idle(self.child_name)
+            self.worked()  # a spare Sender retires once it goes without a batch for a while
         return None

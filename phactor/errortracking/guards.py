@@ -18,7 +18,7 @@ import threading
 
 from phactor._guard import flags as thread_flags
 from phactor._guard import inside_phactor
-from phactor.supervisor import SupervisedActor, Supervisor
+from phactor.supervisor import SupervisedActor, SupervisorHost
 
 __all__ = [
     "already_captured",
@@ -41,7 +41,7 @@ def _is_phactor_thread(thread: threading.Thread) -> bool:
         return True
     # pykka runs each actor's loop as the thread's target: the bound method names its actor.
     owner = getattr(getattr(thread, "_target", None), "__self__", None)
-    return isinstance(owner, SupervisedActor | Supervisor)
+    return isinstance(owner, SupervisedActor | SupervisorHost)
 
 
 def on_phactor_thread() -> bool:

@@ -114,6 +114,10 @@ class Intake:
         self.actor_ref: pykka.ActorRef[Any] | None = None
         self.actor: Any = None  # that incarnation's LoggerHandler object (its watchdog's state)
         self.fallback: Callable[[Snapshot], str | None] | None = None
+        # The LoggerHandler is an on-demand child: True once one was started for this tree
+        # (or asked for), so that a waiting caller waits for it instead of building the event
+        # out of order on its own thread while it starts.
+        self.wanted = False
         # Set when stop() gave up waiting for a stuck LoggerHandler: what it held was counted,
         # and a drain must not report success any more.
         self.abandoned = False
@@ -128,6 +132,7 @@ class Intake:
         self.actor_ref = None
         self.actor = None
         self.actor_thread = None
+        self.wanted = False
         self.limiter._lock = threading.Lock()  # another thread may have held it at fork time
 
     # -- install ------------------------------------------------------------------------------
@@ -248,7 +253,7 @@ class Intake:
             self.hand_off(snapshot)
             return None
         self._running_instance()
-        if self._actor_running() and threading.get_ident() != self.actor_thread:
+        if self._actor_coming() and threading.get_ident() != self.actor_thread:
             waiter = Waiter(snapshot)
             self.enqueue(waiter)
             if waiter.done.wait(wait):
@@ -271,6 +276,19 @@ class Intake:
         barrier = Waiter(None)
         self.enqueue(barrier)
         return barrier.done.wait(max(timeout, 0.0))
+
+    def _actor_coming(self) -> bool:
+        """True when a LoggerHandler runs, or will (starting on demand, restarting): it drains
+        `pending` as it starts. Asks for the on-demand one if it is not running yet."""
+        if self._actor_running():
+            return True
+        self.demand_actor()
+        return self.wanted and self.instance._state == "running"
+
+    def demand_actor(self) -> None:
+        """Have the instance's on-demand LoggerHandler started (a no-op when it runs)."""
+        if self.instance._registry.demand("logger_handler"):
+            self.wanted = True
 
     def _actor_running(self) -> bool:
         # The registry's ref covers a LoggerHandler started but not yet through `started`
@@ -322,6 +340,7 @@ class Intake:
                 ref.tell(WAKE)
             except pykka.ActorDeadError:
                 self.wake_sent = False  # not running: the next incarnation drains at start
+                self.demand_actor()  # not started yet (an on-demand child): this starts it
 
     def _running_instance(self) -> Instance:
         """The instance, its tree rebuilt first when this is a forked child's first capture."""

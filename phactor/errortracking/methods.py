@@ -2,9 +2,11 @@
 
 The instance's error-tracking state is its `Intake` (`inst._error_intake`, errortracking/
 handler.py), made when its tree starts; the functions here wire it in. With
-`enable_error_tracking` (the default) an instance adds a LoggerHandler child to its tree
-(`children`); when that child starts, the instance's logging handler goes on the root logger and
-its except hooks are chained in front of `sys.excepthook` / `threading.excepthook`. `stop()`
+`enable_error_tracking` (the default) an instance joins the process's routing of logged and
+uncaught exceptions as its tree starts (`children`, routing.py) and adds a LoggerHandler child
+to its tree: started with the tree in the instance that receives the process's exceptions (or
+claims loggers), in any other on demand, by the first exception routed to it (or its first
+`capture_exception`), so an instance that never receives one runs no thread for it. `stop()`
 removes them (`stopped`) and drains the actor so its last events are flushed with the rest.
 
 `capture_exception` here is the module-level one (`instance=`): it is the public
@@ -32,7 +34,7 @@ if TYPE_CHECKING:
 # The actor, handler and formatting modules are imported inside the functions below, when an
 # instance first needs them: `import phactor` stays cheap (this module is imported with Instance).
 
-__all__ = ["capture_exception", "children", "drain", "stopped"]
+__all__ = ["capture_exception", "children", "drain", "gave_up", "stopped"]
 
 _CALL_WAIT_SECONDS = 5.0
 
@@ -43,7 +45,8 @@ def children(inst: Instance) -> list[ChildSpec]:
     if not config.enable_error_tracking or config.disabled:
         return []
     # lazy: start-up time (the error-tracking core loads when an instance first needs it)
-    from phactor.errortracking.actor import ExceptionEventBuilder, LoggerHandler
+    from phactor.errortracking import routing
+    from phactor.errortracking.actor import ExceptionEventBuilder, LoggerHandler  # lazy: start-up
     from phactor.errortracking.handler import Intake  # lazy: start-up time
 
     intake = inst._error_intake
@@ -65,10 +68,29 @@ def children(inst: Instance) -> list[ChildSpec]:
             config=config,
             capture=inst._capture,
         )
-        intake.install()  # once; a restarted actor finds it in place
+        intake.install()  # a no-op: installed as the tree started (below)
+        intake.wanted = True
         return ref
 
-    return [ChildSpec("logger_handler", start)]
+    # Routed records reach the Intake from now on. The instance that receives the process's
+    # unclaimed exceptions, or claims loggers, starts its LoggerHandler with the tree; any
+    # other starts it with the first exception routed to it or its first capture_exception
+    # (`Intake.demand_actor`): most instances of a many-instance process never receive one.
+    intake.install()
+    receives = bool(intake.claims) or routing.receiver() is intake
+    return [ChildSpec("logger_handler", start, on_demand=not receives)]
+
+
+def gave_up(inst: Instance) -> None:
+    """Called when the tree gave up: without a LoggerHandler that ever started (its `stopped`
+    does the same), the handler and hooks go, and what waits in `pending` is counted."""
+    intake = inst._error_intake
+    if intake is None:
+        return
+    intake.uninstall()
+    from phactor.errortracking.actor import count_left_behind  # lazy: start-up time
+
+    count_left_behind(intake, "stopped")
 
 
 def stopped(inst: Instance) -> None:

@@ -206,9 +206,11 @@ def test_ledger_holds_under_concurrent_capture_crashes_and_stop(
 
 
 def test_stop_leaves_no_thread_behind(devserver: DevServer, instance_name: str) -> None:
+    from phactor.supervisor import host
     from phactor.timer import scheduler
 
     scheduler.call_later(0, lambda: None)  # the one process-wide timer thread, started once
+    host()  # the one process-wide supervising thread (every instance's Supervisor), once
     before = set(threading.enumerate())
     a = phactor.start(f"{instance_name}-a", host=devserver.url, **options(debug=True))
     b = phactor.start(f"{instance_name}-b", test_mode=True, enable_error_tracking=False)

@@ -59,13 +59,15 @@ def test_quick_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
         "log_exception_ratio_with_handler",
         "log_exception_mean_ratio_with_handler_distinct",
         "log_exception_ratio_with_handler_distinct",
+        "threads_per_instance_start",
+        "threads_per_instance_burst",
     }
     for f in data["figures"]:
         assert set(f) >= {"label", "unit", "phactor", "posthog", "ratio", "target", "target_met"}
 
     # The reference client is always installed, so its side must have run without errors.
     runs = ("capture_1t", "capture_4t", "throughput", "outage", "flags", "flags_down")
-    for run in (*runs, "flags_async", "errors", "start"):
+    for run in (*runs, "flags_async", "errors", "start", "threads"):
         for result in data["cases"][run]["posthog"]:
             assert "error" not in result, (run, result)
     posthog_throughput = data["cases"]["throughput"]["posthog"][0]
