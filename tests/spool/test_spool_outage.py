@@ -91,7 +91,10 @@ def test_an_outage_longer_than_memory_delivers_everything(
         first, second = run(target, str(tmp_path / "spool"))
         assert first["refused"] == 0
         held = first["held"]
-        assert held["queued"] <= QUEUE and held["spooled"] >= N - QUEUE - 2 * 500
+        # Memory holds max_queue_size events plus the batches that were in flight (senders x
+        # flush_at): a failed batch comes back to memory even when the queue is full (it is on
+        # disk too, so it is never dropped for want of room; docs/durability.md).
+        assert held["queued"] <= QUEUE + 2 * 500 and held["spooled"] >= N - QUEUE - 2 * 500
         stats = second["stats"]
         assert stats["sent"] == N and stats["dropped"] == {} and stats["spooled"] == 0
         assert target.count() == N
