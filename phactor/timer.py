@@ -39,16 +39,31 @@ class Scheduler:
         self._ensure_thread()
         with self._cond:
             handle = next(self._ids)
-            heapq.heappush(self._heap, (time.monotonic() + delay, handle, callback))
+            heap = self._heap
+            heapq.heappush(heap, (time.monotonic() + delay, handle, callback))
             self._waiting.add(handle)
-            self._cond.notify()
+            if heap[0][1] == handle:  # due first: the thread must wait less (else: no wake-up)
+                self._cond.notify()
             return handle
 
     def cancel(self, handle: int) -> None:
         """Forget a pending callback (a no-op when it already ran)."""
         with self._cond:
-            if handle in self._waiting:  # one that already ran must not be remembered forever
-                self._cancelled.add(handle)
+            if handle not in self._waiting:  # one that already ran must not be remembered
+                return
+            self._cancelled.add(handle)
+            self._drop_cancelled_heads()
+
+    def _drop_cancelled_heads(self) -> None:
+        # Cancelled entries due first leave the heap now, not when due: a request deadline is
+        # cancelled as its request ends, so the thread would otherwise wake once for each
+        # request, `request_timeout` later, only to drop it. (Called holding the lock.)
+        heap = self._heap
+        cancelled = self._cancelled
+        while heap and heap[0][1] in cancelled:
+            _, first, _ = heapq.heappop(heap)
+            self._waiting.discard(first)
+            cancelled.discard(first)
 
     def _ensure_thread(self) -> None:
         if self._pid != os.getpid():
@@ -67,6 +82,7 @@ class Scheduler:
         while True:
             with self._cond:
                 while True:
+                    self._drop_cancelled_heads()
                     if not self._heap:
                         self._cond.wait()
                         continue
