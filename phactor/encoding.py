@@ -23,7 +23,7 @@ import orjson
 
 from phactor.events import format_timestamp
 
-__all__ = ["EventTooLarge", "encode", "json_safe", "walk_is_linear"]
+__all__ = ["EventTooLarge", "encode", "encoded_pairs", "json_safe", "walk_is_linear"]
 
 _DUMPS_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_NAIVE_UTC
 _MAX_DEPTH = 64
@@ -47,8 +47,19 @@ class EventTooLarge(ValueError):
         super().__init__(f"the event expands to {nodes} values, at least {self.size} bytes")
 
 
-def encode(message: Mapping[str, Any], max_bytes: int | None = None) -> bytes:
+def encoded_pairs(values: Mapping[str, Any]) -> bytes:
+    """`values` as the JSON text of an object's members, without the braces (`"a":1,"b":2`):
+    constant properties encoded once, for `encode`'s `tail`."""
+    return orjson.dumps(json_safe(dict(values)), option=_DUMPS_OPTIONS)[1:-1]
+
+
+def encode(
+    message: Mapping[str, Any], max_bytes: int | None = None, tail: bytes = b""
+) -> bytes:
     """Serialise an event to compact JSON bytes (exact size); never raises for odd values.
+
+    `tail` (from `encoded_pairs`): members written at the end of the message's last value,
+    which must be a dict (the event's properties, placed last) without any of their keys.
 
     `max_bytes` (the caller's size limit) bounds the work. orjson writes a shared container once
     per reference, so a value whose containers are reached more often than a tree's would be
@@ -65,7 +76,11 @@ def encode(message: Mapping[str, Any], max_bytes: int | None = None) -> bytes:
             data = orjson.dumps(json_safe(message, _max_nodes(max_bytes)), option=_DUMPS_OPTIONS)
     # orjson returns its whole working buffer (~4 KiB whatever the JSON's length). Queued events
     # live for a while, so keep an exact-size copy: 0.2 us here saves ~3 KiB per queued event.
-    return bytes(memoryview(data))
+    view = memoryview(data)
+    if not tail:
+        return bytes(view)
+    # The copy takes the tail in: `...{"k":v}}` -> `...{"k":v,TAIL}}` (`...{}}` -> `...{TAIL}}`).
+    return b"".join((view[:-2], b"," if view[-3] != 0x7B else b"", tail, b"}}"))
 
 
 def _max_nodes(max_bytes: int | None) -> int:
@@ -77,11 +92,10 @@ def _max_nodes(max_bytes: int | None) -> int:
 
 def _encode_nested(message: Mapping[str, Any], max_bytes: int | None) -> bytes:
     """`encode` of a message holding containers: walked (or measured) before orjson runs."""
-    max_nodes = _max_nodes(max_bytes)
     left = _walk(message.values(), _WALK_BUDGET, 0)
     if left == _BIG:
         nodes = _expanded_nodes(message)
-        if nodes is not None and nodes > max_nodes:
+        if nodes is not None and nodes > _max_nodes(max_bytes):
             raise EventTooLarge(nodes)
         if nodes is None:  # a cycle, deep nesting: the careful copy cuts them
             left = _NOT_FOLLOWED
@@ -90,7 +104,7 @@ def _encode_nested(message: Mapping[str, Any], max_bytes: int | None) -> bytes:
             return orjson.dumps(message, default=_default, option=_DUMPS_OPTIONS)
         except (orjson.JSONEncodeError, TypeError, ValueError, RecursionError):
             pass
-    return orjson.dumps(json_safe(message, max_nodes), option=_DUMPS_OPTIONS)
+    return orjson.dumps(json_safe(message, _max_nodes(max_bytes)), option=_DUMPS_OPTIONS)
 
 
 def walk_is_linear(value: Any) -> bool:
@@ -144,6 +158,8 @@ def _walk(values: Any, budget: int, depth: int) -> int:
             budget -= len(inner) + 1
             if budget < 0 or depth >= _WALK_DEPTH:
                 return _BIG
+            if not any(map(_is_tracked, inner)):  # a list of atoms: nothing below
+                continue
             budget = _walk(inner, budget, depth + 1)
             if budget < 0:
                 return budget
