@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.child import child_entry
-from benchmarks.clients import CLIENTS
+from benchmarks.clients import CLIENTS, clients_for
 from benchmarks.figures import compute_figures
 from benchmarks.report import machine, text_table, update_readme, versions
 from benchmarks.sink import Sink, down_url
@@ -57,6 +57,7 @@ class Sizes:
     idle_instances: int = 100
     idle_seconds: float = 5.0
     log_error_instances: int = 50
+    e2e_n: int = 50_000
 
 
 FULL = Sizes(
@@ -95,6 +96,7 @@ QUICK = Sizes(
     idle_instances=5,
     idle_seconds=0.5,
     log_error_instances=3,
+    e2e_n=1_000,
 )
 
 
@@ -125,6 +127,7 @@ def case_plan(sizes: Sizes, down: str) -> dict[str, tuple[str, dict[str, Any]]]:
             "log_error",
             {"instances": sizes.log_error_instances, "calls": 2_000},
         ),
+        "e2e": ("e2e", {"n": sizes.e2e_n}),
     }
 
 
@@ -155,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
                 case, params = plan[run_name]
                 if run_name == "outage" and rnd >= sizes.outage_rounds:
                     continue
-                for client in order:
+                for client in clients_for(run_name, order):
                     slot = cases.setdefault(run_name, {}).setdefault(client, [])
                     if client == "phactor" and phactor_na:
                         slot.append({"na": phactor_na})
@@ -273,7 +276,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="*",
         help="run only these: import capture_1t capture_4t "
         "throughput throughput_gzip outage flags flags_down flags_async flagload errors start idle "
-        "log_error",
+        "log_error e2e",
     )
     p.add_argument("--output", default=str(DEFAULT_OUTPUT), help="where to write the JSON")
     p.add_argument("--profile", action="store_true", help="cProfile phactor's capture() too")
