@@ -32,7 +32,6 @@ from benchmarks.workload import EVENT, FLUSH_AT, workload
 __all__ = ["FloorClient", "RawLoopClient", "case_e2e"]
 
 
-
 def _fixed_properties() -> dict[str, Any]:
     """The properties every event of phactor's carries (the same event on the wire): `$lib`,
     `$lib_version`, `$is_server`, the runtime ones and `$geoip_disable` (phactor's default)."""
@@ -53,6 +52,7 @@ def _fixed_properties() -> dict[str, Any]:
             "$geoip_disable": True,
         }
     return {**lib_properties(), "$geoip_disable": True}
+
 
 _OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_NAIVE_UTC
 

@@ -53,9 +53,7 @@ def encoded_pairs(values: Mapping[str, Any]) -> bytes:
     return orjson.dumps(json_safe(dict(values)), option=_DUMPS_OPTIONS)[1:-1]
 
 
-def encode(
-    message: Mapping[str, Any], max_bytes: int | None = None, tail: bytes = b""
-) -> bytes:
+def encode(message: Mapping[str, Any], max_bytes: int | None = None, tail: bytes = b"") -> bytes:
     """Serialise an event to compact JSON bytes (exact size); never raises for odd values.
 
     `tail` (from `encoded_pairs`): members written at the end of the message's last value,
@@ -67,8 +65,9 @@ def encode(
     measured first, in time linear in its distinct containers: `EventTooLarge` when it cannot
     fit, written in full when it can. See `json_safe` for the slow path (cycles, odd values).
     """
-    if any(map(_is_tracked, message.values())):  # one C call for flat properties
-        data = _encode_nested(message, max_bytes)
+    nested = [*filter(_is_tracked, message.values())]  # one C call for flat properties
+    if nested:
+        data = _encode_nested(message, nested, max_bytes)
     else:
         try:
             data = orjson.dumps(message, default=_default, option=_DUMPS_OPTIONS)
@@ -90,9 +89,10 @@ def _max_nodes(max_bytes: int | None) -> int:
     return _MAX_NODES if max_bytes is None else max_bytes // 2 + 2
 
 
-def _encode_nested(message: Mapping[str, Any], max_bytes: int | None) -> bytes:
-    """`encode` of a message holding containers: walked (or measured) before orjson runs."""
-    left = _walk(message.values(), _WALK_BUDGET, 0)
+def _encode_nested(message: Mapping[str, Any], nested: list[Any], max_bytes: int | None) -> bytes:
+    """`encode` of a message holding containers (`nested`, its values that may hold some):
+    walked (or measured) before orjson runs."""
+    left = _walk(nested, _WALK_BUDGET, 0)
     if left == _BIG:
         nodes = _expanded_nodes(message)
         if nodes is not None and nodes > _max_nodes(max_bytes):
