@@ -92,7 +92,7 @@ def _max_nodes(max_bytes: int | None) -> int:
 def _encode_nested(message: Mapping[str, Any], nested: list[Any], max_bytes: int | None) -> bytes:
     """`encode` of a message holding containers (`nested`, its values that may hold some):
     walked (or measured) before orjson runs."""
-    left = _walk(nested, _WALK_BUDGET, 0)
+    left = _WALK_BUDGET if _shallow(nested) else _walk(nested, _WALK_BUDGET, 0)
     if left == _BIG:
         nodes = _expanded_nodes(message)
         if nodes is not None and nodes > _max_nodes(max_bytes):
@@ -138,6 +138,25 @@ _WALK_DEPTH = 255  # orjson refuses deeper nesting anyway: the careful copy cuts
 _BIG = -1  # `_walk`: over budget or nested too deep
 _NOT_FOLLOWED = -2  # `_walk`: holds a type whose contents are not followed here
 _is_tracked = gc.is_tracked
+_get_referents = gc.get_referents
+
+
+def _shallow(nested: list[Any]) -> bool:
+    """True when the containers in `nested` hold, two levels down, no container: written out
+    they are what those two levels hold (values below are not followed, as in `_walk`), and
+    a small budget bounds that. Three C calls for the usual nested properties (lists of atoms,
+    dicts of atoms, a dict holding dicts of atoms); False: `_walk` decides.
+
+    `gc.get_referents` gives a dict's values, a list's or a tuple's items, and for any other
+    object what its type traverses: its class when that is defined in Python (tracked, so such
+    objects are always walked), its contents otherwise (a set's items).
+    """
+    below = _get_referents(*nested)
+    inner = [*filter(_is_tracked, below)]
+    if not inner:
+        return len(below) <= _WALK_BUDGET
+    leaves = _get_referents(*inner)
+    return len(below) + len(leaves) <= _WALK_BUDGET and not any(map(_is_tracked, leaves))
 
 
 def _walk(values: Any, budget: int, depth: int) -> int:

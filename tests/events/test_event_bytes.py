@@ -92,3 +92,58 @@ def test_capture_sends_the_same_event_with_or_without_the_fast_path(
         assert events[0] == events[1]
 
     check()
+
+
+# --- the two-level shortcut before orjson ------------------------------------------------------
+
+
+@st.composite
+def _graphs(draw: st.DrawFn) -> Any:
+    """A dict, list or tuple graph: containers may be shared, nest each other or themselves."""
+    kinds = draw(st.lists(st.sampled_from(["dict", "list", "tuple"]), min_size=1, max_size=6))
+    edges = draw(
+        st.lists(
+            st.lists(
+                st.one_of(
+                    st.integers(0, len(kinds) - 1).map(lambda i: ("ref", i)),
+                    _atoms.map(lambda a: ("atom", a)),
+                ),
+                max_size=4,
+            ),
+            min_size=len(kinds),
+            max_size=len(kinds),
+        )
+    )
+    nodes: list[Any] = [{} if kind == "dict" else [] for kind in kinds]
+    for node, targets in zip(nodes, edges, strict=True):
+        for n, target in enumerate(targets):
+            kind, target = target
+            value = nodes[target] if kind == "ref" else target
+            if isinstance(node, dict):
+                node[f"k{n}"] = value
+            else:
+                node.append(value)
+    # Tuples last (they cannot be filled after the fact): a list node becomes a tuple copy.
+    for i, kind in enumerate(kinds):
+        if kind == "tuple":
+            nodes[i] = tuple(nodes[i])
+    return {"properties": nodes[0], "event": "e"}
+
+
+@given(_graphs())
+def test_the_shortcut_only_passes_what_the_walk_finds_linear(message: dict[str, Any]) -> None:
+    nested = [v for v in message.values() if enc._is_tracked(v)]
+    if nested and enc._shallow(nested):
+        assert enc._walk(nested, enc._WALK_BUDGET, 0) >= 0  # no cycle, nothing deep, small
+    enc.encode(message, 10_000)  # and either way: never hangs or raises (cut or measured)
+
+
+class _Holder:
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def test_objects_of_python_classes_are_always_walked() -> None:
+    shared = [1, 2]
+    for value in (_Holder(shared), [_Holder(1)], {"a": _Holder(shared)}):
+        assert not enc._shallow([{"x": value}])
