@@ -83,32 +83,45 @@ class _Stamp:
         return f"{self._prefix}.{int((t - second) * 1000):03d}Z"
 
 
+class _Floor:
+    """What any client must do per event: build it, serialise it once, append the bytes."""
+
+    def __init__(self) -> None:
+        self.queue: collections.deque[bytes] = collections.deque()
+        self.stamp = _Stamp()
+        self.fixed = _fixed_properties()
+
+    def capture(self, event: str, distinct_id: str, properties: dict[str, Any]) -> str:
+        stamp = self.stamp
+        uuid = stamp.uuid7()
+        message = {
+            "event": event,
+            "distinct_id": distinct_id,
+            "properties": {**properties, **self.fixed},
+            "timestamp": stamp.iso(),
+            "uuid": uuid,
+        }
+        self.queue.append(orjson.dumps(message, option=_OPTIONS))
+        return uuid
+
+
 class FloorClient:
-    """The capture() floor as a benchmark client: build, serialise once, append. Sends nothing."""
+    """The capture() floor as a benchmark client (sends nothing). Like the other adapters it
+    forwards each call to the implementation, so the adapter's own call is on both sides."""
 
     name = "floor"
     version = "-"
 
     def __init__(self) -> None:
-        self._queue: collections.deque[bytes] = collections.deque()
-        self._stamp = _Stamp()
-        self._fixed = _fixed_properties()
+        self._floor = _Floor()
+        self._queue = self._floor.queue
+        self._stamp = self._floor.stamp
 
     def start(self, host: str, key: str, **options: Any) -> None:
         self._queue.clear()
 
     def capture(self, event: str, distinct_id: str, properties: dict[str, Any]) -> Any:
-        stamp = self._stamp
-        uuid = stamp.uuid7()
-        message = {
-            "event": event,
-            "distinct_id": distinct_id,
-            "properties": {**properties, **self._fixed},
-            "timestamp": stamp.iso(),
-            "uuid": uuid,
-        }
-        self._queue.append(orjson.dumps(message, option=_OPTIONS))
-        return uuid
+        return self._floor.capture(event, distinct_id, properties)
 
     def flush(self, timeout: float) -> None:
         self._queue.clear()

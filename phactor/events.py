@@ -83,6 +83,7 @@ def normalize_uuid(value: Any) -> str:
 _second_cache: tuple[int, str] = (-1, "")
 # The texts of the current millisecond: (ms, "xxxxxxxx-xxxx-7" uuid prefix, ISO timestamp).
 _ms_cache: tuple[int, str, str] = (-1, "", "")
+_time_ns = time.time_ns
 _VARIANT_ON = 1 << 63  # the variant bits (10) at the top of the last 64 bits
 _VARIANT_OFF = ~(1 << 62)
 
@@ -94,7 +95,7 @@ def stamp() -> tuple[str, str]:
     are made once per millisecond, so an event costs a random number and one format.
     """
     global _ms_cache
-    ms = time.time_ns() // 1_000_000
+    ms = _time_ns() // 1_000_000
     cached, prefix, iso = _ms_cache
     if ms != cached:
         h = f"{ms & 0xFFFF_FFFF_FFFF:012x}"

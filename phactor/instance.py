@@ -74,6 +74,7 @@ class Instance:
         self._before_send = config.before_send
         self._max_event_bytes = config.max_event_bytes
         self._sync_mode = config.sync_mode
+        self._disable_geoip = config.disable_geoip
         self._context = ContextStore(name)
         self._log = get_logger("instance", instance=name)
         self._debug_handler = enable_debug_output(name) if config.debug else None
@@ -343,7 +344,7 @@ class Instance:
             raise TypeError(f"properties must be a Mapping, got {type(properties).__name__}")
         return self._capture(
             event, distinct_id, properties, self._context.current(), timestamp, uuid, groups,
-            send_feature_flags, None, flags=flags, disable_geoip=disable_geoip,
+            send_feature_flags, None, flags, disable_geoip,
         )  # fmt: skip
 
     def bare_capture(
@@ -491,11 +492,11 @@ class Instance:
         groups: Any,
         send_feature_flags: bool,
         top_level: Mapping[str, Any] | None,
+        flags: Any = None,
+        disable_geoip: bool | None = None,
         *,
         keep_distinct_id_prop: bool = False,
         personless: bool = True,
-        flags: Any = None,
-        disable_geoip: bool | None = None,
     ) -> str | None:
         if self._forked:
             self._restart_after_fork()
@@ -512,7 +513,7 @@ class Instance:
                 f"send_feature_flags must be a bool, got {described(send_feature_flags)}"
             )
         if disable_geoip is None:
-            disable_geoip = self._config.disable_geoip
+            disable_geoip = self._disable_geoip
         elif disable_geoip is not True and disable_geoip is not False:
             raise TypeError(f"disable_geoip must be a bool or None, got {described(disable_geoip)}")
         # capture(flags=...): a FlagEvaluations snapshot, else TypeError.

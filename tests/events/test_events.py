@@ -58,7 +58,7 @@ def test_stamp_is_a_v7_uuid_and_the_timestamp_of_the_same_millisecond(ms: int, b
     # One clock reading for both (capture()'s fast path): any millisecond, any random bits.
     ns = ms * 1_000_000 + 999_999
     with (
-        mock.patch.object(ev.time, "time_ns", return_value=ns),
+        mock.patch.object(ev, "_time_ns", return_value=ns),
         mock.patch.object(ev, "_random_bits", return_value=bits),
     ):
         value, iso = ev.stamp()
