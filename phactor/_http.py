@@ -195,15 +195,20 @@ class BoundedSession:
     """A keep-alive `requests.Session` whose requests each finish within `timeout` seconds.
 
     `url` is the host every request goes to: its proxy and CA settings are read from the
-    environment once, here (`environment`). Thread-safe as requests' Session is for requests;
-    each calling thread has its own deadline.
+    environment once, here (`environment`); without one, requests reads them per request
+    (``trust_env``). Thread-safe as requests' Session is for requests; each calling thread has
+    its own deadline.
     """
 
-    def __init__(self, *, verify: bool | str, headers: Mapping[str, str], url: str) -> None:
-        proxies, self.verify = environment(url, verify)
+    def __init__(
+        self, *, verify: bool | str, headers: Mapping[str, str], url: str | None = None
+    ) -> None:
+        self.verify = verify
         self.session = requests.Session()
-        self.session.trust_env = False  # read above, once: no netrc, no per-request lookups
-        self.session.proxies.update(proxies)
+        if url is not None:
+            proxies, self.verify = environment(url, verify)
+            self.session.trust_env = False  # read once: no netrc, no per-request lookups
+            self.session.proxies.update(proxies)
         adapter = _Adapter()
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
