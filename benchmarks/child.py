@@ -17,6 +17,7 @@ from benchmarks.cases_errors import case_errors
 from benchmarks.cases_events import case_capture, case_outage, case_throughput
 from benchmarks.cases_flagload import case_flagload
 from benchmarks.cases_flags import case_flags, case_flags_async, case_flags_down
+from benchmarks.cases_floor import FloorClient, RawLoopClient, case_e2e
 from benchmarks.cases_scale import case_idle, case_log_error
 from benchmarks.cases_start import case_start
 from benchmarks.cases_threads import case_threads
@@ -41,6 +42,7 @@ CASES: dict[str, Callable[[BenchClient, str, dict[str, Any]], dict[str, Any]]] =
     "idle": case_idle,
     "log_error": case_log_error,
     "threads": case_threads,
+    "e2e": case_e2e,
 }
 
 
@@ -49,6 +51,8 @@ def child_main(client_name: str, case: str, sink: str, params: dict[str, Any]) -
     clients: dict[str, Callable[[], BenchClient]] = {
         "phactor": PhactorClient,
         "posthog": PosthogClient,
+        "floor": FloorClient,  # the baselines of issue 16 item 7 (cases_floor.py)
+        "raw": RawLoopClient,
     }
     if client_name not in clients:
         raise ValueError(f"unknown client {client_name!r}")

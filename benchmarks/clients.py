@@ -8,10 +8,22 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-__all__ = ["CLIENTS", "BenchClient", "NotAvailable"]
+__all__ = ["BASELINES", "CLIENTS", "BenchClient", "NotAvailable", "clients_for"]
 
 #: The clients compared, in the order of the first round (later rounds alternate).
 CLIENTS = ("phactor", "posthog")
+#: Run name -> the baseline implemented in the benchmark itself (`cases_floor.py`) that runs
+#: as a third client of that run, in its own fresh process, alternating with the two clients.
+BASELINES = {"capture_1t": "floor", "e2e": "raw"}
+
+
+def clients_for(run_name: str, order: tuple[str, ...]) -> tuple[str, ...]:
+    """The clients of one round of `run_name`: `order` plus the run's baseline, first or last
+    (alternating with the clients' order)."""
+    base = BASELINES.get(run_name)
+    if base is None:
+        return order
+    return (*order, base) if order[0] == CLIENTS[0] else (base, *order)
 
 
 class NotAvailable(Exception):

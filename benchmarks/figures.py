@@ -112,6 +112,15 @@ FIGURES = [
     ),
     Figure("capture_1t_p99", "capture() 1 thread, p99", "µs", "capture_1t", "p99_us"),
     Figure(
+        "e2e_per_s",
+        "end-to-end events/s (gzip off)",
+        "ev/s",
+        "e2e",
+        "events_per_s",
+        better="higher",
+    ),
+    Figure("e2e_cpu", "end-to-end client CPU per event", "µs", "e2e", "cpu_us_per_event"),
+    Figure(
         "capture_4t_median",
         "capture() 4 threads, median",
         "µs",
@@ -337,6 +346,7 @@ def compute_figures(cases: dict[str, dict[str, list[dict[str, Any]]]]) -> list[d
             }
         )
     rows.extend(thread_checks(cases))
+    rows.extend(floor_checks(cases))
     rows.extend(outage_checks(cases))
     rows.extend(error_checks(cases))
     rows.append(flags_agreement(cases))
@@ -369,6 +379,59 @@ def thread_checks(cases: dict[str, dict[str, list[dict[str, Any]]]]) -> list[dic
         if threads and isinstance(value, int | float):
             row["target_met"] = value <= 2
         rows.append(row)
+    return rows
+
+
+def floor_checks(cases: dict[str, dict[str, list[dict[str, Any]]]]) -> list[dict[str, Any]]:
+    """Issue 16 item 7: each client against the floors of `cases_floor.py`, same run.
+
+    capture() median over the floor's (<= 1.5), end-to-end events/s over the raw requests
+    loop's (>= 0.8), client CPU per delivered event (<= 20 µs); the floors' own figures are
+    in the labels and the rows' `floor` field.
+    """
+    specs = (
+        ("capture_vs_floor", "capture() median vs the floor", "capture_1t", "floor",
+         "median_us", "lower", 1.5, "{:.2f} µs"),
+        ("e2e_vs_raw", "end-to-end events/s vs a raw requests loop", "e2e", "raw",
+         "events_per_s", "higher", 0.8, "{:,.0f} ev/s"),
+    )  # fmt: skip
+    rows = []
+    for row_id, label, run, base, path, better, target, shown in specs:
+        floor = median_over_rounds(cases.get(run, {}).get(base, []), path)
+        have = isinstance(floor, int | float) and floor > 0
+        row: dict[str, Any] = {
+            "id": row_id,
+            "unit": "x",
+            "better": better,
+            "label": f"{label} ({base}: {shown.format(floor) if have else 'n/a'})",
+            "target": f"phactor {'<=' if better == 'lower' else '>='} {target:g}",
+            "ratio": None,
+            "floor": floor if have else None,
+        }
+        for client in CLIENTS:
+            value = median_over_rounds(cases.get(run, {}).get(client, []), path)
+            row[client] = value / floor if have and isinstance(value, int | float) else None
+        ph = row.get("phactor")
+        row["target_met"] = (
+            None if ph is None else (ph <= target if better == "lower" else ph >= target)
+        )
+        rows.append(row)
+    raw_cpu = median_over_rounds(cases.get("e2e", {}).get("raw", []), "cpu_us_per_event")
+    cpu: dict[str, Any] = {
+        "id": "e2e_cpu_target",
+        "unit": "µs",
+        "better": "lower",
+        "label": "  client CPU per delivered event"
+        + (f" (raw loop: {raw_cpu:.1f} µs)" if isinstance(raw_cpu, int | float) else ""),
+        "target": "phactor <= 20",
+        "ratio": None,
+        "floor": raw_cpu if isinstance(raw_cpu, int | float) else None,
+    }
+    for client in CLIENTS:
+        value = median_over_rounds(cases.get("e2e", {}).get(client, []), "cpu_us_per_event")
+        cpu[client] = value if isinstance(value, int | float) else None
+    cpu["target_met"] = None if cpu["phactor"] is None else cpu["phactor"] <= 20.0
+    rows.append(cpu)
     return rows
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.child import child_entry
-from benchmarks.clients import CLIENTS
+from benchmarks.clients import CLIENTS, clients_for
 from benchmarks.figures import compute_figures
 from benchmarks.report import machine, text_table, update_readme, versions
 from benchmarks.sink import Sink, down_url
@@ -60,6 +60,7 @@ class Sizes:
     threads_sizes: tuple[int, ...] = (1, 10, 100)
     threads_burst: int = 1_000
     threads_settle_s: float = 12.0
+    e2e_n: int = 50_000
 
 
 FULL = Sizes(
@@ -101,6 +102,7 @@ QUICK = Sizes(
     threads_sizes=(1, 2, 3),
     threads_burst=50,
     threads_settle_s=0.2,
+    e2e_n=1_000,
 )
 
 
@@ -139,6 +141,7 @@ def case_plan(sizes: Sizes, down: str) -> dict[str, tuple[str, dict[str, Any]]]:
                 "settle_s": sizes.threads_settle_s,
             },
         ),
+        "e2e": ("e2e", {"n": sizes.e2e_n}),
     }
 
 
@@ -169,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
                 case, params = plan[run_name]
                 if run_name == "outage" and rnd >= sizes.outage_rounds:
                     continue
-                for client in order:
+                for client in clients_for(run_name, order):
                     slot = cases.setdefault(run_name, {}).setdefault(client, [])
                     if client == "phactor" and phactor_na:
                         slot.append({"na": phactor_na})
@@ -287,7 +290,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="*",
         help="run only these: import capture_1t capture_4t "
         "throughput throughput_gzip outage flags flags_down flags_async flagload errors start idle "
-        "log_error threads",
+        "log_error threads e2e",
     )
     p.add_argument("--output", default=str(DEFAULT_OUTPUT), help="where to write the JSON")
     p.add_argument("--profile", action="store_true", help="cProfile phactor's capture() too")

@@ -8,10 +8,16 @@ at once, and the request raises `DeadlineExceeded` (a ``requests.Timeout``). The
 found through connection classes that tell the calling thread's deadline which connection
 (and, while connecting, which raw socket) it is using.
 
-``verify`` is passed with every request instead of being set on the Session: with
-``trust_env`` (the default, which keeps proxy settings working) requests lets
-REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE replace ``Session.verify``, so a CA path or ``False`` from
-the config was silently ignored.
+The environment is read once, when the session is made (`environment`), not on every request
+as requests' ``trust_env`` does (proxies, NO_PROXY, ~/.netrc, the CA bundle variables: ~10% of a
+Sender's CPU, and a file system lookup per request): HTTP(S)_PROXY / ALL_PROXY / NO_PROXY for
+the configured host, and REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE when ``verify`` is True (a CA path
+or ``False`` from the config wins over them). The session then runs with ``trust_env`` off and
+those settings explicit, so ~/.netrc never adds an ``Authorization`` of its own to our requests.
+
+A response body is read up to a bound (`MAX_BODY`, or the caller's): the rest of an oversized
+or endless answer is never read (the connection is closed instead of reused) and the response
+says it was cut (``body_cut``).
 
 Imported lazily (it imports requests, which `import phactor` must not pay for).
 """
@@ -19,6 +25,7 @@ Imported lazily (it imports requests, which `import phactor` must not pay for).
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 from collections.abc import Mapping
@@ -32,7 +39,11 @@ import urllib3.poolmanager
 
 from phactor.timer import scheduler
 
-__all__ = ["BoundedSession", "DeadlineExceeded"]
+__all__ = ["MAX_BODY", "BoundedSession", "DeadlineExceeded", "environment"]
+
+#: What is read of a response body by default (a batch answer is a few bytes).
+MAX_BODY = 1024 * 1024
+_CHUNK = 16 * 1024  # read (and decompress) at most this much at a time
 
 
 class DeadlineExceeded(requests.Timeout):
@@ -127,9 +138,35 @@ _POOLS = {"http": _HTTPConnectionPool, "https": _HTTPSConnectionPool}
 
 
 class _Adapter(requests.adapters.HTTPAdapter):
-    """requests' adapter, with pools whose connections report to the thread's deadline."""
+    """requests' adapter, with pools whose connections report to the thread's deadline.
+
+    The CA settings of a pool are checked once per (scheme, verify, cert) rather than with a
+    file system lookup on every request (a missing bundle still fails every attempt).
+    """
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        key = (url[:6].lower() == "https:", verify, cert)
+        if getattr(conn, "_phactor_verified", None) == key:
+            return
+        super().cert_verify(conn, url, verify, cert)
+        conn._phactor_verified = key
+
+    def build_connection_pool_key_attributes(
+        self, request: Any, verify: Any, cert: Any = None
+    ) -> Any:
+        # requests looks at the file system (is `verify` a directory?) on every request.
+        origin = request.url.split("/", 3)[:3]
+        key = (*origin, verify, cert)
+        cached = self._phactor_pool_keys.get(key)
+        if cached is None:
+            cached = super().build_connection_pool_key_attributes(request, verify, cert)
+            if len(self._phactor_pool_keys) < 16:
+                self._phactor_pool_keys[key] = cached
+        host_params, pool_kwargs = cached
+        return dict(host_params), dict(pool_kwargs)
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        self._phactor_pool_keys: dict[Any, Any] = {}
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = _POOLS
 
@@ -140,23 +177,50 @@ class _Adapter(requests.adapters.HTTPAdapter):
         return manager
 
 
+def environment(url: str, verify: bool | str) -> tuple[dict[str, str], bool | str]:
+    """The proxies and the `verify` value requests' ``trust_env`` would use for `url`, now.
+
+    Proxies: HTTP_PROXY / HTTPS_PROXY / ALL_PROXY (and the system's settings where requests
+    reads them), none when NO_PROXY matches the host. `verify` True: REQUESTS_CA_BUNDLE or
+    CURL_CA_BUNDLE when set (they name the trust store, as in requests); a CA path or False
+    is kept as configured.
+    """
+    proxies = dict(requests.utils.get_environ_proxies(url))
+    if verify is True:
+        verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+    return proxies, verify
+
+
 class BoundedSession:
     """A keep-alive `requests.Session` whose requests each finish within `timeout` seconds.
 
-    Thread-safe as requests' Session is for requests; each calling thread has its own deadline.
+    `url` is the host every request goes to: its proxy and CA settings are read from the
+    environment once, here (`environment`); without one, requests reads them per request
+    (``trust_env``). Thread-safe as requests' Session is for requests; each calling thread has
+    its own deadline.
     """
 
-    def __init__(self, *, verify: bool | str, headers: Mapping[str, str]) -> None:
+    def __init__(
+        self, *, verify: bool | str, headers: Mapping[str, str], url: str | None = None
+    ) -> None:
         self.verify = verify
         self.session = requests.Session()
+        if url is not None:
+            proxies, self.verify = environment(url, verify)
+            self.session.trust_env = False  # read once: no netrc, no per-request lookups
+            self.session.proxies.update(proxies)
         adapter = _Adapter()
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers.update(headers)
 
-    def request(self, method: str, url: str, *, timeout: float, **kwargs: Any) -> Any:
+    def request(
+        self, method: str, url: str, *, timeout: float, max_body: int = MAX_BODY, **kwargs: Any
+    ) -> Any:
         """Send one request (redirects not followed); returns the `requests.Response`.
 
+        At most `max_body` bytes of the (decoded) body are read: a longer one is cut there and
+        the response's ``body_cut`` is True (the connection is then closed, not reused).
         Raises only `requests.RequestException`: `DeadlineExceeded` when connecting, sending and
         reading the whole response took longer than `timeout` seconds, `requests.ConnectionError`
         for what requests lets through unwrapped (a missing CA bundle file is a bare OSError).
@@ -165,14 +229,16 @@ class BoundedSession:
         outer = getattr(_current, "deadline", None)
         _current.deadline = deadline
         try:
-            response = self.session.request(
+            response: Any = self.session.request(
                 method,
                 url,
                 timeout=timeout,
                 verify=self.verify,
                 allow_redirects=False,
+                stream=True,
                 **kwargs,
             )
+            response.body_cut = _read_body(response, max_body)
         except Exception as error:
             if deadline.expired:
                 raise DeadlineExceeded(f"no complete response within {timeout:g} s") from error
@@ -188,3 +254,28 @@ class BoundedSession:
 
     def close(self) -> None:
         self.session.close()
+
+
+def _read_body(response: Any, limit: int) -> bool:
+    """Read at most `limit` bytes of `response`'s body into `response.content`; True when
+    there was more (left unread: the connection is closed rather than returned to the pool)."""
+    chunks = []
+    left = limit
+    cut = False
+    try:
+        for chunk in response.iter_content(_CHUNK):
+            if len(chunk) > left:
+                chunks.append(chunk[:left])
+                cut = True
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+    except BaseException:
+        response.close()
+        raise
+    response._content = b"".join(chunks)
+    response._content_consumed = True
+    if cut:
+        response.raw.close()  # the unread rest must not be taken for the next answer
+    response.close()  # gives the connection back to the pool (a closed one reconnects)
+    return cut

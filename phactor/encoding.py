@@ -23,7 +23,7 @@ import orjson
 
 from phactor.events import format_timestamp
 
-__all__ = ["EventTooLarge", "encode", "json_safe", "walk_is_linear"]
+__all__ = ["EventTooLarge", "encode", "encoded_pairs", "json_safe", "walk_is_linear"]
 
 _DUMPS_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_NAIVE_UTC
 _MAX_DEPTH = 64
@@ -47,8 +47,17 @@ class EventTooLarge(ValueError):
         super().__init__(f"the event expands to {nodes} values, at least {self.size} bytes")
 
 
-def encode(message: Mapping[str, Any], max_bytes: int | None = None) -> bytes:
+def encoded_pairs(values: Mapping[str, Any]) -> bytes:
+    """`values` as the JSON text of an object's members, without the braces (`"a":1,"b":2`):
+    constant properties encoded once, for `encode`'s `tail`."""
+    return orjson.dumps(json_safe(dict(values)), option=_DUMPS_OPTIONS)[1:-1]
+
+
+def encode(message: Mapping[str, Any], max_bytes: int | None = None, tail: bytes = b"") -> bytes:
     """Serialise an event to compact JSON bytes (exact size); never raises for odd values.
+
+    `tail` (from `encoded_pairs`): members written at the end of the message's last value,
+    which must be a dict (the event's properties, placed last) without any of their keys.
 
     `max_bytes` (the caller's size limit) bounds the work. orjson writes a shared container once
     per reference, so a value whose containers are reached more often than a tree's would be
@@ -56,8 +65,9 @@ def encode(message: Mapping[str, Any], max_bytes: int | None = None) -> bytes:
     measured first, in time linear in its distinct containers: `EventTooLarge` when it cannot
     fit, written in full when it can. See `json_safe` for the slow path (cycles, odd values).
     """
-    if any(map(_is_tracked, message.values())):  # one C call for flat properties
-        data = _encode_nested(message, max_bytes)
+    nested = [*filter(_is_tracked, message.values())]  # one C call for flat properties
+    if nested:
+        data = _encode_nested(message, nested, max_bytes)
     else:
         try:
             data = orjson.dumps(message, default=_default, option=_DUMPS_OPTIONS)
@@ -65,7 +75,11 @@ def encode(message: Mapping[str, Any], max_bytes: int | None = None) -> bytes:
             data = orjson.dumps(json_safe(message, _max_nodes(max_bytes)), option=_DUMPS_OPTIONS)
     # orjson returns its whole working buffer (~4 KiB whatever the JSON's length). Queued events
     # live for a while, so keep an exact-size copy: 0.2 us here saves ~3 KiB per queued event.
-    return bytes(memoryview(data))
+    view = memoryview(data)
+    if not tail:
+        return bytes(view)
+    # The copy takes the tail in: `...{"k":v}}` -> `...{"k":v,TAIL}}` (`...{}}` -> `...{TAIL}}`).
+    return b"".join((view[:-2], b"," if view[-3] != 0x7B else b"", tail, b"}}"))
 
 
 def _max_nodes(max_bytes: int | None) -> int:
@@ -75,13 +89,13 @@ def _max_nodes(max_bytes: int | None) -> int:
     return _MAX_NODES if max_bytes is None else max_bytes // 2 + 2
 
 
-def _encode_nested(message: Mapping[str, Any], max_bytes: int | None) -> bytes:
-    """`encode` of a message holding containers: walked (or measured) before orjson runs."""
-    max_nodes = _max_nodes(max_bytes)
-    left = _walk(message.values(), _WALK_BUDGET, 0)
+def _encode_nested(message: Mapping[str, Any], nested: list[Any], max_bytes: int | None) -> bytes:
+    """`encode` of a message holding containers (`nested`, its values that may hold some):
+    walked (or measured) before orjson runs."""
+    left = _WALK_BUDGET if _shallow(nested) else _walk(nested, _WALK_BUDGET, 0)
     if left == _BIG:
         nodes = _expanded_nodes(message)
-        if nodes is not None and nodes > max_nodes:
+        if nodes is not None and nodes > _max_nodes(max_bytes):
             raise EventTooLarge(nodes)
         if nodes is None:  # a cycle, deep nesting: the careful copy cuts them
             left = _NOT_FOLLOWED
@@ -90,7 +104,7 @@ def _encode_nested(message: Mapping[str, Any], max_bytes: int | None) -> bytes:
             return orjson.dumps(message, default=_default, option=_DUMPS_OPTIONS)
         except (orjson.JSONEncodeError, TypeError, ValueError, RecursionError):
             pass
-    return orjson.dumps(json_safe(message, max_nodes), option=_DUMPS_OPTIONS)
+    return orjson.dumps(json_safe(message, _max_nodes(max_bytes)), option=_DUMPS_OPTIONS)
 
 
 def walk_is_linear(value: Any) -> bool:
@@ -124,6 +138,25 @@ _WALK_DEPTH = 255  # orjson refuses deeper nesting anyway: the careful copy cuts
 _BIG = -1  # `_walk`: over budget or nested too deep
 _NOT_FOLLOWED = -2  # `_walk`: holds a type whose contents are not followed here
 _is_tracked = gc.is_tracked
+_get_referents = gc.get_referents
+
+
+def _shallow(nested: list[Any]) -> bool:
+    """True when the containers in `nested` hold, two levels down, no container: written out
+    they are what those two levels hold (values below are not followed, as in `_walk`), and
+    a small budget bounds that. Three C calls for the usual nested properties (lists of atoms,
+    dicts of atoms, a dict holding dicts of atoms); False: `_walk` decides.
+
+    `gc.get_referents` gives a dict's values, a list's or a tuple's items, and for any other
+    object what its type traverses: its class when that is defined in Python (tracked, so such
+    objects are always walked), its contents otherwise (a set's items).
+    """
+    below = _get_referents(*nested)
+    inner = [*filter(_is_tracked, below)]
+    if not inner:
+        return len(below) <= _WALK_BUDGET
+    leaves = _get_referents(*inner)
+    return len(below) + len(leaves) <= _WALK_BUDGET and not any(map(_is_tracked, leaves))
 
 
 def _walk(values: Any, budget: int, depth: int) -> int:
@@ -144,6 +177,8 @@ def _walk(values: Any, budget: int, depth: int) -> int:
             budget -= len(inner) + 1
             if budget < 0 or depth >= _WALK_DEPTH:
                 return _BIG
+            if not any(map(_is_tracked, inner)):  # a list of atoms: nothing below
+                continue
             budget = _walk(inner, budget, depth + 1)
             if budget < 0:
                 return budget

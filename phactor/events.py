@@ -26,6 +26,8 @@ __all__ = [
     "new_uuid4",
     "normalize_uuid",
     "now_iso",
+    "stamp",
+    "wire_event",
 ]
 
 LIB = "phactor"
@@ -79,6 +81,40 @@ def normalize_uuid(value: Any) -> str:
 
 
 _second_cache: tuple[int, str] = (-1, "")
+# The texts of the current millisecond: (ms, "xxxxxxxx-xxxx-7" uuid prefix, ISO timestamp).
+_ms_cache: tuple[int, str, str] = (-1, "", "")
+_time_ns = time.time_ns
+_VARIANT_ON = 1 << 63  # the variant bits (10) at the top of the last 64 bits
+_VARIANT_OFF = ~(1 << 62)
+
+
+def stamp() -> tuple[str, str]:
+    """A new UUIDv7 and the ISO-8601 UTC time (milliseconds) of the same clock reading.
+
+    What `new_uuid()` and `now_iso()` give, from one clock read: the texts of the millisecond
+    are made once per millisecond, so an event costs a random number and one format.
+    """
+    global _ms_cache
+    ms = _time_ns() // 1_000_000
+    cached, prefix, iso = _ms_cache
+    if ms != cached:
+        h = f"{ms & 0xFFFF_FFFF_FFFF:012x}"
+        prefix = f"{h[:8]}-{h[8:]}-7"
+        iso = _iso_of_ms(ms)
+        _ms_cache = (ms, prefix, iso)
+    # 12 bits rand_a, then the variant (10) over 2 of 64 random bits: 74 random bits in all.
+    t = f"{(_random_bits(76) | _VARIANT_ON) & _VARIANT_OFF:019x}"
+    return f"{prefix}{t[:3]}-{t[3:7]}-{t[7:]}", iso
+
+
+def _iso_of_ms(ms: int) -> str:
+    global _second_cache
+    second, fraction = divmod(ms, 1000)
+    cached_second, prefix = _second_cache
+    if second != cached_second:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _second_cache = (second, prefix)
+    return f"{prefix}.{fraction:03d}Z"
 
 
 def distinct_id_text(value: Any, name: str = "distinct_id") -> str | None:
@@ -145,7 +181,6 @@ def build_event(
     event: str,
     distinct_id: str,
     properties: dict[str, Any],
-    *,
     timestamp: str,
     uuid: str,
     groups: Mapping[str, Any] | None = None,
@@ -171,6 +206,27 @@ def build_event(
     if top_level:
         message.update(top_level)
     return message
+
+
+def wire_event(
+    event: str,
+    distinct_id: str,
+    properties: dict[str, Any],
+    timestamp: str,
+    uuid: str,
+    groups: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """`build_event` without the lib properties and `top_level`, properties placed last: the
+    caller appends the constant properties already encoded (`encoding.encode`'s `tail`)."""
+    if groups:
+        properties["$groups"] = dict(groups)
+    return {
+        "event": event,
+        "distinct_id": distinct_id,
+        "timestamp": timestamp,
+        "uuid": uuid,
+        "properties": properties,
+    }
 
 
 def checked_event(value: Any, built: Mapping[str, Any]) -> dict[str, Any]:

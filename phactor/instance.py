@@ -32,7 +32,7 @@ from phactor.batcher import ENVELOPE_BYTES, FlushNow, Wake
 from phactor.buffer import EventBuffer, busy, reentered
 from phactor.config import Config
 from phactor.context import EMPTY, ContextState, ContextStore
-from phactor.encoding import EventTooLarge, encode
+from phactor.encoding import EventTooLarge, encode, encoded_pairs
 from phactor.errortracking import methods as error_tracking
 from phactor.errortracking.methods import _capture_exception
 from phactor.flags.methods import InstanceFlags, feature_flag_result, flags_and_payloads
@@ -63,6 +63,16 @@ class Instance:
         self._disabled = config.disabled
         self._global = dict(config.global_properties)
         self._lib_props = lib_properties()  # runtime properties: read once (per process)
+        self._lib_tail = encoded_pairs(self._lib_props)  # ... and encoded once
+        self._lib_keys = frozenset(self._lib_props)
+        # Where an event's properties start (lowest precedence): `global_properties`, after
+        # `$geoip_disable: True` when the event disables GeoIP (anything else may override it).
+        self._base_props = {False: self._global, True: {"$geoip_disable": True, **self._global}}
+        # Read on every capture: plain attributes (the config is frozen).
+        self._before_send = config.before_send
+        self._max_event_bytes = config.max_event_bytes
+        self._sync_mode = config.sync_mode
+        self._disable_geoip = config.disable_geoip
         self._context = ContextStore(name)
         self._log = get_logger("instance", instance=name)
         self._debug_handler = enable_debug_output(name) if config.debug else None
@@ -327,11 +337,15 @@ class Instance:
             return None
         if type(event) is not str or not event:
             raise TypeError(f"event must be a non-empty str, got {described(event)}")
-        if properties is not None and not isinstance(properties, Mapping):
+        if (
+            properties is not None
+            and type(properties) is not dict  # the common case, without an ABC check
+            and not isinstance(properties, Mapping)
+        ):
             raise TypeError(f"properties must be a Mapping, got {type(properties).__name__}")
         return self._capture(
             event, distinct_id, properties, self._context.current(), timestamp, uuid, groups,
-            send_feature_flags, None, flags=flags, disable_geoip=disable_geoip,
+            send_feature_flags, None, flags, disable_geoip,
         )  # fmt: skip
 
     def bare_capture(
@@ -479,17 +493,20 @@ class Instance:
         groups: Any,
         send_feature_flags: bool,
         top_level: Mapping[str, Any] | None,
+        flags: Any = None,
+        disable_geoip: bool | None = None,
         *,
         keep_distinct_id_prop: bool = False,
         personless: bool = True,
-        flags: Any = None,
-        disable_geoip: bool | None = None,
     ) -> str | None:
         if self._forked:
             self._restart_after_fork()
         # Argument checks first: a TypeError must not leave a counted event behind.
-        ts = ev.now_iso() if timestamp is None else ev.format_timestamp(timestamp)
-        event_uuid = ev.new_uuid() if uuid is None else ev.normalize_uuid(uuid)
+        if timestamp is None and uuid is None:
+            event_uuid, ts = ev.stamp()  # one clock reading for both
+        else:
+            ts = ev.now_iso() if timestamp is None else ev.format_timestamp(timestamp)
+            event_uuid = ev.new_uuid() if uuid is None else ev.normalize_uuid(uuid)
         if groups is not None and not isinstance(groups, Mapping):
             raise TypeError(f"groups must be a Mapping, got {type(groups).__name__}")
         if send_feature_flags is not False and send_feature_flags is not True:
@@ -497,13 +514,13 @@ class Instance:
                 f"send_feature_flags must be a bool, got {described(send_feature_flags)}"
             )
         if disable_geoip is None:
-            disable_geoip = self._config.disable_geoip
+            disable_geoip = self._disable_geoip
         elif disable_geoip is not True and disable_geoip is not False:
             raise TypeError(f"disable_geoip must be a bool or None, got {described(disable_geoip)}")
         # capture(flags=...): a FlagEvaluations snapshot, else TypeError.
         snapshot = None if flags is None else self._flags.snapshot_properties(flags)
 
-        props: dict[str, Any] = dict(self._global) if self._global else {}
+        props: dict[str, Any] = self._base_props[disable_geoip].copy()
         if state is not EMPTY and state.flags is not None:
             props.update(state.flags.event_properties())
         if snapshot is not None:
@@ -535,37 +552,38 @@ class Instance:
         if send_feature_flags:
             props.update(self._flags.event_properties(distinct_id, groups, disable_geoip))
 
-        message = ev.build_event(
-            event,
-            distinct_id,
-            props,
-            timestamp=ts,
-            uuid=event_uuid,
-            groups=groups,
-            top_level=top_level,
-            lib_properties=self._lib_props,
-        )
-        if disable_geoip and "$geoip_disable" not in props:
-            props["$geoip_disable"] = True
-        if self._config.before_send is not None:
+        if (
+            self._before_send is None
+            and top_level is None
+            and props.keys().isdisjoint(self._lib_keys)
+        ):  # the constant properties are appended to the encoded event as bytes
+            message = ev.wire_event(event, distinct_id, props, ts, event_uuid, groups)
+            tail = self._lib_tail
+        else:
+            message = ev.build_event(
+                event, distinct_id, props, ts, event_uuid, groups, top_level, self._lib_props
+            )
+            tail = b""
+        if self._before_send is not None:
             changed = self._run_before_send(message)
             if changed is None:
                 return None
             message = changed
+            event_uuid = str(message.get("uuid", event_uuid))
         try:
-            data = encode(message, self._config.max_event_bytes)
+            data = encode(message, self._max_event_bytes, tail)
         except EventTooLarge as too_large:  # shared containers: measured, never written
             self._drop("event_too_large", event, min_size=too_large.size)
             return None
-        if len(data) > self._config.max_event_bytes:
+        if len(data) > self._max_event_bytes:
             self._drop("event_too_large", event, size=len(data))
             return None
         if not self._buffer.offer(data):
             self._drop_logged("queue_full" if self._state == "running" else "stopped", event)
             return None
-        if self._config.sync_mode:
+        if self._sync_mode:
             self._send_now()
-        return str(message.get("uuid", event_uuid))
+        return event_uuid
 
     def _run_before_send(self, message: dict[str, Any]) -> dict[str, Any] | None:
         """The event as the hook left it, or None when dropped (counted and logged here)."""

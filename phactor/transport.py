@@ -135,6 +135,7 @@ class HttpTransport:
         self._http = BoundedSession(
             verify=self.verify,
             headers={"User-Agent": USER_AGENT, "Content-Type": "application/json"},
+            url=self.url,
         )
         return self._http
 

@@ -41,6 +41,10 @@ _RETRY_STATUSES = frozenset({502, 504})
 #: A `/flags` body whose person or group properties share containers is copied with this many
 #: values at most (the rest cut as "<truncated>"), not written out once per reference.
 _MAX_BODY_VALUES = 100_000
+#: What is read of an answer at most (an endless or multi-GiB body must not fill memory): a
+#: `/flags` answer, and a definitions document (10,000 flags take ~10-20 MiB).
+FLAGS_MAX_ANSWER = 16 * 1024 * 1024
+DEFINITIONS_MAX_ANSWER = 256 * 1024 * 1024
 
 
 class DefinitionsFetch(NamedTuple):
@@ -134,7 +138,7 @@ class FlagsHttp:
         load_http_stack()  # fork-safe import (see transport.py)
         from phactor._http import BoundedSession  # lazy: start-up time (requests)
 
-        return BoundedSession(verify=self.verify, headers={"User-Agent": USER_AGENT})
+        return BoundedSession(verify=self.verify, headers={"User-Agent": USER_AGENT}, url=self.host)
 
     def reset_after_fork(self) -> None:
         """New sessions: the parent's pooled sockets must not be shared with a forked child."""
@@ -176,10 +180,14 @@ class FlagsHttp:
                 params=params,
                 headers=headers,
                 timeout=self.definitions_timeout,
+                max_body=DEFINITIONS_MAX_ANSWER,
             )
         except _requests().RequestException as error:
             return DefinitionsFetch("failed", detail=_transport_reason(error), path=path)
         status = response.status_code
+        if response.body_cut:
+            detail = f"malformed_definitions: answer over {DEFINITIONS_MAX_ANSWER} bytes"
+            return DefinitionsFetch("failed", status=status, detail=detail, path=path)
         if status == 304:
             return DefinitionsFetch("not_modified", etag=etag, status=304, path=path)
         if status in (401, 402):
@@ -231,7 +239,12 @@ class FlagsHttp:
         for attempt in (1, 2):
             try:
                 response = self._flags_session.request(
-                    "POST", url, data=data, headers=headers, timeout=self.flags_timeout
+                    "POST",
+                    url,
+                    data=data,
+                    headers=headers,
+                    timeout=self.flags_timeout,
+                    max_body=FLAGS_MAX_ANSWER,
                 )
             except _requests().RequestException as error:
                 reason, detail = _transport_reason(error), scrub(repr(error))
@@ -245,6 +258,9 @@ class FlagsHttp:
                 # request, project key included, in its error body.
                 detail = scrub(response.text)[:200]
                 return self._failed(requested, f"api_error_{status}", detail)
+            if response.body_cut:
+                detail = f"answer over {FLAGS_MAX_ANSWER} bytes"
+                return self._failed(requested, "malformed_response", detail)
             try:
                 decoded = orjson.loads(response.content)
             except orjson.JSONDecodeError:

@@ -11,6 +11,7 @@ import uuid as uuid_module
 from decimal import Decimal
 from pathlib import Path, PurePosixPath
 from typing import Any
+from unittest import mock
 
 import orjson
 import pytest
@@ -50,6 +51,39 @@ def test_new_uuid4_is_random_v4() -> None:
 
 def test_now_iso_is_utc_with_milliseconds() -> None:
     assert ISO_MS.match(ev.now_iso())
+
+
+@given(st.integers(0, 2**48 - 1), st.integers(0, 2**76 - 1))
+def test_stamp_is_a_v7_uuid_and_the_timestamp_of_the_same_millisecond(ms: int, bits: int) -> None:
+    # One clock reading for both (capture()'s fast path): any millisecond, any random bits.
+    ns = ms * 1_000_000 + 999_999
+    with (
+        mock.patch.object(ev, "_time_ns", return_value=ns),
+        mock.patch.object(ev, "_random_bits", return_value=bits),
+    ):
+        value, iso = ev.stamp()
+        again = ev.stamp()
+    parsed = uuid_module.UUID(value)
+    assert str(parsed) == value
+    assert (parsed.version, parsed.variant) == (7, uuid_module.RFC_4122)
+    assert parsed.int >> 80 == ms
+    assert (parsed.int >> 64) & 0xFFF == bits >> 64  # rand_a: 12 random bits
+    assert parsed.int & (2**62 - 1) == bits & (2**62 - 1)  # rand_b: 62 random bits
+    assert again == (value, iso)  # the cached texts of the millisecond
+    if ms < 253402300800000:  # before year 10000 (what ISO-8601 writes in 4 digits)
+        expected = dt.datetime.fromtimestamp(ms / 1000, dt.UTC).replace(
+            microsecond=(ms % 1000) * 1000
+        )
+        assert ISO_MS.match(iso)
+        assert iso == ev.format_timestamp(expected)
+
+
+def test_stamp_uuids_are_unique_and_time_ordered() -> None:
+    stamps = [ev.stamp() for _ in range(500)]
+    values = [v for v, _ in stamps]
+    assert len(set(values)) == 500
+    assert [v[:13] for v in values] == sorted(v[:13] for v in values)
+    assert [t for _, t in stamps] == sorted(t for _, t in stamps)
 
 
 @pytest.mark.parametrize(

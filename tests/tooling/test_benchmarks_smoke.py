@@ -61,15 +61,22 @@ def test_quick_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
         "log_exception_ratio_with_handler_distinct",
         "threads_per_instance_start",
         "threads_per_instance_burst",
+        "capture_vs_floor",
+        "e2e_vs_raw",
+        "e2e_cpu_target",
     }
     for f in data["figures"]:
         assert set(f) >= {"label", "unit", "phactor", "posthog", "ratio", "target", "target_met"}
 
     # The reference client is always installed, so its side must have run without errors.
     runs = ("capture_1t", "capture_4t", "throughput", "outage", "flags", "flags_down")
-    for run in (*runs, "flags_async", "errors", "start", "threads"):
+    for run in (*runs, "flags_async", "errors", "start", "threads", "e2e"):
         for result in data["cases"][run]["posthog"]:
             assert "error" not in result, (run, result)
+    # The floors implemented in the benchmark itself (issue 16 item 7) always run too.
+    for run, baseline in (("capture_1t", "floor"), ("e2e", "raw")):
+        for result in data["cases"][run][baseline]:
+            assert "error" not in result, (run, baseline, result)
     posthog_throughput = data["cases"]["throughput"]["posthog"][0]
     assert posthog_throughput["complete"] is True
     assert posthog_throughput["sink_events"] == posthog_throughput["n"]
