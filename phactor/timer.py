@@ -39,9 +39,15 @@ class Scheduler:
         self._ensure_thread()
         with self._cond:
             handle = next(self._ids)
-            heapq.heappush(self._heap, (time.monotonic() + delay, handle, callback))
+            due = time.monotonic() + delay
+            heap = self._heap
+            # The thread waits for the earliest entry: only an earlier one needs to wake it (a
+            # Sender arms a request deadline per batch; waking for each took a GIL turn).
+            earlier = not heap or due < heap[0][0]
+            heapq.heappush(heap, (due, handle, callback))
             self._waiting.add(handle)
-            self._cond.notify()
+            if earlier:
+                self._cond.notify()
             return handle
 
     def cancel(self, handle: int) -> None:
