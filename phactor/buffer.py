@@ -208,6 +208,11 @@ class EventBuffer:
         self.wake_on_drop = False
         self._closed = False
         self._close_reason = "stopped"
+        # Published by the Batcher for the Senders, which take their next batch themselves when
+        # one is ready (`Sender`): the byte budget of a batch, and "send partial batches too"
+        # (a flush or the flush interval is draining the queue).
+        self.batch_budget = 1 << 62
+        self.draining = False
         # flush() waiters: [target seq, "a batch <= target ran out of retries"]
         self._waiters: list[list[Any]] = []
         self.breaker = CircuitBreaker()

@@ -235,7 +235,8 @@ class Delivery:
 
 
 class Sender(SupervisedActor):
-    """One HTTP worker of the instance's pool: takes a batch, delivers it, reports idle."""
+    """One HTTP worker of the instance's pool: delivers a batch, then takes the next one itself
+    when a full batch is ready (or the queue is being drained); else it waits for a `Send`."""
 
     def __init__(
         self,
@@ -265,11 +266,25 @@ class Sender(SupervisedActor):
         if isinstance(message, Send):
             assert self.delivery is not None
             outcome = self.delivery.deliver(message.batch)
-            self.buffer.settle(
+            buffer = self.buffer
+            buffer.settle(
                 message.batch.holder,
                 sent=outcome.sent,
                 dropped=outcome.dropped,
                 requeue=outcome.requeue or (),
             )
-            self.notify_idle(self.child_name)
+            # The next batch, if one is ready, is taken here: no round trip through the
+            # Batcher (one GIL turn and two messages fewer per batch). Told to itself, so a
+            # stop() queued meanwhile still gets its turn between two batches.
+            queued = buffer.queue_length()
+            if queued and (queued >= buffer.flush_at or buffer.draining):
+                holder = message.batch.holder
+                batch = buffer.take(holder, buffer.flush_at, buffer.batch_budget)
+                if batch is not None:
+                    if buffer.queue_length() == 0:
+                        buffer.draining = False
+                    self.actor_ref.tell(Send(batch))
+                    return None
+            if queued and buffer.draining:
+                self.notify_idle(self.child_name)  # not taken: let the Batcher decide
         return None
