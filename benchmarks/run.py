@@ -57,6 +57,10 @@ class Sizes:
     idle_instances: int = 100
     idle_seconds: float = 5.0
     log_error_instances: int = 50
+    threads_calls: int = 20_000
+    host_seconds: float = 0.6
+    host_reps: int = 7
+    queue_seconds: float = 3.0
 
 
 FULL = Sizes(
@@ -95,6 +99,10 @@ QUICK = Sizes(
     idle_instances=5,
     idle_seconds=0.5,
     log_error_instances=3,
+    threads_calls=320,
+    host_seconds=0.05,
+    host_reps=1,
+    queue_seconds=0.05,
 )
 
 
@@ -124,6 +132,24 @@ def case_plan(sizes: Sizes, down: str) -> dict[str, tuple[str, dict[str, Any]]]:
         "log_error": (
             "log_error",
             {"instances": sizes.log_error_instances, "calls": 2_000},
+        ),
+        "threads": ("threads", {"calls": sizes.threads_calls, "reps": sizes.host_reps}),
+        **{
+            f"host_{k}k{'_gzip' if gzip else ''}": (
+                "host_app",
+                {
+                    "rate": k * 1000,
+                    "gzip": gzip,
+                    "seconds": sizes.host_seconds,
+                    "reps": sizes.host_reps,
+                },
+            )
+            for k in (2, 20)
+            for gzip in (False, True)
+        },
+        "host_10k_queue": (
+            "host_app",
+            {"rate": 10_000, "queue_full": True, "seconds": sizes.queue_seconds},
         ),
     }
 
@@ -273,7 +299,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="*",
         help="run only these: import capture_1t capture_4t "
         "throughput throughput_gzip outage flags flags_down flags_async flagload errors start idle "
-        "log_error",
+        "log_error threads host_2k host_2k_gzip host_20k host_20k_gzip host_10k_queue",
     )
     p.add_argument("--output", default=str(DEFAULT_OUTPUT), help="where to write the JSON")
     p.add_argument("--profile", action="store_true", help="cProfile phactor's capture() too")
