@@ -1,7 +1,7 @@
 """The pipeline's cost to the app (issue 16 items 4 and 8): threads capturing at once, and a
 CPU-bound app that captures while it works.
 
-`case_threads`: combined capture() calls/s from 1, 4 and 16 threads (a lock convoy shows as a
+`case_capture_threads`: combined capture() calls/s from 1, 4 and 16 threads (a lock convoy shows as a
 combined rate far below the single thread's). `case_host_app`: a fixed amount of pure-Python
 work in the app thread, interleaved with captures at a given rate; what the app loses is wall
 time (the calls themselves plus the GIL turns the client's background threads take), measured
@@ -21,7 +21,7 @@ from benchmarks.clients import BenchClient
 from benchmarks.measure import run_key
 from benchmarks.workload import EVENT, FLUSH_AT, workload
 
-__all__ = ["case_host_app", "case_threads"]
+__all__ = ["case_capture_threads", "case_host_app"]
 
 
 def _context_switches() -> int:
@@ -37,7 +37,7 @@ def _context_switches() -> int:
     return total
 
 
-def case_threads(client: BenchClient, sink: str, params: dict[str, Any]) -> dict[str, Any]:
+def case_capture_threads(client: BenchClient, sink: str, params: dict[str, Any]) -> dict[str, Any]:
     """Combined capture() calls/s with 1, 4 and 16 threads calling at once.
 
     Each measurement: `calls` captures split evenly over the threads, released together by a
@@ -48,7 +48,7 @@ def case_threads(client: BenchClient, sink: str, params: dict[str, Any]) -> dict
     calls = int(params["calls"])
     reps = int(params.get("reps", 3))
     counts = [int(n) for n in params.get("threads", (1, 4, 16))]
-    key = run_key(client, "threads")
+    key = run_key(client, "capture_threads")
     client.start(sink, key, flush_at=FLUSH_AT, max_queue_size=calls + 1000)
     work = workload()
     nwork = len(work)

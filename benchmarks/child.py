@@ -17,7 +17,7 @@ from benchmarks.cases_errors import case_errors
 from benchmarks.cases_events import case_capture, case_outage, case_throughput
 from benchmarks.cases_flagload import case_flagload
 from benchmarks.cases_flags import case_flags, case_flags_async, case_flags_down
-from benchmarks.cases_pipeline import case_host_app, case_threads
+from benchmarks.cases_pipeline import case_capture_threads, case_host_app
 from benchmarks.cases_scale import case_idle, case_log_error
 from benchmarks.cases_start import case_start
 from benchmarks.client_phactor import PhactorClient, profile_capture
@@ -40,7 +40,7 @@ CASES: dict[str, Callable[[BenchClient, str, dict[str, Any]], dict[str, Any]]] =
     "start": case_start,
     "idle": case_idle,
     "log_error": case_log_error,
-    "threads": case_threads,
+    "capture_threads": case_capture_threads,
     "host_app": case_host_app,
 }
 

@@ -22,10 +22,10 @@ def pipeline_figures(figure: Any) -> list[Any]:
     """The rows compared as phactor/posthog; `figure` is `figures.Figure` (no import cycle)."""
     rows = [
         figure(
-            f"threads_{n}t",
+            f"capture_threads_{n}t",
             f"capture() from {n} thread{'s' if n > 1 else ''}: combined calls/s",
             "calls/s",
-            "threads",
+            "capture_threads",
             f"rate_{n}t",
             better="higher",
         )
@@ -92,9 +92,15 @@ def pipeline_checks(cases: dict[str, dict[str, list[dict[str, Any]]]]) -> list[d
         return r
 
     for n in (4, 16):
-        r = row(f"threads_{n}t_of_1t", f"  {n} threads / 1 thread", "x", "phactor >= 0.8", "higher")
+        r = row(
+            f"capture_threads_{n}t_of_1t",
+            f"  {n} threads / 1 thread",
+            "x",
+            "phactor >= 0.8",
+            "higher",
+        )
         for client in CLIENTS:
-            r[client] = _median(cases.get("threads", {}).get(client, []), f"of_1t_{n}t")
+            r[client] = _median(cases.get("capture_threads", {}).get(client, []), f"of_1t_{n}t")
         if r.get("phactor") is not None:
             r["target_met"] = r["phactor"] >= 0.8
     for run, label in HOST_RUNS[:2]:

@@ -133,7 +133,10 @@ def case_plan(sizes: Sizes, down: str) -> dict[str, tuple[str, dict[str, Any]]]:
             "log_error",
             {"instances": sizes.log_error_instances, "calls": 2_000},
         ),
-        "threads": ("threads", {"calls": sizes.threads_calls, "reps": sizes.host_reps}),
+        "capture_threads": (
+            "capture_threads",
+            {"calls": sizes.threads_calls, "reps": sizes.host_reps},
+        ),
         **{
             f"host_{k}k{'_gzip' if gzip else ''}": (
                 "host_app",
@@ -299,7 +302,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="*",
         help="run only these: import capture_1t capture_4t "
         "throughput throughput_gzip outage flags flags_down flags_async flagload errors start idle "
-        "log_error threads host_2k host_2k_gzip host_20k host_20k_gzip host_10k_queue",
+        "log_error capture_threads host_2k host_2k_gzip host_20k host_20k_gzip host_10k_queue",
     )
     p.add_argument("--output", default=str(DEFAULT_OUTPUT), help="where to write the JSON")
     p.add_argument("--profile", action="store_true", help="cProfile phactor's capture() too")

@@ -55,7 +55,7 @@ def test_quick_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
         "flags_down_median",
         "flags_async_per_s",
         "log_exception_handler",
-        "threads_4t_of_1t",
+        "capture_threads_4t_of_1t",
         "host_2k_slowdown",
         "host_10k_no_queue_full",
         "log_exception_detached",
