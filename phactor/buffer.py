@@ -213,6 +213,10 @@ class EventBuffer:
         # (a flush or the flush interval is draining the queue).
         self.batch_budget = 1 << 62
         self.draining = False
+        # Idle Senders, by name: a callable that asks that Sender to take the ready batch
+        # (False when it is gone). A batch that becomes ready goes straight to one of them;
+        # the Batcher is woken only when none is parked (or to arm its timer).
+        self._parked: dict[str, Callable[[], bool]] = {}
         # flush() waiters: [target seq, "a batch <= target ran out of retries"]
         self._waiters: list[list[Any]] = []
         self.breaker = CircuitBreaker()
@@ -247,18 +251,40 @@ class EventBuffer:
             # Re-entered (a signal handler inside a wake): waking takes the Batcher's mailbox
             # lock, which the interrupted frame may hold. The next call wakes it.
             return True
-        wake = False
+        arm = ready = False
         if not self._armed:  # the first event since the Batcher went idle: it arms its timer
-            self._armed = wake = True
+            self._armed = arm = True
         if n + 1 >= self.flush_at and not self._wake_pending:  # a batch is ready: once
-            self._wake_pending = wake = True
-        if wake and self.wake is not None:
+            self._wake_pending = ready = True
+        if arm or ready:
             state.busy = True
             try:
-                self.wake()
+                # A ready batch goes to an idle Sender directly; the Batcher (which also
+                # dispatches) when none is parked or its timer must be armed.
+                if (arm or not self._pull_parked()) and self.wake is not None:
+                    self.wake()
             finally:
                 state.busy = False
         return True
+
+    def park(self, name: str, pull: Callable[[], bool]) -> None:
+        """Sender `name` is idle: `pull()` asks it to take the next ready batch."""
+        self._parked[name] = pull
+
+    def unpark(self, name: str) -> None:
+        self._parked.pop(name, None)
+
+    def _pull_parked(self) -> bool:
+        """Ask one parked Sender to take the ready batch; False when none could be asked."""
+        parked = self._parked
+        while parked:
+            try:
+                _, pull = parked.popitem()  # atomic: two callers never get the same Sender
+            except KeyError:
+                return False
+            if pull():
+                return True
+        return False
 
     def drop_at_capture(self, reason: str) -> None:
         """Count an event that was refused before it was queued."""
@@ -327,6 +353,8 @@ class EventBuffer:
                 self._wake_pending = False
             batch = Batch(holder, items, nbytes)
             self._in_flight[holder] = batch
+            if self._parked:
+                self._parked.pop(holder.partition("#")[0], None)  # busy now: not idle
             return batch
 
     def queue_length(self) -> int:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import pykka
 
 from phactor._log import register_secrets, scrub
 from phactor.buffer import Batch, EventBuffer, Item
@@ -30,6 +31,7 @@ __all__ = [
     "Send",
     "Sender",
     "SenderIdle",
+    "TakeReady",
     "delivering",
     "delivering_for",
 ]
@@ -61,6 +63,11 @@ class Send:
     """Batcher -> Sender: deliver this batch."""
 
     batch: Batch
+
+
+@dataclass(frozen=True)
+class TakeReady:
+    """Buffer -> an idle (parked) Sender: a batch is ready, take it yourself."""
 
 
 @dataclass(frozen=True)
@@ -257,8 +264,21 @@ class Sender(SupervisedActor):
     def started(self) -> None:
         # Built in the actor's own thread: one requests.Session per Sender, never shared.
         self.delivery = self.delivery_factory()
+        self.holder = f"{self.child_name}#{self.generation}"  # as the Batcher files its batches
+        ref = self.actor_ref
+
+        def pull() -> bool:
+            try:
+                ref.tell(TakeReady())
+            except pykka.ActorDeadError:
+                return False
+            return True
+
+        self._pull = pull
+        self.buffer.park(self.child_name, pull)
 
     def stopped(self) -> None:
+        self.buffer.unpark(self.child_name)
         if self.delivery is not None:
             self.delivery.transport.close()
 
@@ -266,25 +286,30 @@ class Sender(SupervisedActor):
         if isinstance(message, Send):
             assert self.delivery is not None
             outcome = self.delivery.deliver(message.batch)
-            buffer = self.buffer
-            buffer.settle(
+            self.buffer.settle(
                 message.batch.holder,
                 sent=outcome.sent,
                 dropped=outcome.dropped,
                 requeue=outcome.requeue or (),
             )
-            # The next batch, if one is ready, is taken here: no round trip through the
-            # Batcher (one GIL turn and two messages fewer per batch). Told to itself, so a
-            # stop() queued meanwhile still gets its turn between two batches.
-            queued = buffer.queue_length()
-            if queued and (queued >= buffer.flush_at or buffer.draining):
-                holder = message.batch.holder
-                batch = buffer.take(holder, buffer.flush_at, buffer.batch_budget)
-                if batch is not None:
-                    if buffer.queue_length() == 0:
-                        buffer.draining = False
-                    self.actor_ref.tell(Send(batch))
-                    return None
-            if queued and buffer.draining:
-                self.notify_idle(self.child_name)  # not taken: let the Batcher decide
+            self._take_next()
+        elif isinstance(message, TakeReady):
+            self._take_next()
         return None
+
+    def _take_next(self) -> None:
+        """Take the next batch if one is ready (no round trip through the Batcher: a GIL turn
+        and two messages fewer per batch), told to itself so that a stop() queued meanwhile
+        still gets its turn between two batches; else park, idle, until a batch is ready."""
+        buffer = self.buffer
+        queued = buffer.queue_length()
+        if queued and (queued >= buffer.flush_at or buffer.draining):
+            batch = buffer.take(self.holder, buffer.flush_at, buffer.batch_budget)
+            if batch is not None:
+                if buffer.queue_length() == 0:
+                    buffer.draining = False
+                self.actor_ref.tell(Send(batch))
+                return
+        buffer.park(self.child_name, self._pull)
+        if queued and buffer.draining:
+            self.notify_idle(self.child_name)  # not taken: let the Batcher decide

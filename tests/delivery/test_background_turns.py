@@ -8,7 +8,7 @@ import threading
 from typing import Any
 
 import pytest
-from conftest import assert_ledger
+from conftest import assert_ledger, wait_until
 
 from phactor.batcher import Batcher
 from phactor.devserver import DevServer
@@ -67,3 +67,23 @@ def test_partial_batches_still_drain_on_flush_while_senders_are_busy(
     assert done.is_set()
     assert inst.flush(30)
     assert assert_ledger(inst)["sent"] == 1234
+
+
+def test_a_ready_batch_goes_to_an_idle_sender_without_waking_the_batcher(
+    devserver: DevServer, start_instance: Any, batcher_messages: list[str]
+) -> None:
+    inst = start_instance(
+        api_key="phc_test", host=devserver.url, flush_at=20, gzip=False,
+        enable_error_tracking=False, flush_interval=3600,
+    )  # fmt: skip
+    for burst in range(10):  # a batch at a time, each delivered before the next is captured
+        for i in range(20):
+            inst.capture("e", distinct_id=f"u{i}")
+        assert devserver.wait_for(20 * (burst + 1), timeout=10)
+        # ... and the Sender is idle again (parked; code without parking: nothing to wait for).
+        assert wait_until(lambda: getattr(inst._buffer, "_parked", True))
+    # Before: the buffer woke the Batcher for every batch (10 Wakes); now only the first event
+    # does (to arm the flush timer), and each ready batch goes to a parked Sender.
+    assert batcher_messages.count("Wake") <= 2, batcher_messages
+    assert inst.flush(10)
+    assert assert_ledger(inst)["sent"] == 200
