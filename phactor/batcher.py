@@ -16,16 +16,13 @@ from typing import Any
 
 import pykka
 
-from phactor.buffer import EventBuffer
+from phactor.buffer import ENVELOPE_BYTES, EventBuffer
 from phactor.health import DeliveryHealth
 from phactor.sender import Send, SenderIdle, delivering
 from phactor.supervisor import Registry, SupervisedActor
 from phactor.timer import scheduler
 
 __all__ = ["ENVELOPE_BYTES", "Batcher", "FlushNow", "Reclaim", "Tick", "Wake", "holder_name"]
-
-ENVELOPE_BYTES = 512
-"""Bytes reserved in every batch for the body around the events (api key, sent_at, ...)."""
 
 
 @dataclass(frozen=True)
@@ -76,9 +73,6 @@ class Batcher(SupervisedActor):
         # The request body is the events plus an envelope (api key, sent_at, ...): keep the
         # whole body under max_batch_bytes. A single event larger than that still goes alone.
         self.batch_budget = max(max_batch_bytes - ENVELOPE_BYTES, 1)
-        # Senders take their next batch themselves when one is ready (see `Sender.handle`):
-        # they read the budget and the draining flag from the buffer.
-        buffer.batch_budget = self.batch_budget
         self._timer: int | None = None
 
     def started(self) -> None:

@@ -34,7 +34,10 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["Batch", "CircuitBreaker", "EventBuffer", "Item", "busy", "reentered"]
+__all__ = ["ENVELOPE_BYTES", "Batch", "CircuitBreaker", "EventBuffer", "Item", "busy", "reentered"]
+
+ENVELOPE_BYTES = 512
+"""Bytes reserved in every batch for the body around the events (api key, sent_at, ...)."""
 
 
 class _ThreadState(threading.local):
@@ -208,10 +211,9 @@ class EventBuffer:
         self.wake_on_drop = False
         self._closed = False
         self._close_reason = "stopped"
-        # Published by the Batcher for the Senders, which take their next batch themselves when
-        # one is ready (`Sender`): the byte budget of a batch, and "send partial batches too"
-        # (a flush or the flush interval is draining the queue).
-        self.batch_budget = 1 << 62
+        # Set by the Batcher, read by the Senders, which take their next batch themselves when
+        # one is ready (`Sender`): "send partial batches too" (a flush or the flush interval
+        # is draining the queue).
         self.draining = False
         # Idle Senders, by name: a callable that asks that Sender to take the ready batch
         # (False when it is gone). A batch that becomes ready goes straight to one of them;

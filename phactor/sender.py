@@ -17,7 +17,7 @@ import orjson
 import pykka
 
 from phactor._log import register_secrets, scrub
-from phactor.buffer import Batch, EventBuffer, Item
+from phactor.buffer import ENVELOPE_BYTES, Batch, EventBuffer, Item
 from phactor.config import Config
 from phactor.errors import DeliveryError
 from phactor.health import DeliveryHealth, error_text
@@ -265,6 +265,8 @@ class Sender(SupervisedActor):
         # Built in the actor's own thread: one requests.Session per Sender, never shared.
         self.delivery = self.delivery_factory()
         self.holder = f"{self.child_name}#{self.generation}"  # as the Batcher files its batches
+        # The Batcher's budget: the whole body (events + envelope) within max_batch_bytes.
+        self.budget = max(self.delivery.config.max_batch_bytes - ENVELOPE_BYTES, 1)
         ref = self.actor_ref
 
         def pull() -> bool:
@@ -304,7 +306,7 @@ class Sender(SupervisedActor):
         buffer = self.buffer
         queued = buffer.queue_length()
         if queued and (queued >= buffer.flush_at or buffer.draining):
-            batch = buffer.take(self.holder, buffer.flush_at, buffer.batch_budget)
+            batch = buffer.take(self.holder, buffer.flush_at, self.budget)
             if batch is not None:
                 if buffer.queue_length() == 0:
                     buffer.draining = False

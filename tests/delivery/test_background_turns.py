@@ -87,3 +87,18 @@ def test_a_ready_batch_goes_to_an_idle_sender_without_waking_the_batcher(
     assert batcher_messages.count("Wake") <= 2, batcher_messages
     assert inst.flush(10)
     assert assert_ledger(inst)["sent"] == 200
+
+
+def test_batches_a_sender_takes_itself_keep_within_max_batch_bytes(
+    devserver: DevServer, start_instance: Any
+) -> None:
+    inst = start_instance(
+        api_key="phc_test", host=devserver.url, flush_at=20, gzip=False, senders=1,
+        enable_error_tracking=False, max_batch_bytes=2048, max_queue_size=10_000,
+    )  # fmt: skip
+    for i in range(400):
+        inst.capture("e", distinct_id=f"u{i}", properties={"pad": "x" * 150})
+    assert inst.flush(30)
+    assert assert_ledger(inst)["sent"] == 400
+    sizes = [r.body_bytes for r in devserver.requests if r.endpoint == "capture"]
+    assert sizes and max(sizes) <= 2048, max(sizes)
