@@ -71,9 +71,15 @@ def test_capture_returns_while_the_buffer_lock_is_held(
     max_queue=st.integers(1, 60),
     flush_at=st.integers(1, 20),
     outcomes=st.lists(st.sampled_from(["sent", "requeue", "drop"]), min_size=1, max_size=8),
+    refuse_every=st.integers(0, 7),
 )
 def test_concurrent_appends_keep_the_ledger_order_and_bound(
-    threads: int, per_thread: int, max_queue: int, flush_at: int, outcomes: list[str]
+    threads: int,
+    per_thread: int,
+    max_queue: int,
+    flush_at: int,
+    outcomes: list[str],
+    refuse_every: int,
 ) -> None:
     buf = EventBuffer(max_queue, flush_at)
     accepted: list[list[bool]] = [[] for _ in range(threads)]
@@ -85,6 +91,9 @@ def test_concurrent_appends_keep_the_ledger_order_and_bound(
     def producer(t: int) -> None:
         start.wait()
         for i in range(per_thread):
+            if refuse_every and i % refuse_every == 0:
+                buf.drop_at_capture("before_send")  # refused before the queue, counted
+                continue
             accepted[t].append(buf.offer(b"%d:%d" % (t, i)))
 
     def taker() -> None:
@@ -137,6 +146,7 @@ def test_concurrent_appends_keep_the_ledger_order_and_bound(
     assert s["captured"] == total
     refused = sum(not ok for row in accepted for ok in row)
     assert s["dropped"].get("queue_full", 0) >= refused  # a requeue without room adds more
+    assert s["dropped"].get("before_send", 0) == total - sum(map(len, accepted))
     assert s["queued"] == s["in_flight"] == 0
     for t in range(threads):
         # Sequence numbers follow each thread's own order (a requeued event keeps its number).
