@@ -18,6 +18,7 @@ from benchmarks.cases_events import case_capture, case_outage, case_throughput
 from benchmarks.cases_flagload import case_flagload
 from benchmarks.cases_flags import case_flags, case_flags_async, case_flags_down
 from benchmarks.cases_floor import FloorClient, RawLoopClient, case_e2e
+from benchmarks.cases_pipeline import case_capture_threads, case_host_app
 from benchmarks.cases_scale import case_idle, case_log_error
 from benchmarks.cases_start import case_start
 from benchmarks.cases_threads import case_threads
@@ -43,6 +44,8 @@ CASES: dict[str, Callable[[BenchClient, str, dict[str, Any]], dict[str, Any]]] =
     "log_error": case_log_error,
     "threads": case_threads,
     "e2e": case_e2e,
+    "capture_threads": case_capture_threads,
+    "host_app": case_host_app,
 }
 
 

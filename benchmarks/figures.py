@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from benchmarks.clients import CLIENTS
+from benchmarks.figures_pipeline import pipeline_checks, pipeline_figures
 
 __all__ = ["FIGURES", "Figure", "compute_figures", "median_over_rounds"]
 
@@ -311,6 +312,7 @@ FIGURES = [
         "capture_exception_distinct.delivered_of_calls",
     ),
 ]
+FIGURES += pipeline_figures(Figure)  # threads capturing at once, the host app's cost
 
 
 def compute_figures(cases: dict[str, dict[str, list[dict[str, Any]]]]) -> list[dict[str, Any]]:
@@ -349,6 +351,7 @@ def compute_figures(cases: dict[str, dict[str, list[dict[str, Any]]]]) -> list[d
     rows.extend(floor_checks(cases))
     rows.extend(outage_checks(cases))
     rows.extend(error_checks(cases))
+    rows.extend(pipeline_checks(cases))
     rows.append(flags_agreement(cases))
     return rows
 

@@ -61,6 +61,10 @@ class Sizes:
     threads_burst: int = 1_000
     threads_settle_s: float = 12.0
     e2e_n: int = 50_000
+    threads_calls: int = 20_000
+    host_seconds: float = 0.6
+    host_reps: int = 7
+    queue_seconds: float = 3.0
 
 
 FULL = Sizes(
@@ -103,6 +107,10 @@ QUICK = Sizes(
     threads_burst=50,
     threads_settle_s=0.2,
     e2e_n=1_000,
+    threads_calls=320,
+    host_seconds=0.05,
+    host_reps=1,
+    queue_seconds=0.05,
 )
 
 
@@ -142,6 +150,27 @@ def case_plan(sizes: Sizes, down: str) -> dict[str, tuple[str, dict[str, Any]]]:
             },
         ),
         "e2e": ("e2e", {"n": sizes.e2e_n}),
+        "capture_threads": (
+            "capture_threads",
+            {"calls": sizes.threads_calls, "reps": sizes.host_reps},
+        ),
+        **{
+            f"host_{k}k{'_gzip' if gzip else ''}": (
+                "host_app",
+                {
+                    "rate": k * 1000,
+                    "gzip": gzip,
+                    "seconds": sizes.host_seconds,
+                    "reps": sizes.host_reps,
+                },
+            )
+            for k in (2, 20)
+            for gzip in (False, True)
+        },
+        "host_10k_queue": (
+            "host_app",
+            {"rate": 10_000, "queue_full": True, "seconds": sizes.queue_seconds},
+        ),
     }
 
 
@@ -290,7 +319,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="*",
         help="run only these: import capture_1t capture_4t "
         "throughput throughput_gzip outage flags flags_down flags_async flagload errors start idle "
-        "log_error threads e2e",
+        "log_error threads e2e capture_threads host_2k host_2k_gzip host_20k host_20k_gzip "
+        "host_10k_queue",
     )
     p.add_argument("--output", default=str(DEFAULT_OUTPUT), help="where to write the JSON")
     p.add_argument("--profile", action="store_true", help="cProfile phactor's capture() too")

@@ -2,7 +2,8 @@
 
 It flushes when the queue reaches `flush_at` (woken by the buffer), every `flush_interval`
 (the shared scheduler), or on request (`flush()`), and only ever `tell`s Senders — it never
-waits on one. Its flush timer runs only while something is queued or in flight: an idle
+waits on one. A Sender that finishes a batch takes the next ready one itself (no message to
+the Batcher), so a busy pipeline wakes the Batcher at most once per batch. Its flush timer runs only while something is queued or in flight: an idle
 instance arms none (the buffer wakes the Batcher on the first event, which arms it). Its only state is "draining or not": the queue and the in-flight ledger live in
 the `EventBuffer`, so a restarted Batcher carries on where the last one stopped.
 """
@@ -15,16 +16,13 @@ from typing import Any
 
 import pykka
 
-from phactor.buffer import EventBuffer
+from phactor.buffer import ENVELOPE_BYTES, EventBuffer
 from phactor.health import DeliveryHealth
 from phactor.sender import Send, SenderIdle, delivering
 from phactor.supervisor import Registry, SupervisedActor
 from phactor.timer import scheduler
 
 __all__ = ["ENVELOPE_BYTES", "Batcher", "FlushNow", "Reclaim", "Tick", "Wake", "holder_name"]
-
-ENVELOPE_BYTES = 512
-"""Bytes reserved in every batch for the body around the events (api key, sent_at, ...)."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +73,6 @@ class Batcher(SupervisedActor):
         # The request body is the events plus an envelope (api key, sent_at, ...): keep the
         # whole body under max_batch_bytes. A single event larger than that still goes alone.
         self.batch_budget = max(max_batch_bytes - ENVELOPE_BYTES, 1)
-        self.draining = False
         self._timer: int | None = None
 
     def started(self) -> None:
@@ -86,6 +83,16 @@ class Batcher(SupervisedActor):
     def stopped(self) -> None:
         if self._timer is not None:
             scheduler.cancel(self._timer)
+
+    @property
+    def draining(self) -> bool:
+        """Partial batches go too (a flush or the flush interval): kept on the buffer, where
+        Senders taking their next batch read it."""
+        return self.buffer.draining
+
+    @draining.setter
+    def draining(self, value: bool) -> None:
+        self.buffer.draining = value
 
     def _rearm(self) -> None:
         """Arm the flush timer while there is work; leave it disarmed when idle (unless drops

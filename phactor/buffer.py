@@ -2,24 +2,27 @@
 
 It is the state that must survive a restart (OTP keeps such state outside the child it
 protects): the Supervisor creates it once and hands it to every incarnation of the Batcher
-and the Senders. Callers append serialised events to it directly — a lock and a deque append,
-far cheaper than an actor message — and the Batcher is woken when a batch is ready.
+and the Senders. Callers append serialised events to it directly, without a lock: an append
+to the inbox deque (atomic in CPython), far cheaper than an actor message, and app threads
+capturing at once never queue behind each other, the Batcher or a Sender (no lock convoy).
+The taker does the accounting: the next locked call (the Batcher's `take`, `stats()`,
+`flush()`'s high-water mark) gives each inbox event its sequence number and moves it into the
+queue, and counts the drop reasons callers appended. The Batcher is woken when a batch is ready.
 
-Every counter changes under one lock together with the queue, so at every moment
-`captured == sent + sum(dropped) + queued + in_flight`. The queue is kept in sequence order
-(requeued batches are merged back at the front), so the oldest pending event is always at
-`queue[0]` or in a batch in flight.
+Every counter changes under one lock together with the queue, so every locked observation sees
+`captured == sent + sum(dropped) + queued + in_flight` (`stats()` accounts the inbox first).
+The queue is kept in sequence order (requeued batches are merged back at the front), so the
+oldest pending event is always at `queue[0]` or in a batch in flight.
 
 The `CircuitBreaker` lives here for the same reason: an outage is a fact about the endpoint,
 not about one Sender incarnation, so a restarted Sender must still see it.
 
 Signal handlers: Python runs one on the main thread between two bytecodes, possibly while that
-thread is inside `offer()` holding the (non-reentrant) lock. A capture from the handler must not
-wait for that lock: it would wait for ever. So the app-facing calls mark the thread busy (a
-thread-local flag, set before the lock is taken and cleared after it is released and the Batcher
-woken), and a call that finds its own thread busy never locks: an event goes to a lock-free
-hand-off deque, counted as captured and queued at once, and moved into the queue (sequence
-number, bound, close) by the next call that holds the lock.
+thread holds the buffer's (non-reentrant) lock or a Batcher's mailbox lock (a wake). A capture
+from the handler must not wait for either: it would wait for ever. So the calls that lock mark
+the thread busy (a thread-local flag, set before the lock is taken and cleared after it is
+released), and a call that finds its own thread busy never locks: a capture only appends to
+the inbox (it wakes nobody; the next call does), `stats()` reads without the lock.
 """
 
 from __future__ import annotations
@@ -31,7 +34,10 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["Batch", "CircuitBreaker", "EventBuffer", "Item", "busy", "reentered"]
+__all__ = ["ENVELOPE_BYTES", "Batch", "CircuitBreaker", "EventBuffer", "Item", "busy", "reentered"]
+
+ENVELOPE_BYTES = 512
+"""Bytes reserved in every batch for the body around the events (api key, sent_at, ...)."""
 
 
 class _ThreadState(threading.local):
@@ -188,9 +194,11 @@ class EventBuffer:
         self._lock = threading.Lock()
         self._done = threading.Condition(self._lock)
         self._queue: deque[Item] = deque()
-        # Events (bytes) and capture-time drop reasons (str) from a re-entered call: appended
-        # without the lock, merged under it by the next locked call (`_merge_locked`).
-        self._handoff: deque[bytes | str] = deque()
+        # The inbox: events (bytes) appended by callers without the lock, and the reasons
+        # (str) of events refused at capture; both accounted (sequence numbers, counters) under
+        # the lock by the next locked call (`_merge_locked`), usually the Batcher's `take`.
+        self._handoff: deque[bytes] = deque()
+        self._drops: deque[str] = deque()
         self._queued_bytes = 0
         self._in_flight: dict[str, Batch] = {}
         self._seq = 0
@@ -203,6 +211,14 @@ class EventBuffer:
         self.wake_on_drop = False
         self._closed = False
         self._close_reason = "stopped"
+        # Set by the Batcher, read by the Senders, which take their next batch themselves when
+        # one is ready (`Sender`): "send partial batches too" (a flush or the flush interval
+        # is draining the queue).
+        self.draining = False
+        # Idle Senders, by name: a callable that asks that Sender to take the ready batch
+        # (False when it is gone). A batch that becomes ready goes straight to one of them;
+        # the Batcher is woken only when none is parked (or to arm its timer).
+        self._parked: dict[str, Callable[[], bool]] = {}
         # flush() waiters: [target seq, "a batch <= target ran out of retries"]
         self._waiters: list[list[Any]] = []
         self.breaker = CircuitBreaker()
@@ -217,101 +233,130 @@ class EventBuffer:
     def offer(self, data: bytes) -> bool:
         """Queue one event; False (counted `queue_full` or `stopped`) when it cannot be.
 
-        Re-entered (from a signal handler): handed off without the lock; True (it is counted
-        captured at once, and dropped `queue_full`/`stopped` later if it does not fit).
+        No lock: the event is appended to the inbox (`collections.deque.append` is atomic), and
+        the next locked call (the Batcher's `take`, `stats()`, ...) gives it its sequence number
+        and moves it into the queue. So app threads never wait for each other, for the Batcher
+        or for a Sender settling. The bound is checked before the append: threads racing past
+        the check at the same instant can overshoot `max_queue_size` by at most one event each
+        (at most the number of capturing threads minus one).
         """
+        inbox = self._handoff
+        n = len(self._queue) + len(inbox)
+        if n >= self.max_queue_size or self._closed:
+            self._refuse("stopped" if self._closed else "queue_full")
+            return False
+        inbox.append(data)
+        if self._armed and (self._wake_pending or n + 1 < self.flush_at):
+            return True  # the common case: nothing to wake
         state = _thread
         if state.busy:
-            self._handoff.append(data)
+            # Re-entered (a signal handler inside a wake): waking takes the Batcher's mailbox
+            # lock, which the interrupted frame may hold. The next call wakes it.
             return True
-        state.busy = True
-        try:
-            with self._lock:
-                if self._handoff:
-                    self._merge_locked()
-                self._seq += 1
-                if self._closed:
-                    self.dropped["stopped"] += 1
-                    return False
-                if len(self._queue) >= self.max_queue_size:
-                    self.dropped["queue_full"] += 1
-                    return False
-                self._queue.append((self._seq, data))
-                self._queued_bytes += len(data)
-                wake = len(self._queue) >= self.flush_at and not self._wake_pending
-                if wake:
-                    self._wake_pending = True
-                if not self._armed:  # the first event since the Batcher went idle
-                    self._armed = wake = True
-            # Still busy: waking the Batcher takes its mailbox lock, which a handler must not
-            # wait for either.
-            if wake and self.wake is not None:
-                self.wake()
-            return True
-        finally:
-            state.busy = False
+        arm = ready = False
+        if not self._armed:  # the first event since the Batcher went idle: it arms its timer
+            self._armed = arm = True
+        if n + 1 >= self.flush_at and not self._wake_pending:  # a batch is ready: once
+            self._wake_pending = ready = True
+        if arm or ready:
+            state.busy = True
+            try:
+                # A ready batch goes to an idle Sender directly; the Batcher (which also
+                # dispatches) when none is parked or its timer must be armed.
+                if (arm or not self._pull_parked()) and self.wake is not None:
+                    self.wake()
+            finally:
+                state.busy = False
+        return True
+
+    def park(self, name: str, pull: Callable[[], bool]) -> None:
+        """Sender `name` is idle: `pull()` asks it to take the next ready batch."""
+        self._parked[name] = pull
+
+    def unpark(self, name: str) -> None:
+        self._parked.pop(name, None)
+
+    def _pull_parked(self) -> bool:
+        """Ask one parked Sender to take the ready batch; False when none could be asked."""
+        parked = self._parked
+        while parked:
+            try:
+                _, pull = parked.popitem()  # atomic: two callers never get the same Sender
+            except KeyError:
+                return False
+            if pull():
+                return True
+        return False
 
     def drop_at_capture(self, reason: str) -> None:
         """Count an event that was refused before it was queued."""
-        state = _thread
-        if state.busy:
-            self._handoff.append(reason)
-            return
-        state.busy = True
-        try:
-            with self._lock:
-                self._seq += 1
-                self.dropped[reason] += 1
-                # `on_drop` is set and the Batcher is idle: wake it, so that it reports the drop.
-                wake = self.wake_on_drop and not self._armed
-                if wake:
-                    self._armed = True
-            if wake and self.wake is not None:
-                self.wake()
-        finally:
-            state.busy = False
+        self._refuse(reason)
+
+    def _refuse(self, reason: str) -> None:
+        # Counted without the lock too: the reason waits in `_drops` for the next locked call.
+        self._drops.append(reason)
+        # `on_drop` is set and the Batcher is idle: wake it, so that it reports the drop.
+        if self.wake_on_drop and not self._armed and not _thread.busy:
+            self._armed = True
+            if self.wake is not None:
+                with busy():
+                    self.wake()
 
     def _merge_locked(self) -> None:
-        """Move what re-entered calls handed off into the queue and the counters, in order."""
-        handoff = self._handoff
-        queue = self._queue
-        while handoff:
-            item = handoff.popleft()
-            self._seq += 1
-            if isinstance(item, str):
-                self.dropped[item] += 1
-            elif self._closed:
-                self.dropped["stopped"] += 1
-            elif len(queue) >= self.max_queue_size:
-                self.dropped["queue_full"] += 1
-            else:
-                queue.append((self._seq, item))
-                self._queued_bytes += len(item)
+        """Account for what callers appended without the lock: drop reasons, then events (in
+        the order they were appended), each with the next sequence number."""
+        drops = self._drops
+        if drops:
+            n = len(drops)  # only these: later appends wait for the next merge
+            take_reason = drops.popleft
+            self.dropped.update([take_reason() for _ in range(n)])
+            self._seq += n
+        inbox = self._handoff
+        if not inbox:
+            return
+        n = len(inbox)
+        popleft = inbox.popleft
+        events = [popleft() for _ in range(n)]
+        first = self._seq + 1
+        self._seq += n
+        if self._closed:
+            self.dropped["stopped"] += n
+            return
+        self._queue.extend(zip(range(first, first + n), events, strict=True))
+        self._queued_bytes += sum(map(len, events))
 
     # --- the Batcher -----------------------------------------------------------------------
 
     def take(self, holder: str, max_events: int, max_bytes: int) -> Batch | None:
         """Move up to `max_events` queued events (within `max_bytes`) in flight under `holder`."""
         with busy(), self._lock:
-            if self._handoff:
+            if self._handoff or self._drops:
                 self._merge_locked()
-            if not self._queue or holder in self._in_flight:
-                return None
-            items: list[Item] = []
-            nbytes = 0
             queue = self._queue
-            while queue and len(items) < max_events:
-                size = len(queue[0][1]) + 1
-                if items and nbytes + size > max_bytes:
-                    break
-                item = queue.popleft()
-                items.append(item)
-                nbytes += size
+            if not queue or holder in self._in_flight:
+                return None
+            if self._queued_bytes + len(queue) <= max_bytes:
+                # Everything queued fits the byte budget: no per-event size check.
+                popleft = queue.popleft
+                items = [popleft() for _ in range(min(max_events, len(queue)))]
+                nbytes = sum(len(d) for _, d in items) + len(items)
+            else:
+                items = []
+                nbytes = 0
+                while queue and len(items) < max_events:
+                    size = len(queue[0][1]) + 1
+                    if items and nbytes + size > max_bytes:
+                        break
+                    item = queue.popleft()
+                    items.append(item)
+                    nbytes += size
             self._queued_bytes -= nbytes - len(items)
-            if len(queue) < self.flush_at:
+            if len(queue) + len(self._handoff) < self.flush_at:
                 self._wake_pending = False
             batch = Batch(holder, items, nbytes)
             self._in_flight[holder] = batch
+            if self._parked:
+                self._parked.pop(holder.partition("#")[0], None)  # busy now: not idle
             return batch
 
     def queue_length(self) -> int:
@@ -327,7 +372,10 @@ class EventBuffer:
         (the next `offer` wakes it to arm one). False, with the timer noted armed, otherwise.
         """
         with busy(), self._lock:
-            idle = not (self._queue or self._handoff or self._in_flight)
+            # Disarmed first, then checked: an offer appends first, then reads `_armed`, so an
+            # event appended after this check finds it disarmed and wakes the Batcher.
+            self._armed = False
+            idle = not (self._queue or self._handoff or self._drops or self._in_flight)
             self._armed = not idle
             return idle
 
@@ -404,6 +452,8 @@ class EventBuffer:
     def _requeue_locked(self, items: list[Item]) -> None:
         if not items:
             return
+        if self._handoff or self._drops:
+            self._merge_locked()  # the room left counts what callers appended meanwhile
         if self._closed:
             # Came back after close() (a Sender woken by the shutdown): nobody will send it.
             self.dropped[self._close_reason] += len(items)
@@ -440,7 +490,7 @@ class EventBuffer:
     def close(self, reason: str) -> int:
         """Refuse further events and drop what is still queued under `reason`; returns count."""
         with busy(), self._lock:
-            if self._handoff:
+            if self._handoff or self._drops:
                 self._merge_locked()
             self._closed = True
             self._close_reason = reason
@@ -479,9 +529,9 @@ class EventBuffer:
     def high_water(self) -> int:
         """The sequence number of the newest event accepted so far."""
         if _thread.busy:
-            return self._seq + len(self._handoff)
+            return self._seq + len(self._handoff) + len(self._drops)
         with busy(), self._lock:
-            if self._handoff:
+            if self._handoff or self._drops:
                 self._merge_locked()
             return self._seq
 
@@ -531,9 +581,9 @@ class EventBuffer:
         without the lock, so it may be one event off while the interrupted call is half-done.
         """
         if _thread.busy:
-            return self._snapshot(list(self._handoff))
+            return self._snapshot([*self._handoff, *self._drops])
         with busy(), self._lock:
-            if self._handoff:
+            if self._handoff or self._drops:
                 self._merge_locked()
             return self._snapshot([])
 

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import pykka
 
 from phactor._log import register_secrets, scrub
-from phactor.buffer import Batch, EventBuffer, Item
+from phactor.buffer import ENVELOPE_BYTES, Batch, EventBuffer, Item
 from phactor.config import Config
 from phactor.errors import DeliveryError
 from phactor.health import DeliveryHealth, error_text
@@ -30,6 +31,7 @@ __all__ = [
     "Send",
     "Sender",
     "SenderIdle",
+    "TakeReady",
     "delivering",
     "delivering_for",
 ]
@@ -61,6 +63,11 @@ class Send:
     """Batcher -> Sender: deliver this batch."""
 
     batch: Batch
+
+
+@dataclass(frozen=True)
+class TakeReady:
+    """Buffer -> an idle (parked) Sender: a batch is ready, take it yourself."""
 
 
 @dataclass(frozen=True)
@@ -235,7 +242,8 @@ class Delivery:
 
 
 class Sender(SupervisedActor):
-    """One HTTP worker of the instance's pool: takes a batch, delivers it, reports idle.
+    """One HTTP worker of the instance's pool: delivers a batch, then takes the next one itself
+    when a full batch is ready (or the queue is being drained); else it waits for a `Send`.
 
     The first Sender runs as long as the tree; a spare one (`retire_after` seconds) is started
     on demand and retires when it has had no batch for that long (see `SupervisedActor`).
@@ -261,8 +269,23 @@ class Sender(SupervisedActor):
     def started(self) -> None:
         # Built in the actor's own thread: one requests.Session per Sender, never shared.
         self.delivery = self.delivery_factory()
+        self.holder = f"{self.child_name}#{self.generation}"  # as the Batcher files its batches
+        # The Batcher's budget: the whole body (events + envelope) within max_batch_bytes.
+        self.budget = max(self.delivery.config.max_batch_bytes - ENVELOPE_BYTES, 1)
+        ref = self.actor_ref
+
+        def pull() -> bool:
+            try:
+                ref.tell(TakeReady())
+            except pykka.ActorDeadError:
+                return False
+            return True
+
+        self._pull = pull
+        self.buffer.park(self.child_name, pull)
 
     def stopped(self) -> None:
+        self.buffer.unpark(self.child_name)
         if self.delivery is not None:
             self.delivery.transport.close()
 
@@ -276,6 +299,25 @@ class Sender(SupervisedActor):
                 dropped=outcome.dropped,
                 requeue=outcome.requeue or (),
             )
-            self.notify_idle(self.child_name)
             self.worked()  # a spare Sender retires once it goes without a batch for a while
+            self._take_next()
+        elif isinstance(message, TakeReady):
+            self._take_next()
         return None
+
+    def _take_next(self) -> None:
+        """Take the next batch if one is ready (no round trip through the Batcher: a GIL turn
+        and two messages fewer per batch), told to itself so that a stop() queued meanwhile
+        still gets its turn between two batches; else park, idle, until a batch is ready."""
+        buffer = self.buffer
+        queued = buffer.queue_length()
+        if queued and (queued >= buffer.flush_at or buffer.draining):
+            batch = buffer.take(self.holder, buffer.flush_at, self.budget)
+            if batch is not None:
+                if buffer.queue_length() == 0:
+                    buffer.draining = False
+                self.actor_ref.tell(Send(batch))
+                return
+        buffer.park(self.child_name, self._pull)
+        if queued and buffer.draining:
+            self.notify_idle(self.child_name)  # not taken: let the Batcher decide

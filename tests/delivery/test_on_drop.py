@@ -135,7 +135,10 @@ def test_an_on_drop_that_raises_is_logged_rate_limited_and_ignored(
     assert 1 <= len(failures) <= 6  # 1st, 2nd, 4th, 8th, 16th: never one per failure
     assert "metrics backend down" in failures[0].getMessage()
     devserver.set_mode("up")
-    assert inst.flush(5.0)
+    # A request still in flight to the down server when it came back fails, and with
+    # max_retries=0 its batch goes back to the queue: flush() then returns False at once, as
+    # documented. The next flush delivers it.
+    assert any(inst.flush(5.0) for _ in range(3))
     stats = assert_ledger(inst)
     assert stats["restarts"] == 0  # the Batcher that ran the callback never crashed
     assert stats["sent"] >= 1 and devserver.count() == stats["sent"]

@@ -5,11 +5,13 @@ holds are released at once, the heap stays bounded)."""
 from __future__ import annotations
 
 import gc
+import os
 import threading
 import weakref
 from collections.abc import Callable
 from random import Random
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -172,3 +174,40 @@ def test_a_callback_due_after_the_first_one_does_not_wake_the_thread() -> None:
     assert done.wait(5)
     with own._cond:
         assert own._heap == []
+
+
+def _voluntary_switches(native_id: int | None) -> int:
+    with open(f"/proc/self/task/{native_id}/status") as status:
+        for line in status:
+            if line.startswith("voluntary_ctxt_switches"):
+                return int(line.split()[1])
+    raise AssertionError("no voluntary_ctxt_switches line")
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="Linux /proc only")
+def test_a_timer_due_after_the_next_one_does_not_wake_the_scheduler_thread():
+    # Every HTTP request arms a deadline and cancels it when answered: with a wake-up per arm,
+    # the scheduler thread took a GIL turn from the app for every batch sent.
+    sched = Scheduler()
+    ran = threading.Event()
+    sched.call_later(0.2, ran.set)  # starts the thread; it waits for this one
+    first = sched.call_later(3600, lambda: None)
+    thread = sched._thread
+    assert thread is not None
+    pause = threading.Event()  # never set: a short pause lets the thread run, as between POSTs
+    before = _voluntary_switches(thread.native_id)
+    for i in range(200):
+        sched.cancel(sched.call_later(3600 + i, lambda: None))
+        pause.wait(0.0005)
+    after = _voluntary_switches(thread.native_id)
+    sched.cancel(first)
+    assert after - before < 20, f"{after - before} wake-ups for 200 later timers"
+    assert ran.wait(5)  # an earlier one still runs on time
+
+
+def test_a_timer_due_before_the_next_one_still_runs_on_time():
+    sched = Scheduler()
+    sched.call_later(3600, lambda: None)
+    ran = threading.Event()
+    sched.call_later(0.01, ran.set)
+    assert ran.wait(5)
