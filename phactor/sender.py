@@ -284,10 +284,22 @@ class Sender(SupervisedActor):
         self._pull = pull
         self.buffer.park(self.child_name, pull)
 
-    def stopped(self) -> None:
+    def retire(self) -> None:
+        # Off the parked list first: a batch that becomes ready now goes to another Sender or
+        # to the Batcher (which files it under this incarnation if it picks this one: reclaimed).
         self.buffer.unpark(self.child_name)
+        super().retire()
+
+    def stopped(self) -> None:
+        buffer = self.buffer
+        buffer.unpark(self.child_name)
         if self.delivery is not None:
             self.delivery.transport.close()
+        # A TakeReady told after this Sender's stop was dropped with it: the ready batch it
+        # was meant for would wait for the Batcher's next tick. Let the Batcher decide now.
+        queued = buffer.queue_length()
+        if queued and (queued >= buffer.flush_at or buffer.draining):
+            self.notify_idle(self.child_name)
 
     def handle(self, message: Any) -> Any:
         if isinstance(message, Send):

@@ -22,6 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import phactor
+from phactor.batcher import FlushNow
 from phactor.devserver import DevServer
 from phactor.supervisor import Retire
 
@@ -139,6 +140,9 @@ def test_a_batch_sent_to_a_sender_as_it_retires_is_reclaimed_and_sent_once(
     assert reached.wait(5)
     devserver.delay(0.3)  # sender-0 holds the first new batch: the second goes to sender-1
     uuids |= {inst.capture("second", f"u{i}") for i in range(10)}
+    # A retiring Sender is no longer parked: the Batcher's dispatch (a flush, a tick) is what
+    # can still pick it, as it is registered until its stop has run.
+    inst._registry.tell("batcher", FlushNow())
     # Both batches are taken: sender-1's Send sits in its inbox behind its stop.
     assert wait_until(lambda: inst.stats()["in_flight"] == 10)
     requeued_before = inst.stats()["requeued"]
