@@ -40,6 +40,9 @@ ENVELOPE_BYTES = 512
 """Bytes reserved in every batch for the body around the events (api key, sent_at, ...)."""
 
 
+# Refusals counted without the lock are folded into the counters once this many wait.
+_MERGE_DROPS_AT = 1024
+
 class _ThreadState(threading.local):
     """Per thread: inside an app-facing buffer call (class default: no AttributeError)."""
 
@@ -294,7 +297,16 @@ class EventBuffer:
 
     def _refuse(self, reason: str) -> None:
         # Counted without the lock too: the reason waits in `_drops` for the next locked call.
-        self._drops.append(reason)
+        drops = self._drops
+        drops.append(reason)
+        if len(drops) >= _MERGE_DROPS_AT and self._lock.acquire(blocking=False):
+            # A long outage refuses ~every capture while nothing else takes the lock: fold the
+            # reasons into the counters now, or the list grows by one entry per refusal.
+            try:
+                with busy():
+                    self._merge_locked()
+            finally:
+                self._lock.release()
         # `on_drop` is set and the Batcher is idle: wake it, so that it reports the drop.
         if self.wake_on_drop and not self._armed and not _thread.busy:
             self._armed = True

@@ -280,3 +280,16 @@ def test_calls_from_a_signal_handler_never_lock_and_are_counted_once(
         order = seqs(buf)
         assert order == sorted(order)
         assert len(order) <= 8
+
+
+def test_refusals_during_a_long_outage_keep_memory_bounded() -> None:
+    # Refusals are counted without the lock and folded in by the next locked call; in an
+    # outage nothing else takes the lock, and the waiting list grew by one entry per refused
+    # capture (990,000 in the benchmark's outage run: +8 MiB).
+    buf = EventBuffer(10, 5)
+    for _ in range(10):
+        assert buf.offer(b"{}")
+    for _ in range(100_000):
+        assert not buf.offer(b"{}")
+    assert len(buf._drops) < 2 * buffer_module._MERGE_DROPS_AT
+    assert buf.stats()["dropped"] == {"queue_full": 100_000}
