@@ -10,31 +10,17 @@ against the same work with no captures, in alternating blocks of one process.
 
 from __future__ import annotations
 
-import glob
-import os
 import statistics
 import threading
 import time
 from typing import Any
 
 from benchmarks.clients import BenchClient
-from benchmarks.measure import run_key
+from benchmarks.measure import context_switches, run_key
 from benchmarks.workload import EVENT, FLUSH_AT, workload
 
 __all__ = ["case_capture_threads", "case_host_app"]
 
-
-def _context_switches() -> int:
-    total = 0
-    for path in glob.glob(f"/proc/{os.getpid()}/task/*/status"):
-        try:
-            with open(path) as status:
-                for line in status:
-                    if "ctxt_switches" in line:
-                        total += int(line.split()[1])
-        except (OSError, ValueError):
-            pass
-    return total
 
 
 def case_capture_threads(client: BenchClient, sink: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -89,13 +75,13 @@ def case_capture_threads(client: BenchClient, sink: str, params: dict[str, Any])
             ts = [threading.Thread(target=worker, args=(t * per,)) for t in range(n)]
             for t in ts:
                 t.start()
-            cs0 = _context_switches()
+            cs0 = context_switches()
             t0 = time.perf_counter()
             barrier.wait()
             for t in ts:
                 t.join()
             elapsed = max(ends) - t0
-            cs1 = _context_switches()
+            cs1 = context_switches()
             rates[n].append(per * n / elapsed)
             switches[n].append((cs1 - cs0) / (per * n))
             client.flush(60)

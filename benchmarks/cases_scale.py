@@ -10,23 +10,10 @@ import timeit
 from typing import Any
 
 from benchmarks.clients import BenchClient
-from benchmarks.measure import run_key
+from benchmarks.measure import context_switches, run_key
 
 __all__ = ["case_idle", "case_log_error"]
 
-
-def _context_switches() -> int:
-    """Voluntary + involuntary context switches of every thread of this process (wake-ups)."""
-    total = 0
-    for path in glob.glob(f"/proc/{os.getpid()}/task/*/status"):
-        try:
-            with open(path) as status:
-                for line in status:
-                    if "ctxt_switches" in line:
-                        total += int(line.split()[1])
-        except (OSError, ValueError):
-            pass  # a thread that ended while we read
-    return total
 
 
 def case_idle(client: BenchClient, sink: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -42,11 +29,11 @@ def case_idle(client: BenchClient, sink: str, params: dict[str, Any]) -> dict[st
     handles = [client.new_instance(sink, key, i) for i in range(count)]
     time.sleep(min(1.0, seconds))  # start-up work (first sends of nothing, thread starts) ends
     # Reading /proc costs CPU per thread (phactor has more threads): kept out of the window.
-    switches0 = _context_switches()
+    switches0 = context_switches()
     cpu0 = time.process_time()
     time.sleep(seconds)
     cpu1 = time.process_time()
-    switches1 = _context_switches()
+    switches1 = context_switches()
     threads = len(glob.glob(f"/proc/{os.getpid()}/task/*"))
     for handle in handles:
         client.stop_instance(handle)

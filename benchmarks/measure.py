@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import glob
+import os
 import time
 import uuid as uuid_mod
 from typing import Any
@@ -10,6 +12,7 @@ from benchmarks.clients import BenchClient
 from benchmarks.workload import EVENT
 
 __all__ = [
+    "context_switches",
     "peak_rss_mib",
     "percentile",
     "rss_mib",
@@ -17,6 +20,20 @@ __all__ = [
     "summarize_ns",
     "timed_captures",
 ]
+
+
+def context_switches() -> int:
+    """Voluntary + involuntary context switches of every thread of this process (wake-ups)."""
+    total = 0
+    for path in glob.glob(f"/proc/{os.getpid()}/task/*/status"):
+        try:
+            with open(path) as status:
+                for line in status:
+                    if "ctxt_switches" in line:
+                        total += int(line.split()[1])
+        except (OSError, ValueError):
+            pass  # a thread that ended while we read
+    return total
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
