@@ -194,15 +194,7 @@ def build_event(
     runtime properties of `phactor.runtime`, computed once) override the caller's.
     """
     properties.update(lib_properties)
-    if groups:
-        properties["$groups"] = dict(groups)
-    message = {
-        "event": event,
-        "distinct_id": distinct_id,
-        "properties": properties,
-        "timestamp": timestamp,
-        "uuid": uuid,
-    }
+    message = wire_event(event, distinct_id, properties, timestamp, uuid, groups)
     if top_level:
         message.update(top_level)
     return message
@@ -216,8 +208,9 @@ def wire_event(
     uuid: str,
     groups: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """`build_event` without the lib properties and `top_level`, properties placed last: the
-    caller appends the constant properties already encoded (`encoding.encode`'s `tail`)."""
+    """The event's own keys, properties placed last (`build_event` adds the lib properties and
+    `top_level`); on capture()'s fast path the caller appends the constant properties already
+    encoded (`encoding.encode`'s `tail`)."""
     if groups:
         properties["$groups"] = dict(groups)
     return {
